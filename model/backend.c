@@ -1,0 +1,80 @@
+#include "backend.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "captcha-build-config.h"
+
+void captcha_conv2d_shape_init(captcha_conv2d_shape *shape, int batch, int in_channels,
+                               int in_height, int in_width, int out_channels, int kernel_size,
+                               int stride, int padding)
+{
+    shape->batch = batch;
+    shape->in_channels = in_channels;
+    shape->in_height = in_height;
+    shape->in_width = in_width;
+    shape->out_channels = out_channels;
+    shape->kernel_size = kernel_size;
+    shape->stride = stride;
+    shape->padding = padding;
+    shape->out_height = (in_height + 2 * padding - kernel_size) / stride + 1;
+    shape->out_width = (in_width + 2 * padding - kernel_size) / stride + 1;
+}
+
+captcha_status captcha_device_parse(const char *text, captcha_device *out, captcha_error *err)
+{
+    if (!text || !strcmp(text, "auto"))
+        *out = CAPTCHA_DEVICE_AUTO;
+    else if (!strcmp(text, "cpu"))
+        *out = CAPTCHA_DEVICE_CPU;
+    else if (!strcmp(text, "cuda") || !strcmp(text, "gpu"))
+        *out = CAPTCHA_DEVICE_CUDA;
+    else
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "device \"%s\" is not one of auto, cpu, cuda", text);
+    return CAPTCHA_OK;
+}
+
+int captcha_backend_cuda_built(void)
+{
+    return CAPTCHA_HAVE_CUDA;
+}
+
+#if !CAPTCHA_HAVE_CUDA
+captcha_status captcha_backend_cuda_create(int gpu_id, captcha_backend **out, captcha_error *err)
+{
+    (void)gpu_id;
+    *out = NULL;
+    return captcha_fail(err, CAPTCHA_ERROR_UNAVAILABLE,
+                        "this build of gst-captcha has no CUDA backend (configured without CUDA)");
+}
+#endif
+
+captcha_status captcha_backend_create(captcha_device device, int gpu_id, int threads,
+                                      captcha_backend **out, char *fallback_reason,
+                                      size_t fallback_reason_size, captcha_error *err)
+{
+    *out = NULL;
+    if (fallback_reason && fallback_reason_size)
+        fallback_reason[0] = '\0';
+    if (device == CAPTCHA_DEVICE_CPU)
+        return captcha_backend_cpu_create(threads, out, err);
+    captcha_error cuda_err = {0};
+    captcha_status status = captcha_backend_cuda_create(gpu_id, out, &cuda_err);
+    if (status == CAPTCHA_OK)
+        return CAPTCHA_OK;
+    if (device == CAPTCHA_DEVICE_CUDA) {
+        if (err)
+            *err = cuda_err;
+        return status;
+    }
+    if (fallback_reason && fallback_reason_size)
+        snprintf(fallback_reason, fallback_reason_size, "%s; using the CPU", cuda_err.message);
+    return captcha_backend_cpu_create(threads, out, err);
+}
+
+void captcha_backend_destroy(captcha_backend *backend)
+{
+    if (backend)
+        backend->ops->destroy(backend);
+}

@@ -1,0 +1,203 @@
+/* The compute backend interface: one table of function pointers per backend
+ * (like ggml's backend table). The network code (network.c) calls only these,
+ * so the CPU (oneDNN) and CUDA (cuDNN/cuBLAS) backends are interchangeable.
+ *
+ * Conventions for every op:
+ *  - Tensors are float32, dense, in the layout stated per argument; activations
+ *    are NCHW (batch, channels, rows, columns), convolution weights OIHW
+ *    (out channels, in channels, kernel rows, kernel columns), linear weights
+ *    [out_features, in_features] row-major, as PyTorch stores them.
+ *  - Every pointer is "device memory" of that backend (host memory for the CPU
+ *    backend), obtained from alloc(), possibly offset into a larger block.
+ *  - Ops are asynchronous on device backends; download() and synchronize()
+ *    wait. On failure an op returns a status and fills err (which may be NULL).
+ *  - An op a backend does not implement is NULL in its table.
+ */
+#ifndef CAPTCHA_BACKEND_H
+#define CAPTCHA_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "captcha_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct captcha_backend captcha_backend;
+
+/* Geometry of one 2-D convolution, as torch.nn.Conv2d (square kernel, same
+ * stride and zero padding on both axes, dilation 1, groups 1):
+ * out_height = (in_height + 2*padding - kernel_size) / stride + 1, likewise width. */
+typedef struct {
+    int batch;
+    int in_channels, in_height, in_width;
+    int out_channels, out_height, out_width;
+    int kernel_size, stride, padding;
+} captcha_conv2d_shape;
+
+/* Fills the output size of a conv shape from its input size, kernel, stride
+ * and padding. */
+void captcha_conv2d_shape_init(captcha_conv2d_shape *shape, int batch, int in_channels,
+                               int in_height, int in_width, int out_channels, int kernel_size,
+                               int stride, int padding);
+
+/* Hyper-parameters of torch.optim.Adam (L2 weight decay added to the
+ * gradient, not decoupled as in AdamW). */
+typedef struct {
+    float learning_rate; /* torch default 1e-3 */
+    float beta1;         /* 0.9 */
+    float beta2;         /* 0.999 */
+    float eps;           /* 1e-8 */
+    float weight_decay;  /* 0 */
+} captcha_adam_config;
+
+typedef struct {
+    const char *name; /* "cpu", "cuda" */
+
+    void (*destroy)(captcha_backend *backend);
+
+    /* ---- memory ---- */
+    captcha_status (*alloc)(captcha_backend *backend, size_t bytes, void **out, captcha_error *err);
+    void (*free)(captcha_backend *backend, void *pointer);
+    captcha_status (*upload)(captcha_backend *backend, void *device_dst, const void *host_src,
+                             size_t bytes, captcha_error *err);
+    captcha_status (*download)(captcha_backend *backend, void *host_dst, const void *device_src,
+                               size_t bytes, captcha_error *err);
+    /* device-to-device copy */
+    captcha_status (*copy)(captcha_backend *backend, void *device_dst, const void *device_src,
+                           size_t bytes, captcha_error *err);
+    /* Waits until every queued op has finished. */
+    captcha_status (*synchronize)(captcha_backend *backend, captcha_error *err);
+
+    /* ---- convolution (torch.nn.Conv2d, bias optional) ----
+     * x [N, Cin, H, W], weight [Cout, Cin, k, k], bias [Cout] or NULL,
+     * residual [N, Cout, Ho, Wo] or NULL, y [N, Cout, Ho, Wo]:
+     * y = conv(x, weight) + bias + residual, then max(y, 0) when relu is set.
+     * The fused bias/residual/relu form is the inference fast path (batch norm
+     * folded into weight and bias); training calls it with NULL, NULL, 0. */
+    captcha_status (*conv2d_forward)(captcha_backend *backend, const captcha_conv2d_shape *shape,
+                                     const float *x, const float *weight, const float *bias,
+                                     const float *residual, int relu, float *y,
+                                     captcha_error *err);
+    /* dx [N, Cin, H, W] = gradient of the input from dy [N, Cout, Ho, Wo]; overwrites dx. */
+    captcha_status (*conv2d_backward_data)(captcha_backend *backend,
+                                           const captcha_conv2d_shape *shape, const float *dy,
+                                           const float *weight, float *dx, captcha_error *err);
+    /* dweight [Cout, Cin, k, k] = gradient of the weight; overwrites dweight. */
+    captcha_status (*conv2d_backward_weight)(captcha_backend *backend,
+                                             const captcha_conv2d_shape *shape, const float *x,
+                                             const float *dy, float *dweight, captcha_error *err);
+
+    /* ---- batch normalization (torch.nn.BatchNorm2d, affine) ----
+     * x, y [N, C, spatial] (spatial = H*W), gamma/beta [C].
+     * Training: normalizes with the batch's mean and biased variance over N and
+     * spatial, writes them to saved_mean [C] and saved_invstd [C]
+     * (1/sqrt(var + eps)), and updates running_mean/running_var [C] in place:
+     * r = (1 - momentum) * r + momentum * batch_stat, using the unbiased
+     * variance (var * n / (n - 1), n = N * spatial) for running_var. */
+    captcha_status (*batchnorm_forward_training)(captcha_backend *backend, int batch, int channels,
+                                                 int spatial, const float *x, const float *gamma,
+                                                 const float *beta, float momentum, float eps,
+                                                 float *running_mean, float *running_var,
+                                                 float *saved_mean, float *saved_invstd,
+                                                 float *y, captcha_error *err);
+    /* Inference: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta. */
+    captcha_status (*batchnorm_forward_inference)(captcha_backend *backend, int batch,
+                                                  int channels, int spatial, const float *x,
+                                                  const float *gamma, const float *beta,
+                                                  const float *running_mean,
+                                                  const float *running_var, float eps, float *y,
+                                                  captcha_error *err);
+    /* Backward of the training form: from x, dy and the saved statistics,
+     * writes dx [N, C, spatial], dgamma [C] and dbeta [C] (all overwritten). */
+    captcha_status (*batchnorm_backward)(captcha_backend *backend, int batch, int channels,
+                                         int spatial, const float *x, const float *dy,
+                                         const float *gamma, const float *saved_mean,
+                                         const float *saved_invstd, float *dx, float *dgamma,
+                                         float *dbeta, captcha_error *err);
+
+    /* ---- linear (torch.nn.Linear) ----
+     * x [N, in], weight [out, in], bias [out], y [N, out] = x weight^T + bias. */
+    captcha_status (*linear_forward)(captcha_backend *backend, int batch, int in_features,
+                                     int out_features, const float *x, const float *weight,
+                                     const float *bias, float *y, captcha_error *err);
+    /* dx [N, in] (NULL: not computed), dweight [out, in], dbias [out]; overwritten. */
+    captcha_status (*linear_backward)(captcha_backend *backend, int batch, int in_features,
+                                      int out_features, const float *x, const float *weight,
+                                      const float *dy, float *dx, float *dweight, float *dbias,
+                                      captcha_error *err);
+
+    /* ---- element-wise (count = number of floats) ---- */
+    /* y = max(x, 0); y may equal x. */
+    captcha_status (*relu_forward)(captcha_backend *backend, size_t count, const float *x,
+                                   float *y, captcha_error *err);
+    /* dx = y > 0 ? dy : 0, with y the ReLU's output; dx may equal dy. */
+    captcha_status (*relu_backward)(captcha_backend *backend, size_t count, const float *y,
+                                    const float *dy, float *dx, captcha_error *err);
+    /* y = a + b; y may equal a or b. */
+    captcha_status (*add)(captcha_backend *backend, size_t count, const float *a, const float *b,
+                          float *y, captcha_error *err);
+
+    /* ---- loss, as torch.nn.MultiLabelSoftMarginLoss (reduction 'mean') ----
+     * logits, targets (0 or 1) [N, classes]:
+     * loss = mean over N of ( -1/classes * sum_c [ t log sigmoid(x) + (1 - t) log sigmoid(-x) ] ),
+     * computed stably as log sigmoid(x) = -softplus(-x). Writes the loss to
+     * *loss_host (host memory, after synchronizing) and
+     * dlogits [N, classes] = (sigmoid(x) - t) / (N * classes). */
+    captcha_status (*multilabel_soft_margin_loss)(captcha_backend *backend, int batch, int classes,
+                                                  const float *logits, const float *targets,
+                                                  float *loss_host, float *dlogits,
+                                                  captcha_error *err);
+
+    /* ---- optimizer, as torch.optim.Adam (foreach=False), step counted from 1 ----
+     * For each i: g = grad + weight_decay * param; m = b1 m + (1 - b1) g;
+     * v = b2 v + (1 - b2) g^2; param -= (lr / (1 - b1^step)) * m /
+     * (sqrt(v) / sqrt(1 - b2^step) + eps). */
+    captcha_status (*adam_update)(captcha_backend *backend, size_t count, float *param,
+                                  const float *grad, float *m, float *v,
+                                  const captcha_adam_config *config, int64_t step,
+                                  captcha_error *err);
+} captcha_backend_ops;
+
+/* The common head of every backend instance; each backend embeds it first. */
+struct captcha_backend {
+    const captcha_backend_ops *ops;
+    int threads; /* CPU threads used by host-side work (0 = all cores) */
+};
+
+/* Backend choice as given by users ("auto" prefers CUDA, falls back to CPU). */
+typedef enum {
+    CAPTCHA_DEVICE_AUTO = 0,
+    CAPTCHA_DEVICE_CPU,
+    CAPTCHA_DEVICE_CUDA,
+} captcha_device;
+
+/* Parses "auto", "cpu" or "cuda"; CAPTCHA_ERROR_INVALID_ARGUMENT otherwise. */
+captcha_status captcha_device_parse(const char *text, captcha_device *out, captcha_error *err);
+
+/* Creates a backend. CPU: threads = number of OpenMP threads for oneDNN and
+ * the element-wise loops (0 = all cores). CUDA: gpu_id selects the device.
+ * AUTO tries CUDA and, when it is unavailable, creates the CPU backend and
+ * writes the reason to fallback_reason (if not NULL; empty when CUDA was
+ * used). CUDA requested but unavailable (not built, no driver, no device,
+ * gpu_id out of range) returns CAPTCHA_ERROR_UNAVAILABLE with the reason. */
+captcha_status captcha_backend_create(captcha_device device, int gpu_id, int threads,
+                                      captcha_backend **out, char *fallback_reason,
+                                      size_t fallback_reason_size, captcha_error *err);
+
+void captcha_backend_destroy(captcha_backend *backend);
+
+/* Per-backend constructors (backend_cpu.c, backend_cuda.cu). */
+captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, captcha_error *err);
+captcha_status captcha_backend_cuda_create(int gpu_id, captcha_backend **out, captcha_error *err);
+
+/* True when this build includes the CUDA backend (it may still find no GPU). */
+int captcha_backend_cuda_built(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

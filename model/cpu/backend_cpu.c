@@ -1,0 +1,2 @@
+/* placeholder: being written (oneDNN CPU backend) */
+#include "../backend.h"

@@ -1,0 +1,2 @@
+/* placeholder: being written (safetensors I/O) */
+#include "model_file.h"

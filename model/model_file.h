@@ -1,0 +1,63 @@
+/* The model file: safetensors (https://huggingface.co/docs/safetensors):
+ *   8 bytes   little-endian uint64 N, the header's size
+ *   N bytes   JSON object: for each tensor "name": {"dtype": "F32", "shape": [...],
+ *             "data_offsets": [begin, end]} (offsets relative to the data section),
+ *             and "__metadata__": {string: string}
+ *   the rest  raw little-endian tensor data
+ *
+ * Tensor names are PyTorch's state_dict() names of the reference model
+ * (captcha_network_tensor()), plus "...num_batches_tracked" (I64 scalar) per
+ * batch norm, which is accepted on load (and written on save, so PyTorch's
+ * load_state_dict(strict=True) accepts the file). Other extra tensors are an error.
+ *
+ * Our __metadata__ keys (all values strings):
+ *   "format"         "gst-captcha/1"
+ *   "charset"        e.g. "0123456789abcdefghijklmnopqrstuvwxyz"
+ *   "length"         e.g. "5"
+ *   "input_height"   e.g. "32"
+ *   "input_width"    e.g. "128"
+ *   "channel_order"  "BGR" or "RGB"
+ *   "mean", "std"    e.g. "0.5"
+ * A file with none of these keys (plain PyTorch) gets the reference defaults
+ * (captcha_config_reference) and the loader reports that in *notice.
+ */
+#ifndef CAPTCHA_MODEL_FILE_H
+#define CAPTCHA_MODEL_FILE_H
+
+#include "captcha_config.h"
+#include "captcha_status.h"
+#include "network.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Reads only the configuration of a model file (header and metadata),
+ * checking the header's framing and the metadata's values. notice (may be
+ * NULL, notice_size bytes) receives a one-line remark when defaults were
+ * assumed, else "". Errors name the file and the field. */
+captcha_status captcha_model_read_config(const char *path, captcha_config *config, char *notice,
+                                         size_t notice_size, captcha_error *err);
+
+/* Loads a model file into a new network on backend: reads the config, creates
+ * the network, validates every tensor (present, dtype F32 (I64 for
+ * num_batches_tracked), shape as the config implies, offsets inside the data
+ * section and not overlapping, header size inside the file) and copies the
+ * data. On any failure nothing is returned and nothing leaks; the message
+ * names the file and the tensor or field with expected versus found. */
+captcha_status captcha_model_load(const char *path, captcha_backend *backend,
+                                  captcha_network **out, char *notice, size_t notice_size,
+                                  captcha_error *err);
+
+/* Writes network's parameters and running statistics (and num_batches_tracked)
+ * with our metadata. Writes path + ".tmp" and renames it over path, so an
+ * existing file is replaced only by a complete one. extra_metadata: NULL or
+ * a NULL-terminated list of key, value, key, value, ... added to __metadata__. */
+captcha_status captcha_model_save(captcha_network *network, const char *path,
+                                  const char *const *extra_metadata, captcha_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder: being written (network orchestration) */
+#include "network.h"

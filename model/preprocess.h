@@ -1,0 +1,90 @@
+/* Preprocessing shared by every front end (element, trainer, predict tool):
+ * a region of a pixel buffer -> the network's normalized NCHW float input.
+ *
+ * Steps, matching the reference Python pipeline
+ * (cv2.imread -> cv2.resize(INTER_LINEAR) -> /255 -> (x - 0.5) / 0.5):
+ *  1. read the region's pixels as B, G, R (GRAY8: B = G = R = Y; YUV formats
+ *     converted with BT.601 limited-range coefficients, as videoconvert does for
+ *     SD content); alpha is ignored (cv2.imread with IMREAD_COLOR drops it);
+ *  2. bilinear resize to the model's height x width with OpenCV cv::resize
+ *     INTER_LINEAR semantics: source coordinate (dst + 0.5) * scale - 0.5,
+ *     clamped to the edge, and the result rounded to an 8-bit value as
+ *     OpenCV's uint8 resize does (within one grey level of OpenCV, which uses
+ *     11-bit fixed-point weights);
+ *  3. x / 255, then (x - mean) / std (the model's, 0.5 / 0.5 by default);
+ *  4. written as planes in the model's channel order (BGR by default).
+ */
+#ifndef CAPTCHA_PREPROCESS_H
+#define CAPTCHA_PREPROCESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "captcha_config.h"
+#include "captcha_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    CAPTCHA_PIXEL_BGR = 0, /* 3 bytes per pixel: B G R */
+    CAPTCHA_PIXEL_RGB,     /* R G B */
+    CAPTCHA_PIXEL_BGRA,    /* 4 bytes: B G R A (also BGRx) */
+    CAPTCHA_PIXEL_RGBA,    /* R G B A (also RGBx) */
+    CAPTCHA_PIXEL_ARGB,    /* A R G B (also xRGB) */
+    CAPTCHA_PIXEL_ABGR,    /* A B G R (also xBGR) */
+    CAPTCHA_PIXEL_GRAY8,   /* 1 byte: luma */
+    CAPTCHA_PIXEL_NV12,    /* plane 0: Y; plane 1: interleaved U V at half width and height */
+    CAPTCHA_PIXEL_I420,    /* plane 0: Y; plane 1: U; plane 2: V, each at half width and height */
+} captcha_pixel_format;
+
+/* A view of an image in host memory. Packed formats use planes[0] and
+ * strides[0]; YUV formats use 2 (NV12) or 3 (I420) planes. Strides are in
+ * bytes per row and may exceed the row's pixel bytes (padding). */
+typedef struct {
+    captcha_pixel_format format;
+    int width, height; /* pixels, >= 1 */
+    const uint8_t *planes[3];
+    int strides[3];
+} captcha_image;
+
+/* A rectangle in image pixels: columns x..x+width-1, rows y..y+height-1. */
+typedef struct {
+    int x, y, width, height;
+} captcha_roi;
+
+/* Name of a pixel format ("BGRA", ...). */
+const char *captcha_pixel_format_name(captcha_pixel_format format);
+
+/* Bytes per pixel of plane 0 for packed formats (3 or 4 or 1); 1 for YUV. */
+int captcha_pixel_format_bytes_per_pixel(captcha_pixel_format format);
+
+/* Checks an image view: known format, width/height >= 1, non-NULL planes,
+ * strides at least the row size. The message names the field and value. */
+captcha_status captcha_image_validate(const captcha_image *image, captcha_error *err);
+
+/* Clips roi to the image. Returns CAPTCHA_OK with *clipped set when some part
+ * is inside; CAPTCHA_ERROR_INVALID_ARGUMENT ("region 10,10 5x0 is empty",
+ * "region ... lies outside the 200x50 image") otherwise. */
+captcha_status captcha_roi_clip(const captcha_roi *roi, int image_width, int image_height,
+                                captcha_roi *clipped, captcha_error *err);
+
+/* Preprocesses roi of image (roi NULL = whole image; it must lie inside the
+ * image, see captcha_roi_clip) into out [3, config->input_height,
+ * config->input_width] (one image of the NCHW batch). Errors: invalid image
+ * or region. */
+captcha_status captcha_preprocess(const captcha_image *image, const captcha_roi *roi,
+                                  const captcha_config *config, float *out, captcha_error *err);
+
+/* Step 1 and 2 only, for tests and tools: the resized 8-bit BGR image
+ * [height][width][3] (interleaved, as OpenCV holds it). */
+captcha_status captcha_preprocess_resize_bgr(const captcha_image *image, const captcha_roi *roi,
+                                             int out_width, int out_height, uint8_t *out_bgr,
+                                             captcha_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
