@@ -19,7 +19,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "captcha_config.h"
 #include "captcha_status.h"
+#include "preprocess.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -159,6 +161,25 @@ typedef struct {
                                   const float *grad, float *m, float *v,
                                   const captcha_adam_config *config, int64_t step,
                                   captcha_error *err);
+    /* ---- optional ops (NULL when a backend lacks them) ---- */
+    /* Called by the network whenever it rewrites weights (load, optimizer step,
+     * batch-norm folding), so a backend that caches reordered/blocked copies of
+     * weights keyed by pointer drops them. */
+    void (*invalidate_cache)(captcha_backend *backend);
+    /* Preprocessing on the device (same semantics as captcha_preprocess in
+     * preprocess.h): image and roi describe host memory; the backend uploads
+     * only the rows and columns of roi and writes device_out [3, H, W] (H, W =
+     * config's input size). roi must lie inside the image. */
+    captcha_status (*preprocess)(captcha_backend *backend, const captcha_image *image,
+                                 const captcha_roi *roi, const captcha_config *config,
+                                 float *device_out, captcha_error *err);
+    /* Graph capture (CUDA graphs): ops queued between capture_begin and
+     * capture_end are recorded, not run, into *graph; graph_launch replays them
+     * with the same pointers. */
+    captcha_status (*capture_begin)(captcha_backend *backend, captcha_error *err);
+    captcha_status (*capture_end)(captcha_backend *backend, void **graph, captcha_error *err);
+    captcha_status (*graph_launch)(captcha_backend *backend, void *graph, captcha_error *err);
+    void (*graph_destroy)(captcha_backend *backend, void *graph);
 } captcha_backend_ops;
 
 /* The common head of every backend instance; each backend embeds it first. */
