@@ -27,7 +27,14 @@ captcha_status captcha_error_prefix(captcha_error *err, const char *format, ...)
     vsnprintf(prefix, sizeof prefix, format, args);
     va_end(args);
     memcpy(old, err->message, sizeof old);
-    snprintf(err->message, sizeof err->message, "%s%s", prefix, old);
+    old[sizeof old - 1] = '\0';
+    /* prefix + old message, truncated to the message size */
+    size_t used = strlen(prefix);
+    memcpy(err->message, prefix, used + 1);
+    size_t room = sizeof err->message - 1 - used;
+    size_t tail = strnlen(old, room);
+    memcpy(err->message + used, old, tail);
+    err->message[used + tail] = '\0';
     return err->status;
 }
 

@@ -1,0 +1,102 @@
+/* captcha_config: reference values, validation messages, charset rules; device parsing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "backend.h"
+#include "captcha_config.h"
+
+static void test_reference(void **state)
+{
+    (void)state;
+    captcha_config c;
+    captcha_error err = {0};
+    captcha_config_reference(&c);
+    assert_int_equal(captcha_config_validate(&c, &err), CAPTCHA_OK);
+    assert_int_equal(c.charset_size, 36);
+    assert_int_equal(captcha_config_classes(&c), 180);
+    assert_int_equal(captcha_config_flatten_size(&c), 1024);
+    assert_int_equal(captcha_config_char_index(&c, '0'), 0);
+    assert_int_equal(captcha_config_char_index(&c, 'z'), 35);
+    assert_int_equal(captcha_config_char_index(&c, 'A'), -1);
+    assert_int_equal(captcha_config_char_index(&c, '\0'), -1);
+    c.input_height = 64;
+    c.input_width = 192;
+    assert_int_equal(captcha_config_flatten_size(&c), 256 * 2 * 6);
+}
+
+static void expect_invalid(captcha_config *c, const char *field)
+{
+    captcha_error err = {0};
+    assert_int_equal(captcha_config_validate(c, &err), CAPTCHA_ERROR_FORMAT);
+    assert_non_null(strstr(err.message, field));
+    captcha_config_reference(c);
+}
+
+static void test_validation(void **state)
+{
+    (void)state;
+    captcha_config c;
+    captcha_config_reference(&c);
+    c.length = 0;
+    expect_invalid(&c, "length is 0");
+    c.length = CAPTCHA_MAX_LENGTH + 1;
+    expect_invalid(&c, "length");
+    c.input_height = 48;
+    expect_invalid(&c, "input_height is 48");
+    c.input_width = 0;
+    expect_invalid(&c, "input_width is 0");
+    strcpy(c.channel_order, "BRG");
+    expect_invalid(&c, "channel_order");
+    c.std = 0;
+    expect_invalid(&c, "std");
+    c.charset[0] = '\0';
+    c.charset_size = 0;
+    expect_invalid(&c, "charset is empty");
+}
+
+static void test_charset_rules(void **state)
+{
+    (void)state;
+    captcha_config c;
+    captcha_error err = {0};
+    captcha_config_reference(&c);
+    assert_int_equal(captcha_config_set_charset(&c, "abca", &err), CAPTCHA_ERROR_FORMAT);
+    assert_non_null(strstr(err.message, "repeats the character 'a'"));
+    assert_int_equal(captcha_config_set_charset(&c, "ab c", &err), CAPTCHA_ERROR_FORMAT);
+    assert_non_null(strstr(err.message, "0x20"));
+    assert_int_equal(captcha_config_set_charset(&c, "", &err), CAPTCHA_ERROR_FORMAT);
+    assert_int_equal(captcha_config_set_charset(&c, "2345678bcdefgmnpwxy", &err), CAPTCHA_OK);
+    assert_int_equal(c.charset_size, 19);
+    assert_int_equal(captcha_config_char_index(&c, 'y'), 18);
+}
+
+static void test_device_parse(void **state)
+{
+    (void)state;
+    captcha_device d;
+    captcha_error err = {0};
+    assert_int_equal(captcha_device_parse("cpu", &d, &err), CAPTCHA_OK);
+    assert_int_equal(d, CAPTCHA_DEVICE_CPU);
+    assert_int_equal(captcha_device_parse("cuda", &d, &err), CAPTCHA_OK);
+    assert_int_equal(d, CAPTCHA_DEVICE_CUDA);
+    assert_int_equal(captcha_device_parse("auto", &d, &err), CAPTCHA_OK);
+    assert_int_equal(d, CAPTCHA_DEVICE_AUTO);
+    assert_int_equal(captcha_device_parse("tpu", &d, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "\"tpu\""));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reference),
+        cmocka_unit_test(test_validation),
+        cmocka_unit_test(test_charset_rules),
+        cmocka_unit_test(test_device_parse),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

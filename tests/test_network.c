@@ -1,0 +1,271 @@
+/* The whole network on the CPU backend, independent of PyTorch:
+ *  - the tensor table matches the reference design (names, shapes, counts) and follows the
+ *    config (flatten size for 64x192, classes for a 6-character model);
+ *  - eval results do not depend on the batch an image is in;
+ *  - the whole backward pass agrees with central finite differences of the train-mode loss
+ *    along random directions (float32: step 1e-2, relative tolerance 2e-2);
+ *  - bad arguments are refused with a message. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "backend.h"
+#include "network.h"
+#include "test_util.h"
+
+static captcha_backend *backend;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    captcha_error err = {0};
+    if (captcha_backend_cpu_create(2, &backend, &err) != CAPTCHA_OK) {
+        fprintf(stderr, "cpu backend: %s\n", err.message);
+        return -1;
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    captcha_backend_destroy(backend);
+    return 0;
+}
+
+static captcha_network *make_network(const captcha_config *config, uint64_t seed)
+{
+    captcha_network *net = NULL;
+    captcha_error err = {0};
+    if (captcha_network_create(backend, config, seed, &net, &err) != CAPTCHA_OK)
+        fail_msg("network create: %s", err.message);
+    return net;
+}
+
+static void test_tensor_table(void **state)
+{
+    (void)state;
+    captcha_config config;
+    captcha_config_reference(&config);
+    captcha_network *net = make_network(&config, 1);
+    /* 6 blocks x (3 conv weights + 3 BN x 4 tensors) + fc weight + bias */
+    assert_int_equal(captcha_network_tensor_count(net), 6 * 15 + 2);
+    const captcha_tensor_info *t = captcha_network_tensor(net, 0);
+    assert_string_equal(t->name, "cnn_layers.0.block.0.weight");
+    assert_int_equal(t->ndim, 4);
+    assert_int_equal(t->shape[0], 32);
+    assert_int_equal(t->shape[1], 3);
+    int i = captcha_network_find_tensor(net, "cnn_layers.3.skip.0.weight");
+    assert_true(i >= 0);
+    t = captcha_network_tensor(net, (size_t)i);
+    assert_int_equal(t->shape[0], 128);
+    assert_int_equal(t->shape[1], 64);
+    assert_int_equal(t->shape[2], 1);
+    i = captcha_network_find_tensor(net, "cnn_layers.5.block.4.running_var");
+    assert_true(i >= 0);
+    assert_int_equal(captcha_network_tensor(net, (size_t)i)->kind, CAPTCHA_TENSOR_RUNNING_STAT);
+    i = captcha_network_find_tensor(net, "fc_layers.0.weight");
+    t = captcha_network_tensor(net, (size_t)i);
+    assert_int_equal(t->shape[0], 180);
+    assert_int_equal(t->shape[1], 1024);
+    /* PyTorch's parameter count for this model: sum over blocks of conv weights
+     * (9*in*out + 9*out*out + in*out) + 3 BN * 2 * out, plus 1024*180 + 180 */
+    size_t expected = 0;
+    const int in[6] = {3, 32, 64, 64, 128, 256}, out[6] = {32, 64, 64, 128, 256, 256};
+    for (int b = 0; b < 6; b++)
+        expected += (size_t)9 * in[b] * out[b] + (size_t)9 * out[b] * out[b] +
+                    (size_t)in[b] * out[b] + (size_t)6 * out[b];
+    expected += 1024 * 180 + 180;
+    assert_int_equal(captcha_network_parameter_count(net), expected);
+    captcha_network_destroy(net);
+
+    /* input 64x192, 6 characters of 10: flatten 256*2*6, 60 classes */
+    captcha_error err = {0};
+    config.input_height = 64;
+    config.input_width = 192;
+    config.length = 6;
+    assert_int_equal(captcha_config_set_charset(&config, "0123456789", &err), CAPTCHA_OK);
+    net = make_network(&config, 1);
+    t = captcha_network_tensor(net, (size_t)captcha_network_find_tensor(net, "fc_layers.0.weight"));
+    assert_int_equal(t->shape[0], 60);
+    assert_int_equal(t->shape[1], 256 * 2 * 6);
+    float input[3 * 64 * 192], logits[2 * 60];
+    captcha_test_fill_uniform(input, sizeof input / sizeof *input, -1, 1, 5);
+    assert_int_equal(captcha_network_forward(net, input, 1, CAPTCHA_MODE_EVAL, logits, &err),
+                     CAPTCHA_OK);
+    for (int k = 0; k < 60; k++)
+        assert_true(isfinite(logits[k]));
+    captcha_network_destroy(net);
+}
+
+static void test_batch_independence(void **state)
+{
+    (void)state;
+    captcha_config config;
+    captcha_config_reference(&config);
+    captcha_network *net = make_network(&config, 7);
+    const size_t per_image = 3 * 32 * 128;
+    const int batch = 5, classes = 180;
+    float *input = malloc(sizeof(float) * per_image * batch);
+    float *logits = malloc(sizeof(float) * classes * batch);
+    float single[180];
+    captcha_test_fill_uniform(input, per_image * batch, -1, 1, 11);
+    captcha_error err = {0};
+    assert_int_equal(captcha_network_forward(net, input, batch, CAPTCHA_MODE_EVAL, logits, &err),
+                     CAPTCHA_OK);
+    for (int n = 0; n < batch; n++) {
+        assert_int_equal(captcha_network_forward(net, input + n * per_image, 1, CAPTCHA_MODE_EVAL,
+                                                 single, &err),
+                         CAPTCHA_OK);
+        assert_true(captcha_test_max_abs_error(single, logits + n * classes, classes) <= 1e-5);
+    }
+    /* different images give different logits (the input reaches the output) */
+    assert_true(captcha_test_max_abs_error(logits, logits + classes, classes) > 1e-3);
+    free(input);
+    free(logits);
+    captcha_network_destroy(net);
+}
+
+/* Train-mode loss at the current parameters (the forward also updates running statistics,
+ * which the train-mode loss does not read). */
+static double train_loss(captcha_network *net, const float *input, const float *targets, int batch)
+{
+    float loss = 0;
+    captcha_error err = {0};
+    if (captcha_network_forward_backward(net, input, targets, batch, &loss, NULL, &err))
+        fail_msg("forward_backward: %s", err.message);
+    return loss;
+}
+
+static void test_gradient_finite_differences(void **state)
+{
+    (void)state;
+    captcha_config config;
+    captcha_config_reference(&config);
+    captcha_error err = {0};
+    assert_int_equal(captcha_config_set_charset(&config, "abc", &err), CAPTCHA_OK);
+    config.length = 2;
+    captcha_network *net = make_network(&config, 3);
+    const int batch = 4, classes = 6;
+    const size_t per_image = 3 * 32 * 128;
+    size_t nparams = captcha_network_parameter_count(net);
+    float *input = malloc(sizeof(float) * per_image * batch);
+    float targets[4 * 6] = {0};
+    captcha_test_fill_uniform(input, per_image * batch, -1, 1, 21);
+    for (int n = 0; n < batch; n++) {
+        targets[n * classes + (n % 3)] = 1;
+        targets[n * classes + 3 + ((n + 1) % 3)] = 1;
+    }
+    float *params = malloc(nparams * sizeof(float));
+    float *grads = malloc(nparams * sizeof(float));
+    float *direction = malloc(nparams * sizeof(float));
+    float *shifted = malloc(nparams * sizeof(float));
+    train_loss(net, input, targets, batch);
+    assert_int_equal(captcha_network_read_buffer(net, CAPTCHA_BUFFER_PARAMETERS, params, &err), 0);
+    assert_int_equal(captcha_network_read_buffer(net, CAPTCHA_BUFFER_GRADIENTS, grads, &err), 0);
+
+    /* directions: all parameters at once, then one tensor at a time for a few layers */
+    const char *tensors[] = {NULL, "cnn_layers.0.block.0.weight", "cnn_layers.2.block.4.weight",
+                             "cnn_layers.4.skip.0.weight", "cnn_layers.5.block.1.bias",
+                             "fc_layers.0.weight"};
+    for (size_t d = 0; d < sizeof tensors / sizeof *tensors; d++) {
+        size_t begin = 0, count = nparams;
+        if (tensors[d]) {
+            const captcha_tensor_info *t = captcha_network_tensor(
+                net, (size_t)captcha_network_find_tensor(net, tensors[d]));
+            begin = t->offset;
+            count = t->count;
+        }
+        memset(direction, 0, nparams * sizeof(float));
+        captcha_test_fill_uniform(direction + begin, count, -1, 1, 100 + d);
+        double norm = 0, analytic = 0;
+        for (size_t k = begin; k < begin + count; k++)
+            norm += (double)direction[k] * direction[k];
+        norm = sqrt(norm);
+        for (size_t k = begin; k < begin + count; k++) {
+            direction[k] = (float)(direction[k] / norm);
+            analytic += (double)direction[k] * grads[k];
+        }
+        const double h = 1e-2;
+        double loss_at[2];
+        for (int sign = 0; sign < 2; sign++) {
+            for (size_t k = 0; k < nparams; k++)
+                shifted[k] = params[k] + (float)((sign ? -h : h) * direction[k]);
+            assert_int_equal(
+                captcha_network_write_buffer(net, CAPTCHA_BUFFER_PARAMETERS, shifted, &err), 0);
+            loss_at[sign] = train_loss(net, input, targets, batch);
+        }
+        double numeric = (loss_at[0] - loss_at[1]) / (2 * h);
+        double rel = fabs(numeric - analytic) / fmax(fabs(analytic), 1e-4);
+        printf("direction %-28s analytic %+.6e numeric %+.6e relative error %.2e\n",
+               tensors[d] ? tensors[d] : "(all parameters)", analytic, numeric, rel);
+        assert_true(rel <= 2e-2);
+        assert_int_equal(captcha_network_write_buffer(net, CAPTCHA_BUFFER_PARAMETERS, params, &err),
+                         0);
+    }
+    free(input);
+    free(params);
+    free(grads);
+    free(direction);
+    free(shifted);
+    captcha_network_destroy(net);
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    captcha_config config;
+    captcha_config_reference(&config);
+    captcha_error err = {0};
+    captcha_network *net = NULL;
+
+    config.input_height = 50;
+    assert_int_equal(captcha_network_create(backend, &config, 1, &net, &err),
+                     CAPTCHA_ERROR_FORMAT);
+    assert_null(net);
+    assert_non_null(strstr(err.message, "input_height"));
+
+    captcha_config_reference(&config);
+    config.length = 0;
+    assert_int_equal(captcha_network_create(backend, &config, 1, &net, &err),
+                     CAPTCHA_ERROR_FORMAT);
+    assert_non_null(strstr(err.message, "length"));
+
+    captcha_config_reference(&config);
+    net = make_network(&config, 1);
+    float input[3 * 32 * 128] = {0}, logits[180], targets[180] = {0};
+    assert_int_equal(captcha_network_forward(net, input, 0, CAPTCHA_MODE_EVAL, logits, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "batch"));
+    /* batch statistics need more than one value per channel */
+    float loss;
+    assert_int_equal(captcha_network_forward_backward(net, input, targets, 1, &loss, NULL, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    captcha_adam_config adam = captcha_adam_default();
+    adam.beta1 = 1.5f;
+    assert_int_equal(captcha_network_adam_step(net, &adam, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "Adam"));
+    assert_int_equal(captcha_network_read_gradient(
+                         net, (size_t)captcha_network_find_tensor(net, "cnn_layers.0.block.1.running_mean"),
+                         logits, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    captcha_network_destroy(net);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tensor_table),
+        cmocka_unit_test(test_batch_independence),
+        cmocka_unit_test(test_gradient_finite_differences),
+        cmocka_unit_test(test_bad_arguments),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
