@@ -65,7 +65,8 @@
 
 #include "backend.h"
 
-namespace {
+namespace
+{
 
 /* ---------------------------------------------------------------------------
  * Error checking
@@ -395,9 +396,9 @@ __global__ void multilabel_soft_margin_loss_kernel(size_t n, const float *logits
  * the same operation order, with explicit round-to-nearest intrinsics so the
  * compiler does not contract into FMAs (the CPU computes each step rounded). */
 __global__ void adam_kernel(size_t n, float *param, const float *grad, float *m, float *v,
-                            float beta1, float one_minus_beta1, float beta2,
-                            float one_minus_beta2, float eps, float weight_decay,
-                            float step_size, float bias_correction2_sqrt)
+                            float beta1, float one_minus_beta1, float beta2, float one_minus_beta2,
+                            float eps, float weight_decay, float step_size,
+                            float bias_correction2_sqrt)
 {
     GRID_STRIDE_LOOP(i, n)
     {
@@ -430,25 +431,24 @@ struct preprocess_params {
     int x0_odd, y0_odd;
     int dst_width, dst_height;
     double scale_x, scale_y; /* src / dst, as cv::resize: 1 / (dst / src) */
-    int rgb_order;          /* output planes R, G, B instead of B, G, R */
+    int same_size;           /* region already has the output size: copied unchanged */
+    int rgb_order;           /* output planes R, G, B instead of B, G, R */
     float mean, std;
 };
 
-__device__ inline uint8_t clamp_u8(float v)
+/* BT.601 limited range YUV -> B, G, R in 16-bit fixed point, exactly as
+ * model/preprocess.c (coefficients * 65536, rounded, clamped). */
+__device__ inline uint8_t clamp_u8(int v)
 {
-    int r = __float2int_rn(v);
-    return (uint8_t)(r < 0 ? 0 : (r > 255 ? 255 : r));
+    return (uint8_t)(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
-/* BT.601 limited range YUV -> B, G, R (as videoconvert for SD content). */
 __device__ inline void yuv_to_bgr(int y, int u, int v, uint8_t bgr[3])
 {
-    float c = 1.164383f * (float)(y - 16);
-    float d = (float)(u - 128);
-    float e = (float)(v - 128);
-    bgr[0] = clamp_u8(c + 2.017232f * d);
-    bgr[1] = clamp_u8(c - 0.391762f * d - 0.812968f * e);
-    bgr[2] = clamp_u8(c + 1.596027f * e);
+    int c = (y - 16) * 76309 + 32768, d = u - 128, e = v - 128;
+    bgr[0] = clamp_u8((c + 132201 * d) >> 16);
+    bgr[1] = clamp_u8((c - 25675 * d - 53279 * e) >> 16);
+    bgr[2] = clamp_u8((c + 104597 * e) >> 16);
 }
 
 /* Reads region pixel (x, y) as B, G, R. */
@@ -474,9 +474,7 @@ __device__ void read_bgr(const preprocess_params &p, int x, int y, uint8_t bgr[3
     case CAPTCHA_PIXEL_ABGR:
         bgr[0] = row[4 * x + 1], bgr[1] = row[4 * x + 2], bgr[2] = row[4 * x + 3];
         break;
-    case CAPTCHA_PIXEL_GRAY8:
-        bgr[0] = bgr[1] = bgr[2] = row[x];
-        break;
+    case CAPTCHA_PIXEL_GRAY8: bgr[0] = bgr[1] = bgr[2] = row[x]; break;
     case CAPTCHA_PIXEL_NV12: {
         int cx = (x + p.x0_odd) >> 1, cy = (y + p.y0_odd) >> 1;
         const uint8_t *uv = p.plane1 + (size_t)cy * p.pitch1 + 2 * cx;
@@ -489,35 +487,49 @@ __device__ void read_bgr(const preprocess_params &p, int x, int y, uint8_t bgr[3
                    p.plane2[(size_t)cy * p.pitch2 + cx], bgr);
         break;
     }
-    default:
-        bgr[0] = bgr[1] = bgr[2] = 0;
+    default: bgr[0] = bgr[1] = bgr[2] = 0;
     }
 }
 
-/* OpenCV cv::resize INTER_LINEAR tap for one axis: source index and the two
- * 11-bit fixed-point weights (INTER_RESIZE_COEF_SCALE = 2048). */
-__device__ inline void linear_tap(int d, double scale, int size, int *s0, int *s1, int *w0, int *w1)
+/* OpenCV cv::resize INTER_LINEAR taps, as model/preprocess.c computes them:
+ * f = (float)((d + 0.5) * scale - 0.5), taps floor(f) and floor(f) + 1 with
+ * 11-bit fixed-point weights (2048 = 1.0, round half to even). Columns: left
+ * of 0 or at/after size-1 read the edge pixel with weight 1. Rows: both taps
+ * clamped to the image, weights kept (as OpenCV does). */
+__device__ inline void column_taps(int d, double scale, int size, int *s0, int *s1, int *w0,
+                                   int *w1)
 {
     float f = (float)((d + 0.5) * scale - 0.5);
     int s = (int)floorf(f);
     f -= (float)s;
-    if (s < 0) {
-        s = 0;
-        f = 0.0f;
-    }
-    if (s >= size - 1) {
-        s = size - 1;
-        f = 0.0f;
-    }
+    if (s < 0)
+        f = 0.0f, s = 0;
+    int next = s + 1;
+    if (s >= size - 1)
+        f = 0.0f, s = size - 1, next = size - 1;
     *s0 = s;
-    *s1 = s + 1 < size ? s + 1 : s;
+    *s1 = next;
+    *w0 = __float2int_rn((1.0f - f) * 2048.0f);
+    *w1 = __float2int_rn(f * 2048.0f);
+}
+
+__device__ inline void row_taps(int d, double scale, int size, int *s0, int *s1, int *w0, int *w1)
+{
+    float f = (float)((d + 0.5) * scale - 0.5);
+    int s = (int)floorf(f);
+    f -= (float)s;
+    int next = s + 1;
+    *s0 = s < 0 ? 0 : (s >= size ? size - 1 : s);
+    *s1 = next < 0 ? 0 : (next >= size ? size - 1 : next);
     *w0 = __float2int_rn((1.0f - f) * 2048.0f);
     *w1 = __float2int_rn(f * 2048.0f);
 }
 
 /* One thread per output pixel: format conversion of the 4 taps, OpenCV's
- * fixed-point bilinear interpolation rounded to uint8, then x / 255 and
- * (x - mean) / std, written to 3 planes [3, H, W]. */
+ * fixed-point bilinear interpolation rounded to uint8 (the vertical pass
+ * rounds as OpenCV's SIMD kernel for the first multiple of 8 bytes of each
+ * interleaved BGR output row and exactly for the rest, as preprocess.c), then
+ * x / 255 and (x - mean) / std, written to 3 planes [3, H, W]. */
 __global__ void preprocess_kernel(preprocess_params p, float *out)
 {
     int dx = blockIdx.x * blockDim.x + threadIdx.x;
@@ -525,8 +537,8 @@ __global__ void preprocess_kernel(preprocess_params p, float *out)
     if (dx >= p.dst_width || dy >= p.dst_height)
         return;
     int x0, x1, ax0, ax1, y0, y1, by0, by1;
-    linear_tap(dx, p.scale_x, p.src_width, &x0, &x1, &ax0, &ax1);
-    linear_tap(dy, p.scale_y, p.src_height, &y0, &y1, &by0, &by1);
+    column_taps(dx, p.scale_x, p.src_width, &x0, &x1, &ax0, &ax1);
+    row_taps(dy, p.scale_y, p.src_height, &y0, &y1, &by0, &by1);
     uint8_t p00[3], p01[3], p10[3], p11[3];
     read_bgr(p, x0, y0, p00);
     read_bgr(p, x1, y0, p01);
@@ -534,11 +546,20 @@ __global__ void preprocess_kernel(preprocess_params p, float *out)
     read_bgr(p, x1, y1, p11);
     size_t plane = (size_t)p.dst_width * p.dst_height;
     size_t at = (size_t)dy * p.dst_width + dx;
+    int vector_end = (3 * p.dst_width) & ~7;
     for (int c = 0; c < 3; c++) {
-        int row0 = p00[c] * ax0 + p01[c] * ax1;
-        int row1 = p10[c] * ax0 + p11[c] * ax1;
-        int value = (row0 * by0 + row1 * by1 + (1 << 21)) >> 22;
-        value = value < 0 ? 0 : (value > 255 ? 255 : value);
+        int value;
+        if (p.same_size) {
+            value = p00[c];
+        } else {
+            int row0 = p00[c] * ax0 + p01[c] * ax1;
+            int row1 = p10[c] * ax0 + p11[c] * ax1;
+            if (3 * dx + c < vector_end)
+                value = ((((row0 >> 4) * by0) >> 16) + (((row1 >> 4) * by1) >> 16) + 2) >> 2;
+            else
+                value = (row0 * by0 + row1 * by1 + (1 << 21)) >> 22;
+            value = clamp_u8(value);
+        }
         int out_plane = p.rgb_order ? 2 - c : c;
         out[out_plane * plane + at] = ((float)value / 255.0f - p.mean) / p.std;
     }
@@ -603,8 +624,7 @@ captcha_status cuda_copy(captcha_backend *backend, void *device_dst, const void 
 {
     cuda_backend *b = as_cuda(backend);
     TRY(bind_device(b, err));
-    CUDA_CHECK(
-        cudaMemcpyAsync(device_dst, device_src, bytes, cudaMemcpyDeviceToDevice, b->stream));
+    CUDA_CHECK(cudaMemcpyAsync(device_dst, device_src, bytes, cudaMemcpyDeviceToDevice, b->stream));
     return CAPTCHA_OK;
 }
 
@@ -670,22 +690,21 @@ captcha_status conv_plan_create(cuda_backend *b, const captcha_conv2d_shape *s, 
     CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->x_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
                                            s->batch, s->in_channels, s->in_height, s->in_width));
     CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->y_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                           s->batch, s->out_channels, s->out_height,
-                                           s->out_width));
-    CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->bias_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                           1, s->out_channels, 1, 1));
+                                           s->batch, s->out_channels, s->out_height, s->out_width));
+    CUDNN_CHECK(cudnnSetTensor4dDescriptor(plan->bias_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1,
+                                           s->out_channels, 1, 1));
     CUDNN_CHECK(cudnnSetFilter4dDescriptor(plan->w_desc, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
                                            s->out_channels, s->in_channels, s->kernel_size,
                                            s->kernel_size));
     /* torch.nn.Conv2d is a cross-correlation */
-    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(plan->conv_desc, s->padding, s->padding,
-                                                s->stride, s->stride, 1, 1,
-                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    CUDNN_CHECK(cudnnSetConvolution2dDescriptor(plan->conv_desc, s->padding, s->padding, s->stride,
+                                                s->stride, 1, 1, CUDNN_CROSS_CORRELATION,
+                                                CUDNN_DATA_FLOAT));
     CUDNN_CHECK(cudnnSetConvolutionMathType(plan->conv_desc,
                                             b->tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH));
     int n = 0, c = 0, h = 0, w = 0;
-    CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->conv_desc, plan->x_desc,
-                                                      plan->w_desc, &n, &c, &h, &w));
+    CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->conv_desc, plan->x_desc, plan->w_desc,
+                                                      &n, &c, &h, &w));
     if (n != s->batch || c != s->out_channels || h != s->out_height || w != s->out_width)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                             "CUDA conv2d: cuDNN computes output %dx%dx%dx%d, the shape says "
@@ -739,10 +758,9 @@ captcha_status plan_forward(cuda_backend *b, conv_plan *plan, captcha_error *err
         return CAPTCHA_OK;
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int count = 0;
-    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(b->cudnn, plan->x_desc, plan->w_desc,
-                                                       plan->conv_desc, plan->y_desc,
-                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count,
-                                                       perf));
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+        b->cudnn, plan->x_desc, plan->w_desc, plan->conv_desc, plan->y_desc,
+        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
     const cudnnConvolutionFwdAlgoPerf_t *best = pick_algo(perf, count, false);
     if (!best)
         return captcha_fail(err, CAPTCHA_ERROR_BACKEND,
@@ -861,8 +879,8 @@ captcha_status cuda_conv2d_forward(captcha_backend *backend, const captcha_conv2
                                         plan->conv_desc, plan->forward_algo, b->workspace,
                                         plan->forward_workspace, &zero, plan->y_desc, y));
     if (fused && (bias || residual || relu)) {
-        size_t n = (size_t)shape->batch * shape->out_channels * shape->out_height *
-                   shape->out_width;
+        size_t n =
+            (size_t)shape->batch * shape->out_channels * shape->out_height * shape->out_width;
         conv_epilogue_kernel<<<grid_for(n), kThreads, 0, b->stream>>>(
             n, shape->out_channels, shape->out_height * shape->out_width, bias, residual, relu, y);
         CUDA_CHECK(cudaGetLastError());
@@ -881,8 +899,8 @@ captcha_status cuda_conv2d_backward_data(captcha_backend *backend,
     TRY(plan_backward_data(b, plan, err));
     TRY(ensure_workspace(b, plan->backward_data_workspace, err));
     const float one = 1.0f, zero = 0.0f;
-    CUDNN_CHECK(cudnnConvolutionBackwardData(b->cudnn, &one, plan->w_desc, weight, plan->y_desc,
-                                             dy, plan->conv_desc, plan->backward_data_algo,
+    CUDNN_CHECK(cudnnConvolutionBackwardData(b->cudnn, &one, plan->w_desc, weight, plan->y_desc, dy,
+                                             plan->conv_desc, plan->backward_data_algo,
                                              b->workspace, plan->backward_data_workspace, &zero,
                                              plan->x_desc, dx));
     return CAPTCHA_OK;
@@ -899,10 +917,10 @@ captcha_status cuda_conv2d_backward_weight(captcha_backend *backend,
     TRY(plan_backward_filter(b, plan, err));
     TRY(ensure_workspace(b, plan->backward_filter_workspace, err));
     const float one = 1.0f, zero = 0.0f;
-    CUDNN_CHECK(cudnnConvolutionBackwardFilter(
-        b->cudnn, &one, plan->x_desc, x, plan->y_desc, dy, plan->conv_desc,
-        plan->backward_filter_algo, b->workspace, plan->backward_filter_workspace, &zero,
-        plan->w_desc, dweight));
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(b->cudnn, &one, plan->x_desc, x, plan->y_desc, dy,
+                                               plan->conv_desc, plan->backward_filter_algo,
+                                               b->workspace, plan->backward_filter_workspace, &zero,
+                                               plan->w_desc, dweight));
     return CAPTCHA_OK;
 }
 
@@ -921,8 +939,8 @@ void bn_plan_destroy(bn_plan *plan)
     free(plan);
 }
 
-captcha_status find_bn_plan(cuda_backend *b, int batch, int channels, int spatial,
-                            bool training, bn_plan **out, captcha_error *err)
+captcha_status find_bn_plan(cuda_backend *b, int batch, int channels, int spatial, bool training,
+                            bn_plan **out, captcha_error *err)
 {
     if (batch < 1 || channels < 1 || spatial < 1 || (training && (size_t)batch * spatial < 2))
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
@@ -949,8 +967,8 @@ captcha_status find_bn_plan(cuda_backend *b, int batch, int channels, int spatia
         status = cudnnSetTensor4dDescriptor(plan->x_desc, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
                                             batch, channels, spatial, 1);
     if (status == CUDNN_STATUS_SUCCESS)
-        status = cudnnDeriveBNTensorDescriptor(plan->param_desc, plan->x_desc,
-                                               CUDNN_BATCHNORM_SPATIAL);
+        status =
+            cudnnDeriveBNTensorDescriptor(plan->param_desc, plan->x_desc, CUDNN_BATCHNORM_SPATIAL);
     if (status != CUDNN_STATUS_SUCCESS) {
         bn_plan_destroy(plan);
         return fail_cudnn(err, status, "batch-norm descriptor setup", __FILE__, __LINE__);
@@ -979,10 +997,9 @@ captcha_status cuda_batchnorm_forward_training(captcha_backend *backend, int bat
     return CAPTCHA_OK;
 }
 
-captcha_status cuda_batchnorm_forward_inference(captcha_backend *backend, int batch,
-                                                int channels, int spatial, const float *x,
-                                                const float *gamma, const float *beta,
-                                                const float *running_mean,
+captcha_status cuda_batchnorm_forward_inference(captcha_backend *backend, int batch, int channels,
+                                                int spatial, const float *x, const float *gamma,
+                                                const float *beta, const float *running_mean,
                                                 const float *running_var, float eps, float *y,
                                                 captcha_error *err)
 {
@@ -1010,10 +1027,10 @@ captcha_status cuda_batchnorm_backward(captcha_backend *backend, int batch, int 
     const float one = 1.0f, zero = 0.0f;
     /* epsilon is not used when the saved statistics are given; 1e-5 is the
      * value of the network's BatchNorm2d */
-    CUDNN_CHECK(cudnnBatchNormalizationBackward(
-        b->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero, plan->x_desc, x,
-        plan->x_desc, dy, plan->x_desc, dx, plan->param_desc, gamma, dgamma, dbeta, 1e-5,
-        saved_mean, saved_invstd));
+    CUDNN_CHECK(cudnnBatchNormalizationBackward(b->cudnn, CUDNN_BATCHNORM_SPATIAL, &one, &zero,
+                                                &one, &zero, plan->x_desc, x, plan->x_desc, dy,
+                                                plan->x_desc, dx, plan->param_desc, gamma, dgamma,
+                                                dbeta, 1e-5, saved_mean, saved_invstd));
     return CAPTCHA_OK;
 }
 
@@ -1028,8 +1045,8 @@ captcha_status check_linear(int batch, int in_features, int out_features, captch
 {
     if (batch < 1 || in_features < 1 || out_features < 1)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "CUDA linear: N=%d in=%d out=%d must all be >= 1", batch,
-                            in_features, out_features);
+                            "CUDA linear: N=%d in=%d out=%d must all be >= 1", batch, in_features,
+                            out_features);
     return CAPTCHA_OK;
 }
 
@@ -1050,9 +1067,8 @@ captcha_status cuda_linear_forward(captcha_backend *backend, int batch, int in_f
     }
     const float one = 1.0f;
     /* y^T [out, N] = W [out, in] (cuBLAS sees W^T, so OP_T) * x^T [in, N] */
-    CUBLAS_CHECK(cublasSgemm(b->cublas, CUBLAS_OP_T, CUBLAS_OP_N, out_features, batch,
-                             in_features, &one, weight, in_features, x, in_features, &beta, y,
-                             out_features));
+    CUBLAS_CHECK(cublasSgemm(b->cublas, CUBLAS_OP_T, CUBLAS_OP_N, out_features, batch, in_features,
+                             &one, weight, in_features, x, in_features, &beta, y, out_features));
     return CAPTCHA_OK;
 }
 
@@ -1089,8 +1105,8 @@ captcha_status cuda_linear_backward(captcha_backend *backend, int batch, int in_
  * Element-wise, loss, optimizer
  * ------------------------------------------------------------------------- */
 
-captcha_status cuda_relu_forward(captcha_backend *backend, size_t count, const float *x,
-                                 float *y, captcha_error *err)
+captcha_status cuda_relu_forward(captcha_backend *backend, size_t count, const float *x, float *y,
+                                 captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
     if (!count)
@@ -1138,10 +1154,10 @@ captcha_status cuda_multilabel_soft_margin_loss(captcha_backend *backend, int ba
     TRY(bind_device(b, err));
     size_t n = (size_t)batch * classes;
     multilabel_soft_margin_loss_kernel<<<1, kThreads, 0, b->stream>>>(n, logits, targets,
-                                                                       b->loss_device, dlogits);
+                                                                      b->loss_device, dlogits);
     CUDA_CHECK(cudaGetLastError());
-    CUDA_CHECK(cudaMemcpyAsync(b->loss_host, b->loss_device, sizeof(float),
-                               cudaMemcpyDeviceToHost, b->stream));
+    CUDA_CHECK(cudaMemcpyAsync(b->loss_host, b->loss_device, sizeof(float), cudaMemcpyDeviceToHost,
+                               b->stream));
     CUDA_CHECK(cudaStreamSynchronize(b->stream));
     *loss_host = *b->loss_host;
     return CAPTCHA_OK;
@@ -1149,8 +1165,7 @@ captcha_status cuda_multilabel_soft_margin_loss(captcha_backend *backend, int ba
 
 captcha_status cuda_adam_update(captcha_backend *backend, size_t count, float *param,
                                 const float *grad, float *m, float *v,
-                                const captcha_adam_config *config, int64_t step,
-                                captcha_error *err)
+                                const captcha_adam_config *config, int64_t step, captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
     if (step < 1)
@@ -1205,8 +1220,8 @@ captcha_status cuda_preprocess(captcha_backend *backend, const captcha_image *im
                             config->channel_order);
     if (config->input_width < 1 || config->input_height < 1 || !(config->std != 0.0f))
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "CUDA preprocess: input %dx%d, std %g is invalid",
-                            config->input_width, config->input_height, (double)config->std);
+                            "CUDA preprocess: input %dx%d, std %g is invalid", config->input_width,
+                            config->input_height, (double)config->std);
     TRY(refuse_while_capturing(b, "preprocess (reads host memory)", err));
     TRY(bind_device(b, err));
 
@@ -1238,23 +1253,18 @@ captcha_status cuda_preprocess(captcha_backend *backend, const captcha_image *im
     /* only the region's rows and bytes travel (pageable source: the call
      * returns once the driver has taken the bytes, so the caller may reuse
      * its buffer) */
-    CUDA_CHECK(cudaMemcpy2DAsync(d0, row0,
-                                 image->planes[0] + (size_t)region.y * image->strides[0] +
-                                     (size_t)region.x * bpp,
-                                 image->strides[0], row0, region.height, cudaMemcpyHostToDevice,
-                                 b->stream));
+    CUDA_CHECK(cudaMemcpy2DAsync(
+        d0, row0, image->planes[0] + (size_t)region.y * image->strides[0] + (size_t)region.x * bpp,
+        image->strides[0], row0, region.height, cudaMemcpyHostToDevice, b->stream));
     if (yuv) {
         size_t chroma_bpp = image->format == CAPTCHA_PIXEL_NV12 ? 2 : 1;
-        CUDA_CHECK(cudaMemcpy2DAsync(d1, row1,
-                                     image->planes[1] + (size_t)cy0 * image->strides[1] +
-                                         (size_t)cx0 * chroma_bpp,
-                                     image->strides[1], row1, chroma_rows,
-                                     cudaMemcpyHostToDevice, b->stream));
+        CUDA_CHECK(cudaMemcpy2DAsync(
+            d1, row1, image->planes[1] + (size_t)cy0 * image->strides[1] + (size_t)cx0 * chroma_bpp,
+            image->strides[1], row1, chroma_rows, cudaMemcpyHostToDevice, b->stream));
         if (image->format == CAPTCHA_PIXEL_I420)
-            CUDA_CHECK(cudaMemcpy2DAsync(d2, row2,
-                                         image->planes[2] + (size_t)cy0 * image->strides[2] + cx0,
-                                         image->strides[2], row2, chroma_rows,
-                                         cudaMemcpyHostToDevice, b->stream));
+            CUDA_CHECK(cudaMemcpy2DAsync(
+                d2, row2, image->planes[2] + (size_t)cy0 * image->strides[2] + cx0,
+                image->strides[2], row2, chroma_rows, cudaMemcpyHostToDevice, b->stream));
     }
     preprocess_params p;
     memset(&p, 0, sizeof(p));
@@ -1273,6 +1283,7 @@ captcha_status cuda_preprocess(captcha_backend *backend, const captcha_image *im
     p.dst_height = config->input_height;
     p.scale_x = 1.0 / ((double)config->input_width / region.width);
     p.scale_y = 1.0 / ((double)config->input_height / region.height);
+    p.same_size = region.width == p.dst_width && region.height == p.dst_height;
     p.rgb_order = rgb_order;
     p.mean = config->mean;
     p.std = config->std;
@@ -1443,8 +1454,8 @@ captcha_status cuda_setup(cuda_backend *b, captcha_error *err)
     CUDNN_CHECK(cudnnSetStream(b->cudnn, b->stream));
     CUBLAS_CHECK(cublasCreate(&b->cublas));
     CUBLAS_CHECK(cublasSetStream(b->cublas, b->stream));
-    CUBLAS_CHECK(cublasSetMathMode(b->cublas, b->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                      : CUBLAS_DEFAULT_MATH));
+    CUBLAS_CHECK(
+        cublasSetMathMode(b->cublas, b->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     CUDA_CHECK(cudaMalloc(&b->cublas_workspace, kCublasWorkspace));
     CUBLAS_CHECK(cublasSetWorkspace(b->cublas, b->cublas_workspace, kCublasWorkspace));
     CUDNN_CHECK(cudnnCreateActivationDescriptor(&b->relu_desc));
@@ -1484,8 +1495,7 @@ extern "C" captcha_status captcha_backend_cuda_create(int gpu_id, captcha_backen
 
     cuda_backend *b = new (std::nothrow) cuda_backend();
     if (!b)
-        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY,
-                            "CUDA backend: out of host memory");
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CUDA backend: out of host memory");
     b->base.ops = &cuda_ops;
     b->base.threads = 0;
     b->device = gpu_id;
