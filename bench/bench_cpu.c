@@ -1,0 +1,221 @@
+/* CPU benchmark: our network on the CPU backend against the same model and weights in
+ * PyTorch (Debian python3-torch), measured in the same run on the same machine.
+ *
+ *   bench-cpu [--threads N] [--quick] [--no-torch] [--no-train] [MODEL.safetensors]
+ *
+ * Inference at batch 1 and 64 (images/s, median of 5 repeats), and training steps at batch 16
+ * (forward + backward + Adam). Prints PyTorch's figures in every mode it has (eager,
+ * channels_last, jit optimize_for_inference) and our ratio against its best, and how close we
+ * are to the machine's ceiling given as --gflops (default 360: ~180 GFLOP/s single-precision
+ * per core measured on this machine kind, 2 cores). Not a test: it asserts nothing. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "captcha-build-config.h"
+#include "backend.h"
+#include "model_file.h"
+#include "network.h"
+
+#define FORWARD_GFLOP 0.31 /* per 32x128 image, forward */
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int compare_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void fill(float *x, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)((seed >> 8) * (2.0 / 16777216.0) - 1.0);
+    }
+}
+
+/* Median images/s over 5 repeats of `iters` eval forwards at `batch`. */
+static double bench_eval(captcha_network *net, int batch, int iters)
+{
+    const captcha_config *c = captcha_network_config(net);
+    size_t in = (size_t)batch * 3 * c->input_height * c->input_width;
+    float *x = malloc(in * sizeof(float));
+    float *y = malloc((size_t)batch * captcha_config_classes(c) * sizeof(float));
+    fill(x, in, 1);
+    captcha_error err;
+    double rates[5];
+    for (int r = -2; r < 5; r++) {
+        double t0 = now();
+        for (int i = 0; i < (r < 0 ? 1 : iters); i++)
+            if (captcha_network_forward(net, x, batch, CAPTCHA_MODE_EVAL, y, &err)) {
+                fprintf(stderr, "forward: %s\n", err.message);
+                exit(1);
+            }
+        if (r >= 0)
+            rates[r] = batch * iters / (now() - t0);
+    }
+    qsort(rates, 5, sizeof *rates, compare_double);
+    free(x);
+    free(y);
+    return rates[2];
+}
+
+static double bench_train(captcha_network *net, int steps)
+{
+    const captcha_config *c = captcha_network_config(net);
+    const int batch = 16, classes = captcha_config_classes(c);
+    size_t in = (size_t)batch * 3 * c->input_height * c->input_width;
+    float *x = malloc(in * sizeof(float));
+    float *t = calloc((size_t)batch * classes, sizeof(float));
+    fill(x, in, 2);
+    for (int n = 0; n < batch; n++)
+        for (int p = 0; p < c->length; p++)
+            t[n * classes + p * c->charset_size] = 1;
+    captcha_adam_config adam = captcha_adam_default();
+    captcha_error err;
+    double rates[3];
+    for (int r = -1; r < 3; r++) {
+        double t0 = now();
+        for (int i = 0; i < (r < 0 ? 2 : steps); i++) {
+            float loss;
+            if (captcha_network_forward_backward(net, x, t, batch, &loss, NULL, &err) ||
+                captcha_network_adam_step(net, &adam, &err)) {
+                fprintf(stderr, "train step: %s\n", err.message);
+                exit(1);
+            }
+        }
+        if (r >= 0)
+            rates[r] = batch * steps / (now() - t0);
+    }
+    qsort(rates, 3, sizeof *rates, compare_double);
+    free(x);
+    free(t);
+    return rates[1];
+}
+
+int main(int argc, char **argv)
+{
+    int threads = 2, quick = 0, torch = 1, train = 1;
+    double gflops = 360;
+    static const struct option options[] = {{"threads", required_argument, 0, 't'},
+                                             {"quick", no_argument, 0, 'q'},
+                                             {"no-torch", no_argument, 0, 'n'},
+                                             {"no-train", no_argument, 0, 'r'},
+                                             {"gflops", required_argument, 0, 'g'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
+    int opt;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (opt) {
+        case 't': threads = atoi(optarg); break;
+        case 'q': quick = 1; break;
+        case 'n': torch = 0; break;
+        case 'r': train = 0; break;
+        case 'g': gflops = atof(optarg); break;
+        default:
+            printf("usage: %s [--threads N (2)] [--quick] [--no-torch] [--no-train] "
+                   "[--gflops PEAK (360)] [MODEL.safetensors]\n",
+                   argv[0]);
+            return opt == 'h' ? 0 : 2;
+        }
+    }
+    captcha_error err;
+    captcha_backend *backend;
+    if (captcha_backend_cpu_create(threads, &backend, &err)) {
+        fprintf(stderr, "%s\n", err.message);
+        return 1;
+    }
+    captcha_network *net;
+    char model_path[4096];
+    if (optind < argc) {
+        snprintf(model_path, sizeof model_path, "%s", argv[optind]);
+        if (captcha_model_load(model_path, backend, &net, NULL, 0, &err)) {
+            fprintf(stderr, "%s\n", err.message);
+            return 1;
+        }
+    } else {
+        captcha_config config;
+        captcha_config_reference(&config);
+        if (captcha_network_create(backend, &config, 42, &net, &err)) {
+            fprintf(stderr, "%s\n", err.message);
+            return 1;
+        }
+        snprintf(model_path, sizeof model_path, "/tmp/bench-cpu-%d.safetensors", (int)getpid());
+        if (captcha_model_save(net, model_path, NULL, &err)) {
+            fprintf(stderr, "%s\n", err.message);
+            return 1;
+        }
+    }
+    const int iter_b1 = quick ? 20 : 100, iter_b64 = quick ? 1 : 3, train_steps = quick ? 2 : 8;
+
+    /* PyTorch first, so both run on the same warm machine in one process tree */
+    double torch_rate[3][2] = {{0}}, torch_train = 0; /* [mode][batch index] */
+    const char *modes[3] = {"eager", "eager_channels_last", "jit_optimized"};
+    if (torch) {
+        char cmd[8192];
+        snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/bench/torch_cpu.py %s %d %d %d %d",
+                 CAPTCHA_SOURCE_DIR, model_path, threads, iter_b1, iter_b64, train ? train_steps : 0);
+        FILE *p = popen(cmd, "r");
+        char line[256];
+        while (p && fgets(line, sizeof line, p)) {
+            char mode[64];
+            int batch;
+            double r;
+            if (sscanf(line, "torch %63s batch %d %lf", mode, &batch, &r) != 3)
+                continue;
+            for (int m = 0; m < 3; m++)
+                if (!strcmp(mode, modes[m]))
+                    torch_rate[m][batch == 1 ? 0 : 1] = r;
+            if (!strcmp(mode, "train"))
+                torch_train = r;
+        }
+        if (!p || pclose(p) != 0)
+            fprintf(stderr, "note: the PyTorch side failed (is python3-torch installed?)\n");
+    }
+
+    double ours[2] = {bench_eval(net, 1, iter_b1), bench_eval(net, 64, iter_b64)};
+    double ours_train = train ? bench_train(net, train_steps) : 0;
+
+    printf("CPU inference, %d threads, input %dx%d (images/s, median of 5)\n", threads,
+           captcha_network_config(net)->input_width, captcha_network_config(net)->input_height);
+    printf("%-28s %12s %12s\n", "", "batch 1", "batch 64");
+    printf("%-28s %12.1f %12.1f\n", "gst-captcha (oneDNN)", ours[0], ours[1]);
+    double best[2] = {0, 0};
+    for (int m = 0; m < 3; m++) {
+        if (torch_rate[m][0] <= 0)
+            continue;
+        printf("%-28s %12.1f %12.1f\n", modes[m], torch_rate[m][0], torch_rate[m][1]);
+        for (int b = 0; b < 2; b++)
+            best[b] = fmax(best[b], torch_rate[m][b]);
+    }
+    if (best[0] > 0)
+        printf("%-28s %11.2fx %11.2fx   (goal: >= 2x at batch 1, >= 1x at batch 64)\n",
+               "ratio vs PyTorch's best", ours[0] / best[0], ours[1] / best[1]);
+    printf("%-28s %11.0f%% %11.0f%%   (%.2f GFLOP/image at a %.0f GFLOP/s peak)\n",
+           "share of machine peak", 100 * ours[0] * FORWARD_GFLOP / gflops,
+           100 * ours[1] * FORWARD_GFLOP / gflops, FORWARD_GFLOP, gflops);
+    if (train) {
+        printf("\nCPU training, batch 16, forward + backward + Adam (images/s)\n");
+        printf("%-28s %12.1f\n", "gst-captcha (oneDNN)", ours_train);
+        if (torch_train > 0)
+            printf("%-28s %12.1f\n%-28s %11.2fx\n", "PyTorch eager", torch_train,
+                   "ratio", ours_train / torch_train);
+        printf("%-28s %11.0f%%   (%.2f GFLOP/image)\n", "share of machine peak",
+               100 * ours_train * 3 * FORWARD_GFLOP / gflops, 3 * FORWARD_GFLOP);
+    }
+    if (optind >= argc)
+        unlink(model_path);
+    captcha_network_destroy(net);
+    captcha_backend_destroy(backend);
+    return 0;
+}
