@@ -1,0 +1,1200 @@
+/* GStreamer captchaocr element: reads captcha text in video frames.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+
+/**
+ * SECTION:element-captchaocr
+ * @title: captchaocr
+ *
+ * Reads the text of captchas (short distorted text images) in video frames
+ * with the residual CNN of a self-describing model file (safetensors with the
+ * charset, code length, input size and normalization in its metadata, see
+ * model/model_file.h).
+ *
+ * The element is an in-place pass-through filter: frames are never modified
+ * (they are mapped read-only, no pixel is copied). Each result is attached to
+ * the buffer as a #GstVideoRegionOfInterestMeta of type "captcha" whose box is
+ * the region that was read (after clipping to the frame), with one
+ * #GstStructure parameter named "captcha":
+ *
+ * - `text` (string): the code read;
+ * - `label` (string): the same as `text`, for elements that draw labels;
+ * - `confidence` (double, 0..1): the product of the per-character
+ *   confidences;
+ * - `char-confidences` (#GstValueArray of double): per position, the softmax
+ *   probability of the chosen character;
+ * - `reused` (boolean): %TRUE on frames skipped by #GstCaptchaOcr:interval,
+ *   which carry the results of the last frame that was read.
+ *
+ * The meta's `id` is set uniquely within the buffer (GStreamer 1.22 leaves
+ * every id at 0 otherwise): results get ids above the largest id of the
+ * region metas already on the buffer. `parent_id` is the id of the upstream
+ * region that was read (#GstCaptchaOcr:roi-type), else -1.
+ *
+ * Which region is read: with #GstCaptchaOcr:roi-type unset, the rectangle of
+ * the roi-x, roi-y, roi-width and roi-height properties (by default the
+ * whole frame); with #GstCaptchaOcr:roi-type set, every upstream
+ * #GstVideoRegionOfInterestMeta of that type, each giving its own result
+ * (the regions of one frame are read as one batch). A region partly outside
+ * the frame is clipped; one entirely outside (or empty) gives one warning
+ * on the bus and no result, and the stream goes on.
+ *
+ * Unless #GstCaptchaOcr:message is %FALSE, each frame that was read and gave
+ * at least one result posts an element message named "captcha" with the
+ * fields `timestamp`, `stream-time`, `running-time`, `duration` (all
+ * #guint64, nanoseconds, GST_CLOCK_TIME_NONE when unknown) and `results`, a
+ * #GstValueList of structures named "captcha-result" with `text` (string),
+ * `confidence` (double), `x`, `y`, `width`, `height` (int, frame pixels, the
+ * region read), `id` and `parent-id` (int, as in the meta) and `changed`
+ * (boolean, the text differs from the previous frame read in the same
+ * region position).
+ *
+ * Known limitation of GStreamer 1.22: a `videoscale` (or other element that
+ * scales the frame) placed after captchaocr transforms the region box of
+ * the meta but drops its parameters (the "captcha" structure), so read the
+ * meta before scaling, or use the bus message.
+ *
+ * ## Example launch lines
+ * |[
+ * gst-launch-1.0 -m filesrc location=captcha.png ! decodebin ! videoconvert ! \
+ *     imagefreeze num-buffers=1 ! captchaocr model=captcha.safetensors ! fakesink
+ * ]| Reads one image file and prints the "captcha" message.
+ * |[
+ * gst-launch-1.0 -m ximagesrc use-damage=false ! video/x-raw,framerate=5/1 ! \
+ *     captchaocr roi-x=400 roi-y=300 roi-width=200 roi-height=50 \
+ *     message-on-change=true ! fakesink
+ * ]| Reads a fixed screen region five times a second and posts a message
+ * whenever its text changes.
+ */
+
+#include "captcha-build-config.h"
+
+#include "gstcaptchaocr.h"
+
+#include <string.h>
+
+#include "backend.h"
+#include "decode.h"
+#include "model_file.h"
+#include "network.h"
+#include "preprocess.h"
+
+GST_DEBUG_CATEGORY_STATIC (gst_captcha_ocr_debug);
+#define GST_CAT_DEFAULT gst_captcha_ocr_debug
+
+/* The device to run the network on (the values match captcha_device). */
+typedef enum
+{
+  GST_CAPTCHA_OCR_DEVICE_AUTO = CAPTCHA_DEVICE_AUTO,
+  GST_CAPTCHA_OCR_DEVICE_CPU = CAPTCHA_DEVICE_CPU,
+  GST_CAPTCHA_OCR_DEVICE_CUDA = CAPTCHA_DEVICE_CUDA,
+} GstCaptchaOcrDevice;
+
+#define GST_TYPE_CAPTCHA_OCR_DEVICE (gst_captcha_ocr_device_get_type ())
+static GType
+gst_captcha_ocr_device_get_type (void)
+{
+  static GType device_type = 0;
+  static const GEnumValue devices[] = {
+    {GST_CAPTCHA_OCR_DEVICE_AUTO,
+        "CUDA when a GPU is usable, else the CPU (with a warning)", "auto"},
+    {GST_CAPTCHA_OCR_DEVICE_CPU, "The CPU (oneDNN)", "cpu"},
+    {GST_CAPTCHA_OCR_DEVICE_CUDA, "A CUDA GPU (see gpu-id); an error when "
+          "none is usable", "cuda"},
+    {0, NULL, NULL},
+  };
+
+  if (g_once_init_enter (&device_type)) {
+    GType type = g_enum_register_static ("GstCaptchaOcrDevice", devices);
+    g_once_init_leave (&device_type, type);
+  }
+  return device_type;
+}
+
+/* The type of the region metas this element attaches. */
+#define CAPTCHA_ROI_TYPE "captcha"
+/* Number of recent frames the latency property averages. */
+#define LATENCY_WINDOW 32
+
+#define DEFAULT_MODEL NULL
+#define DEFAULT_DEVICE GST_CAPTCHA_OCR_DEVICE_AUTO
+#define DEFAULT_GPU_ID 0
+#define DEFAULT_ROI_X 0
+#define DEFAULT_ROI_Y 0
+#define DEFAULT_ROI_WIDTH 0
+#define DEFAULT_ROI_HEIGHT 0
+#define DEFAULT_ROI_TYPE NULL
+#define DEFAULT_INTERVAL 1
+#define DEFAULT_MESSAGE TRUE
+#define DEFAULT_MESSAGE_ON_CHANGE FALSE
+#define DEFAULT_MIN_CONFIDENCE 0.0
+#define DEFAULT_LATENCY 0.0
+#define DEFAULT_FRAMES_PROCESSED 0
+
+enum
+{
+  PROP_0,
+  PROP_MODEL,
+  PROP_DEVICE,
+  PROP_GPU_ID,
+  PROP_ROI_X,
+  PROP_ROI_Y,
+  PROP_ROI_WIDTH,
+  PROP_ROI_HEIGHT,
+  PROP_ROI_TYPE,
+  PROP_INTERVAL,
+  PROP_MESSAGE,
+  PROP_MESSAGE_ON_CHANGE,
+  PROP_MIN_CONFIDENCE,
+  PROP_LATENCY,
+  PROP_FRAMES_PROCESSED,
+};
+
+/* One region to read in the current frame. */
+typedef struct
+{
+  captcha_roi region;           /* frame pixels, clipped to the frame */
+  gint parent_id;               /* id of the upstream region meta, or -1 */
+} GstCaptchaOcrRegion;
+
+/* One result of the last frame that was read. */
+typedef struct
+{
+  captcha_roi region;           /* the region read, frame pixels */
+  gint parent_id;
+  gint id;                      /* of the meta attached on the frame read */
+  captcha_result result;
+  gboolean changed;             /* text differs from the previous read */
+} GstCaptchaOcrResult;
+
+/* Text of one region position, for message-on-change. */
+typedef struct
+{
+  gchar text[CAPTCHA_MAX_LENGTH + 1];   /* "" when nothing was accepted */
+} GstCaptchaOcrText;
+
+struct _GstCaptchaOcr
+{
+  GstVideoFilter parent;
+
+  /* properties, under the object lock */
+  gchar *model;
+  GstCaptchaOcrDevice device;
+  gint gpu_id;
+  gint roi_x, roi_y, roi_width, roi_height;
+  gchar *roi_type;
+  guint interval;
+  gboolean message;
+  gboolean message_on_change;
+  gdouble min_confidence;
+
+  /* statistics, under the object lock */
+  gint64 latency_us[LATENCY_WINDOW];    /* ring of recent inference times */
+  guint latency_count;
+  guint latency_next;
+  guint64 frames_processed;
+
+  /* warnings given once, under the object lock */
+  gboolean region_warned;
+  gboolean fallback_warned;
+
+  /* model state: set up in start(), used by the streaming thread */
+  captcha_backend *backend;
+  captcha_network *network;
+  captcha_config config;
+  gsize image_floats;           /* 3 * input_height * input_width */
+  gsize classes;                /* length * charset_size */
+  float *input;                 /* [capacity, 3, input_height, input_width] NCHW */
+  float *logits;                /* [capacity, classes] */
+  guint capacity;               /* images the two buffers hold */
+
+  /* streaming state */
+  captcha_pixel_format pixel_format;
+  guint64 frame_index;          /* frames seen since start or caps change */
+  GArray *regions;              /* GstCaptchaOcrRegion, this frame */
+  GArray *results;              /* GstCaptchaOcrResult, last frame read */
+  GArray *texts;                /* GstCaptchaOcrText, per region position */
+};
+
+#define VIDEO_FORMATS \
+  "{ BGRx, BGRA, RGBx, RGBA, xRGB, ARGB, xBGR, ABGR, RGB, BGR, GRAY8, NV12, I420 }"
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
+    GST_PAD_SINK,
+    GST_PAD_ALWAYS,
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (VIDEO_FORMATS)));
+
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
+    GST_PAD_SRC,
+    GST_PAD_ALWAYS,
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (VIDEO_FORMATS)));
+
+#define gst_captcha_ocr_parent_class parent_class
+G_DEFINE_TYPE (GstCaptchaOcr, gst_captcha_ocr, GST_TYPE_VIDEO_FILTER);
+GST_ELEMENT_REGISTER_DEFINE (captchaocr, "captchaocr", GST_RANK_NONE,
+    GST_TYPE_CAPTCHA_OCR);
+
+static void gst_captcha_ocr_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec);
+static void gst_captcha_ocr_get_property (GObject * object, guint prop_id,
+    GValue * value, GParamSpec * pspec);
+static void gst_captcha_ocr_finalize (GObject * object);
+static gboolean gst_captcha_ocr_start (GstBaseTransform * trans);
+static gboolean gst_captcha_ocr_stop (GstBaseTransform * trans);
+static GstFlowReturn gst_captcha_ocr_prepare_output_buffer (GstBaseTransform *
+    trans, GstBuffer * input, GstBuffer ** output);
+static gboolean gst_captcha_ocr_set_info (GstVideoFilter * filter,
+    GstCaps * incaps, GstVideoInfo * in_info, GstCaps * outcaps,
+    GstVideoInfo * out_info);
+static GstFlowReturn gst_captcha_ocr_transform_frame_ip (GstVideoFilter *
+    filter, GstVideoFrame * frame);
+
+static void
+gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
+{
+  GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+  GstBaseTransformClass *trans_class = GST_BASE_TRANSFORM_CLASS (klass);
+  GstVideoFilterClass *filter_class = GST_VIDEO_FILTER_CLASS (klass);
+
+  gobject_class->set_property = gst_captcha_ocr_set_property;
+  gobject_class->get_property = gst_captcha_ocr_get_property;
+  gobject_class->finalize = gst_captcha_ocr_finalize;
+
+  /**
+   * GstCaptchaOcr:model:
+   *
+   * Path of the model file (safetensors with the model's charset, code
+   * length, input size and normalization in its metadata). When unset, the
+   * CAPTCHA_MODEL environment variable, else the bundled model
+   * (captcha-default.safetensors in the installed data folder, then in the
+   * source tree's model/ folder). Read when the element starts (READY to
+   * PAUSED); a change while running takes effect at the next start.
+   */
+  g_object_class_install_property (gobject_class, PROP_MODEL,
+      g_param_spec_string ("model", "Model",
+          "Path of the model file (.safetensors); unset: $CAPTCHA_MODEL, "
+          "else the bundled captcha-default.safetensors. Read at start",
+          DEFAULT_MODEL, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+
+  /**
+   * GstCaptchaOcr:device:
+   *
+   * Where the network runs. "auto" uses CUDA when a GPU is usable and
+   * otherwise the CPU, posting one warning that names the reason; "cuda"
+   * fails to start when no GPU is usable. Takes effect at the next start.
+   */
+  g_object_class_install_property (gobject_class, PROP_DEVICE,
+      g_param_spec_enum ("device", "Device",
+          "Where the network runs: auto (CUDA if usable, else CPU with a "
+          "warning), cpu or cuda (an error if no GPU is usable)",
+          GST_TYPE_CAPTCHA_OCR_DEVICE, DEFAULT_DEVICE,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+
+  /**
+   * GstCaptchaOcr:gpu-id:
+   *
+   * The CUDA device index used by device=cuda or auto.
+   */
+  g_object_class_install_property (gobject_class, PROP_GPU_ID,
+      g_param_spec_int ("gpu-id", "GPU id",
+          "CUDA device index used by device=cuda or auto", 0, G_MAXINT,
+          DEFAULT_GPU_ID, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+
+  /**
+   * GstCaptchaOcr:roi-x:
+   *
+   * Left column of the region read, in frame pixels (when roi-type is
+   * unset).
+   */
+  g_object_class_install_property (gobject_class, PROP_ROI_X,
+      g_param_spec_int ("roi-x", "ROI x",
+          "Left column of the region read, frame pixels (roi-type unset)",
+          0, G_MAXINT, DEFAULT_ROI_X, G_PARAM_READWRITE |
+          G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING));
+
+  /**
+   * GstCaptchaOcr:roi-y:
+   *
+   * Top row of the region read, in frame pixels (when roi-type is unset).
+   */
+  g_object_class_install_property (gobject_class, PROP_ROI_Y,
+      g_param_spec_int ("roi-y", "ROI y",
+          "Top row of the region read, frame pixels (roi-type unset)",
+          0, G_MAXINT, DEFAULT_ROI_Y, G_PARAM_READWRITE |
+          G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING));
+
+  /**
+   * GstCaptchaOcr:roi-width:
+   *
+   * Width of the region read, in frame pixels; 0 reads to the right edge of
+   * the frame (the whole width when roi-x is 0).
+   */
+  g_object_class_install_property (gobject_class, PROP_ROI_WIDTH,
+      g_param_spec_int ("roi-width", "ROI width",
+          "Width of the region read, frame pixels; 0 = to the right edge "
+          "of the frame", 0, G_MAXINT, DEFAULT_ROI_WIDTH,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+
+  /**
+   * GstCaptchaOcr:roi-height:
+   *
+   * Height of the region read, in frame pixels; 0 reads to the bottom edge
+   * of the frame (the whole height when roi-y is 0).
+   */
+  g_object_class_install_property (gobject_class, PROP_ROI_HEIGHT,
+      g_param_spec_int ("roi-height", "ROI height",
+          "Height of the region read, frame pixels; 0 = to the bottom edge "
+          "of the frame", 0, G_MAXINT, DEFAULT_ROI_HEIGHT,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+
+  /**
+   * GstCaptchaOcr:roi-type:
+   *
+   * When set, the roi-x/y/width/height properties are ignored and every
+   * upstream #GstVideoRegionOfInterestMeta of this type (e.g. "captcha-box")
+   * is read instead, each giving its own result whose parent_id is the
+   * upstream meta's id. A frame without such a region gives no result.
+   */
+  g_object_class_install_property (gobject_class, PROP_ROI_TYPE,
+      g_param_spec_string ("roi-type", "ROI type",
+          "Read every upstream region meta of this type instead of the "
+          "roi-x/y/width/height region (one result each)",
+          DEFAULT_ROI_TYPE, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+
+  /**
+   * GstCaptchaOcr:interval:
+   *
+   * Read every Nth frame (counted in frames, from the first frame after
+   * start or a caps change). The frames in between carry the last results
+   * again, marked reused=TRUE, and post no message.
+   */
+  g_object_class_install_property (gobject_class, PROP_INTERVAL,
+      g_param_spec_uint ("interval", "Interval",
+          "Read every Nth frame; frames in between carry the last results "
+          "marked reused=TRUE", 1, G_MAXUINT, DEFAULT_INTERVAL,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+
+  /**
+   * GstCaptchaOcr:message:
+   *
+   * Post a "captcha" element message on the bus for each frame read that
+   * gave at least one result.
+   */
+  g_object_class_install_property (gobject_class, PROP_MESSAGE,
+      g_param_spec_boolean ("message", "Message",
+          "Post a \"captcha\" element message for each frame read with "
+          "results", DEFAULT_MESSAGE, G_PARAM_READWRITE |
+          G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING));
+
+  /**
+   * GstCaptchaOcr:message-on-change:
+   *
+   * Post the message only when the text of a region (by position in the
+   * frame's region list) differs from the previous frame read. The message
+   * still lists every result; the changed ones have changed=TRUE.
+   */
+  g_object_class_install_property (gobject_class, PROP_MESSAGE_ON_CHANGE,
+      g_param_spec_boolean ("message-on-change", "Message on change",
+          "Post the message only when a region's text changes",
+          DEFAULT_MESSAGE_ON_CHANGE, G_PARAM_READWRITE |
+          G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING));
+
+  /**
+   * GstCaptchaOcr:min-confidence:
+   *
+   * Results whose confidence (product of the per-character probabilities)
+   * is below this value are neither attached nor posted.
+   */
+  g_object_class_install_property (gobject_class, PROP_MIN_CONFIDENCE,
+      g_param_spec_double ("min-confidence", "Minimum confidence",
+          "Drop results whose confidence is below this value (0..1)",
+          0.0, 1.0, DEFAULT_MIN_CONFIDENCE, G_PARAM_READWRITE |
+          G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING));
+
+  /**
+   * GstCaptchaOcr:latency:
+   *
+   * Mean time of the last 32 inferences (preprocessing, network and
+   * decoding of all regions of a frame), in microseconds.
+   */
+  g_object_class_install_property (gobject_class, PROP_LATENCY,
+      g_param_spec_double ("latency", "Latency",
+          "Mean inference time of the last 32 frames read, microseconds",
+          0.0, G_MAXDOUBLE, DEFAULT_LATENCY,
+          G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+
+  /**
+   * GstCaptchaOcr:frames-processed:
+   *
+   * Number of frames the network has read since the element was created
+   * (frames skipped by interval are not counted).
+   */
+  g_object_class_install_property (gobject_class, PROP_FRAMES_PROCESSED,
+      g_param_spec_uint64 ("frames-processed", "Frames processed",
+          "Frames the network has read (frames skipped by interval not "
+          "counted)", 0, G_MAXUINT64, DEFAULT_FRAMES_PROCESSED,
+          G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+
+  gst_element_class_set_static_metadata (element_class,
+      "Captcha OCR", "Filter/Analyzer/Video",
+      "Reads captcha text in video frames with a residual CNN and attaches "
+      "it as region-of-interest meta and bus messages",
+      "gst-captcha developers");
+  gst_element_class_add_static_pad_template (element_class, &sink_template);
+  gst_element_class_add_static_pad_template (element_class, &src_template);
+
+  trans_class->start = GST_DEBUG_FUNCPTR (gst_captcha_ocr_start);
+  trans_class->stop = GST_DEBUG_FUNCPTR (gst_captcha_ocr_stop);
+  trans_class->prepare_output_buffer =
+      GST_DEBUG_FUNCPTR (gst_captcha_ocr_prepare_output_buffer);
+  trans_class->transform_ip_on_passthrough = TRUE;
+  filter_class->set_info = GST_DEBUG_FUNCPTR (gst_captcha_ocr_set_info);
+  filter_class->transform_frame_ip =
+      GST_DEBUG_FUNCPTR (gst_captcha_ocr_transform_frame_ip);
+
+  GST_DEBUG_CATEGORY_INIT (gst_captcha_ocr_debug, "captchaocr", 0,
+      "captcha OCR element");
+  gst_type_mark_as_plugin_api (GST_TYPE_CAPTCHA_OCR_DEVICE, 0);
+}
+
+static void
+gst_captcha_ocr_init (GstCaptchaOcr * self)
+{
+  self->model = g_strdup (DEFAULT_MODEL);
+  self->device = DEFAULT_DEVICE;
+  self->gpu_id = DEFAULT_GPU_ID;
+  self->roi_x = DEFAULT_ROI_X;
+  self->roi_y = DEFAULT_ROI_Y;
+  self->roi_width = DEFAULT_ROI_WIDTH;
+  self->roi_height = DEFAULT_ROI_HEIGHT;
+  self->roi_type = g_strdup (DEFAULT_ROI_TYPE);
+  self->interval = DEFAULT_INTERVAL;
+  self->message = DEFAULT_MESSAGE;
+  self->message_on_change = DEFAULT_MESSAGE_ON_CHANGE;
+  self->min_confidence = DEFAULT_MIN_CONFIDENCE;
+
+  self->regions = g_array_new (FALSE, TRUE, sizeof (GstCaptchaOcrRegion));
+  self->results = g_array_new (FALSE, TRUE, sizeof (GstCaptchaOcrResult));
+  self->texts = g_array_new (FALSE, TRUE, sizeof (GstCaptchaOcrText));
+
+  /* The frame is only read; metas are added to a writable buffer that
+   * shares the input's memory (see prepare_output_buffer), so the frame is
+   * mapped read-only and never copied. */
+  gst_base_transform_set_passthrough (GST_BASE_TRANSFORM (self), TRUE);
+  gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), TRUE);
+}
+
+static void
+gst_captcha_ocr_finalize (GObject * object)
+{
+  GstCaptchaOcr *self = GST_CAPTCHA_OCR (object);
+
+  g_free (self->model);
+  g_free (self->roi_type);
+  g_array_unref (self->regions);
+  g_array_unref (self->results);
+  g_array_unref (self->texts);
+  g_free (self->input);
+  g_free (self->logits);
+  captcha_network_destroy (self->network);
+  captcha_backend_destroy (self->backend);
+
+  G_OBJECT_CLASS (parent_class)->finalize (object);
+}
+
+static void
+gst_captcha_ocr_set_property (GObject * object, guint prop_id,
+    const GValue * value, GParamSpec * pspec)
+{
+  GstCaptchaOcr *self = GST_CAPTCHA_OCR (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_MODEL:
+      g_free (self->model);
+      self->model = g_value_dup_string (value);
+      if (GST_STATE (self) > GST_STATE_READY)
+        GST_WARNING_OBJECT (self, "model changed while running; the new "
+            "model is loaded at the next start");
+      break;
+    case PROP_DEVICE:
+      self->device = g_value_get_enum (value);
+      self->fallback_warned = FALSE;
+      break;
+    case PROP_GPU_ID:
+      self->gpu_id = g_value_get_int (value);
+      self->fallback_warned = FALSE;
+      break;
+    case PROP_ROI_X:
+      self->roi_x = g_value_get_int (value);
+      self->region_warned = FALSE;
+      break;
+    case PROP_ROI_Y:
+      self->roi_y = g_value_get_int (value);
+      self->region_warned = FALSE;
+      break;
+    case PROP_ROI_WIDTH:
+      self->roi_width = g_value_get_int (value);
+      self->region_warned = FALSE;
+      break;
+    case PROP_ROI_HEIGHT:
+      self->roi_height = g_value_get_int (value);
+      self->region_warned = FALSE;
+      break;
+    case PROP_ROI_TYPE:
+      g_free (self->roi_type);
+      self->roi_type = g_value_dup_string (value);
+      if (self->roi_type && self->roi_type[0] == '\0')
+        g_clear_pointer (&self->roi_type, g_free);
+      self->region_warned = FALSE;
+      break;
+    case PROP_INTERVAL:
+      self->interval = g_value_get_uint (value);
+      break;
+    case PROP_MESSAGE:
+      self->message = g_value_get_boolean (value);
+      break;
+    case PROP_MESSAGE_ON_CHANGE:
+      self->message_on_change = g_value_get_boolean (value);
+      break;
+    case PROP_MIN_CONFIDENCE:
+      self->min_confidence = g_value_get_double (value);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_captcha_ocr_get_property (GObject * object, guint prop_id,
+    GValue * value, GParamSpec * pspec)
+{
+  GstCaptchaOcr *self = GST_CAPTCHA_OCR (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_MODEL:
+      g_value_set_string (value, self->model);
+      break;
+    case PROP_DEVICE:
+      g_value_set_enum (value, self->device);
+      break;
+    case PROP_GPU_ID:
+      g_value_set_int (value, self->gpu_id);
+      break;
+    case PROP_ROI_X:
+      g_value_set_int (value, self->roi_x);
+      break;
+    case PROP_ROI_Y:
+      g_value_set_int (value, self->roi_y);
+      break;
+    case PROP_ROI_WIDTH:
+      g_value_set_int (value, self->roi_width);
+      break;
+    case PROP_ROI_HEIGHT:
+      g_value_set_int (value, self->roi_height);
+      break;
+    case PROP_ROI_TYPE:
+      g_value_set_string (value, self->roi_type);
+      break;
+    case PROP_INTERVAL:
+      g_value_set_uint (value, self->interval);
+      break;
+    case PROP_MESSAGE:
+      g_value_set_boolean (value, self->message);
+      break;
+    case PROP_MESSAGE_ON_CHANGE:
+      g_value_set_boolean (value, self->message_on_change);
+      break;
+    case PROP_MIN_CONFIDENCE:
+      g_value_set_double (value, self->min_confidence);
+      break;
+    case PROP_LATENCY:{
+      gint64 sum = 0;
+      guint i;
+
+      for (i = 0; i < self->latency_count; i++)
+        sum += self->latency_us[i];
+      g_value_set_double (value, self->latency_count ?
+          (gdouble) sum / self->latency_count : 0.0);
+      break;
+    }
+    case PROP_FRAMES_PROCESSED:
+      g_value_set_uint64 (value, self->frames_processed);
+      break;
+    default:
+      G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
+      break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+/* The model file to load: the property, else $CAPTCHA_MODEL, else the
+ * bundled model (installed, then in the source tree). Returns a new string,
+ * or NULL with *searched listing the places looked at. */
+static gchar *
+gst_captcha_ocr_resolve_model (const gchar * property, gchar ** searched)
+{
+  const gchar *env;
+  const gchar *candidates[] = {
+    CAPTCHA_MODEL_INSTALL_DIR "/captcha-default.safetensors",
+    CAPTCHA_SOURCE_DIR "/model/captcha-default.safetensors",
+  };
+  guint i;
+
+  *searched = NULL;
+  if (property && property[0])
+    return g_strdup (property);
+  env = g_getenv ("CAPTCHA_MODEL");
+  if (env && env[0])
+    return g_strdup (env);
+  for (i = 0; i < G_N_ELEMENTS (candidates); i++) {
+    if (g_file_test (candidates[i], G_FILE_TEST_IS_REGULAR))
+      return g_strdup (candidates[i]);
+  }
+  *searched = g_strjoin (" nor ", candidates[0], candidates[1], NULL);
+  return NULL;
+}
+
+/* Makes the input and logits buffers hold batch images. Grows only, so
+ * after the first frames no frame allocates. */
+static void
+gst_captcha_ocr_reserve (GstCaptchaOcr * self, guint batch)
+{
+  if (batch <= self->capacity)
+    return;
+  self->input = g_renew (float, self->input, batch * self->image_floats);
+  self->logits = g_renew (float, self->logits, batch * self->classes);
+  self->capacity = batch;
+}
+
+static void
+gst_captcha_ocr_release_model (GstCaptchaOcr * self)
+{
+  g_clear_pointer (&self->network, captcha_network_destroy);
+  g_clear_pointer (&self->backend, captcha_backend_destroy);
+  g_clear_pointer (&self->input, g_free);
+  g_clear_pointer (&self->logits, g_free);
+  self->capacity = 0;
+}
+
+static gboolean
+gst_captcha_ocr_start (GstBaseTransform * trans)
+{
+  GstCaptchaOcr *self = GST_CAPTCHA_OCR (trans);
+  gchar *property, *path, *searched = NULL;
+  GstCaptchaOcrDevice device;
+  gint gpu_id;
+  gboolean warn_fallback;
+  captcha_error err = { 0 };
+  captcha_status status;
+  gchar fallback_reason[CAPTCHA_ERROR_MESSAGE_SIZE] = "";
+  gchar notice[CAPTCHA_ERROR_MESSAGE_SIZE] = "";
+
+  GST_OBJECT_LOCK (self);
+  property = g_strdup (self->model);
+  device = self->device;
+  gpu_id = self->gpu_id;
+  GST_OBJECT_UNLOCK (self);
+
+  path = gst_captcha_ocr_resolve_model (property, &searched);
+  g_free (property);
+  if (!path) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("No model file: the model property is not set, CAPTCHA_MODEL is "
+            "not set and the bundled model was found neither at %s",
+            searched), (NULL));
+    g_free (searched);
+    return FALSE;
+  }
+
+  gst_captcha_ocr_release_model (self);
+  status = captcha_backend_create ((captcha_device) device, gpu_id, 0,
+      &self->backend, fallback_reason, sizeof (fallback_reason), &err);
+  if (status != CAPTCHA_OK) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("Cannot run on device \"%s\" (gpu-id %d): %s",
+            device == GST_CAPTCHA_OCR_DEVICE_CUDA ? "cuda" :
+            device == GST_CAPTCHA_OCR_DEVICE_CPU ? "cpu" : "auto", gpu_id,
+            err.message), (NULL));
+    g_free (path);
+    return FALSE;
+  }
+  if (fallback_reason[0]) {
+    GST_OBJECT_LOCK (self);
+    warn_fallback = !self->fallback_warned;
+    self->fallback_warned = TRUE;
+    GST_OBJECT_UNLOCK (self);
+    if (warn_fallback)
+      GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+          ("No usable GPU, running on the CPU: %s", fallback_reason), (NULL));
+    else
+      GST_INFO_OBJECT (self, "running on the CPU: %s", fallback_reason);
+  }
+  GST_INFO_OBJECT (self, "backend: %s", self->backend->ops->name);
+
+  status = captcha_model_load (path, self->backend, &self->network, notice,
+      sizeof (notice), &err);
+  if (status != CAPTCHA_OK) {
+    /* The library's message names the file; add it when it does not. */
+    gchar *text = strstr (err.message, path) ?
+        g_strdup_printf ("Cannot load the model: %s", err.message) :
+        g_strdup_printf ("Cannot load the model \"%s\": %s", path,
+        err.message);
+
+    if (status == CAPTCHA_ERROR_IO)
+      GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("%s", text), (NULL));
+    else
+      GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("%s", text), (NULL));
+    g_free (text);
+    gst_captcha_ocr_release_model (self);
+    g_free (path);
+    return FALSE;
+  }
+  if (notice[0])
+    GST_ELEMENT_INFO (self, RESOURCE, SETTINGS, ("%s: %s", path, notice),
+        (NULL));
+
+  self->config = *captcha_network_config (self->network);
+  self->image_floats = (gsize) 3 * self->config.input_height *
+      self->config.input_width;
+  self->classes = (gsize) captcha_config_classes (&self->config);
+  gst_captcha_ocr_reserve (self, 1);
+  GST_INFO_OBJECT (self, "model %s: %d characters of \"%s\", input %dx%d",
+      path, self->config.length, self->config.charset,
+      self->config.input_width, self->config.input_height);
+  g_free (path);
+
+  self->frame_index = 0;
+  g_array_set_size (self->results, 0);
+  g_array_set_size (self->texts, 0);
+  GST_OBJECT_LOCK (self);
+  self->region_warned = FALSE;
+  GST_OBJECT_UNLOCK (self);
+  return TRUE;
+}
+
+static gboolean
+gst_captcha_ocr_stop (GstBaseTransform * trans)
+{
+  GstCaptchaOcr *self = GST_CAPTCHA_OCR (trans);
+
+  gst_captcha_ocr_release_model (self);
+  g_array_set_size (self->regions, 0);
+  g_array_set_size (self->results, 0);
+  g_array_set_size (self->texts, 0);
+  return TRUE;
+}
+
+/* The frame is only read, but metas are added: hand on a writable buffer
+ * sharing the input's memory (a shallow copy when the input is shared). */
+static GstFlowReturn
+gst_captcha_ocr_prepare_output_buffer (G_GNUC_UNUSED GstBaseTransform *
+    trans, GstBuffer * input, GstBuffer ** output)
+{
+  if (gst_buffer_is_writable (input))
+    *output = input;
+  else
+    *output = gst_buffer_copy (input);
+  return *output ? GST_FLOW_OK : GST_FLOW_ERROR;
+}
+
+static gboolean
+gst_captcha_ocr_set_info (GstVideoFilter * filter, GstCaps * incaps,
+    GstVideoInfo * in_info, G_GNUC_UNUSED GstCaps * outcaps,
+    G_GNUC_UNUSED GstVideoInfo * out_info)
+{
+  GstCaptchaOcr *self = GST_CAPTCHA_OCR (filter);
+
+  switch (GST_VIDEO_INFO_FORMAT (in_info)) {
+    case GST_VIDEO_FORMAT_BGRx:
+    case GST_VIDEO_FORMAT_BGRA:
+      self->pixel_format = CAPTCHA_PIXEL_BGRA;
+      break;
+    case GST_VIDEO_FORMAT_RGBx:
+    case GST_VIDEO_FORMAT_RGBA:
+      self->pixel_format = CAPTCHA_PIXEL_RGBA;
+      break;
+    case GST_VIDEO_FORMAT_xRGB:
+    case GST_VIDEO_FORMAT_ARGB:
+      self->pixel_format = CAPTCHA_PIXEL_ARGB;
+      break;
+    case GST_VIDEO_FORMAT_xBGR:
+    case GST_VIDEO_FORMAT_ABGR:
+      self->pixel_format = CAPTCHA_PIXEL_ABGR;
+      break;
+    case GST_VIDEO_FORMAT_RGB:
+      self->pixel_format = CAPTCHA_PIXEL_RGB;
+      break;
+    case GST_VIDEO_FORMAT_BGR:
+      self->pixel_format = CAPTCHA_PIXEL_BGR;
+      break;
+    case GST_VIDEO_FORMAT_GRAY8:
+      self->pixel_format = CAPTCHA_PIXEL_GRAY8;
+      break;
+    case GST_VIDEO_FORMAT_NV12:
+      self->pixel_format = CAPTCHA_PIXEL_NV12;
+      break;
+    case GST_VIDEO_FORMAT_I420:
+      self->pixel_format = CAPTCHA_PIXEL_I420;
+      break;
+    default:
+      GST_ERROR_OBJECT (self, "unsupported format %s",
+          GST_VIDEO_INFO_NAME (in_info));
+      return FALSE;
+  }
+  GST_DEBUG_OBJECT (self, "caps %" GST_PTR_FORMAT, incaps);
+
+  /* A new size or format: the last results may not fit the new frames, and
+   * a region that was outside may now be inside (or the reverse). */
+  self->frame_index = 0;
+  g_array_set_size (self->results, 0);
+  g_array_set_size (self->texts, 0);
+  GST_OBJECT_LOCK (self);
+  self->region_warned = FALSE;
+  GST_OBJECT_UNLOCK (self);
+  return TRUE;
+}
+
+/* Warns once (until the region settings or the caps change). */
+static void
+gst_captcha_ocr_warn_region (GstCaptchaOcr * self, gboolean from_meta,
+    const captcha_error * err)
+{
+  gboolean warn;
+
+  GST_OBJECT_LOCK (self);
+  warn = !self->region_warned;
+  self->region_warned = TRUE;
+  GST_OBJECT_UNLOCK (self);
+  if (!warn) {
+    GST_LOG_OBJECT (self, "region not read: %s", err->message);
+    return;
+  }
+  if (from_meta)
+    GST_ELEMENT_WARNING (self, STREAM, FORMAT,
+        ("An upstream region is not read: %s", err->message), (NULL));
+  else
+    GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
+        ("The region set by roi-x, roi-y, roi-width and roi-height is not "
+            "read: %s", err->message), (NULL));
+}
+
+/* Fills self->regions with the frame's regions to read, clipped. */
+static void
+gst_captcha_ocr_collect_regions (GstCaptchaOcr * self, GstBuffer * buffer,
+    gint width, gint height, const gchar * roi_type, const captcha_roi * roi)
+{
+  GstCaptchaOcrRegion entry;
+  captcha_error err = { 0 };
+
+  g_array_set_size (self->regions, 0);
+  if (roi_type) {
+    GQuark type = g_quark_from_string (roi_type);
+    gpointer state = NULL;
+    GstMeta *meta;
+    guint i, n;
+
+    while ((meta = gst_buffer_iterate_meta_filtered (buffer, &state,
+                GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
+      GstVideoRegionOfInterestMeta *upstream =
+          (GstVideoRegionOfInterestMeta *) meta;
+      captcha_roi region;
+
+      if (upstream->roi_type != type)
+        continue;
+      region.x = MIN (upstream->x, G_MAXINT);
+      region.y = MIN (upstream->y, G_MAXINT);
+      region.width = MIN (upstream->w, G_MAXINT);
+      region.height = MIN (upstream->h, G_MAXINT);
+      if (captcha_roi_clip (&region, width, height, &entry.region,
+              &err) != CAPTCHA_OK) {
+        gst_captcha_ocr_warn_region (self, TRUE, &err);
+        continue;
+      }
+      entry.parent_id = upstream->id;
+      g_array_append_val (self->regions, entry);
+    }
+    /* Metas iterate newest first; read them in the order they were added. */
+    n = self->regions->len;
+    for (i = 0; i < n / 2; i++) {
+      GstCaptchaOcrRegion *a =
+          &g_array_index (self->regions, GstCaptchaOcrRegion, i);
+      GstCaptchaOcrRegion *b =
+          &g_array_index (self->regions, GstCaptchaOcrRegion, n - 1 - i);
+      GstCaptchaOcrRegion swap = *a;
+      *a = *b;
+      *b = swap;
+    }
+    return;
+  }
+
+  if (captcha_roi_clip (roi, width, height, &entry.region, &err) !=
+      CAPTCHA_OK) {
+    gst_captcha_ocr_warn_region (self, FALSE, &err);
+    return;
+  }
+  entry.parent_id = -1;
+  g_array_append_val (self->regions, entry);
+}
+
+/* Attaches self->results to buffer as region-of-interest metas. */
+static void
+gst_captcha_ocr_attach (GstCaptchaOcr * self, GstBuffer * buffer,
+    gboolean reused)
+{
+  gpointer state = NULL;
+  GstMeta *meta;
+  gint next_id = 0;
+  guint i;
+  gint p;
+
+  if (self->results->len == 0)
+    return;
+
+  /* Ids default to 0 in 1.22: number ours above every id on the buffer. */
+  while ((meta = gst_buffer_iterate_meta_filtered (buffer, &state,
+              GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
+    GstVideoRegionOfInterestMeta *other = (GstVideoRegionOfInterestMeta *) meta;
+    if (other->id >= next_id)
+      next_id = other->id + 1;
+  }
+
+  for (i = 0; i < self->results->len; i++) {
+    GstCaptchaOcrResult *r =
+        &g_array_index (self->results, GstCaptchaOcrResult, i);
+    GstVideoRegionOfInterestMeta *roi_meta;
+    GstStructure *param;
+    GValue array = G_VALUE_INIT;
+
+    roi_meta = gst_buffer_add_video_region_of_interest_meta (buffer,
+        CAPTCHA_ROI_TYPE, r->region.x, r->region.y, r->region.width,
+        r->region.height);
+    roi_meta->id = next_id++;
+    roi_meta->parent_id = r->parent_id;
+    if (!reused)
+      r->id = roi_meta->id;
+
+    g_value_init (&array, GST_TYPE_ARRAY);
+    for (p = 0; p < r->result.length; p++) {
+      GValue confidence = G_VALUE_INIT;
+
+      g_value_init (&confidence, G_TYPE_DOUBLE);
+      g_value_set_double (&confidence, r->result.char_confidence[p]);
+      gst_value_array_append_and_take_value (&array, &confidence);
+    }
+    param = gst_structure_new ("captcha",
+        "text", G_TYPE_STRING, r->result.text,
+        "label", G_TYPE_STRING, r->result.text,
+        "confidence", G_TYPE_DOUBLE, (gdouble) r->result.confidence,
+        "reused", G_TYPE_BOOLEAN, reused, NULL);
+    gst_structure_take_value (param, "char-confidences", &array);
+    gst_video_region_of_interest_meta_add_param (roi_meta, param);
+  }
+}
+
+/* Posts the "captcha" element message for the results of this frame. */
+static void
+gst_captcha_ocr_post (GstCaptchaOcr * self, GstBuffer * buffer)
+{
+  GstSegment *segment = &GST_BASE_TRANSFORM (self)->segment;
+  GstClockTime timestamp = GST_BUFFER_PTS (buffer);
+  GstClockTime stream_time = GST_CLOCK_TIME_NONE;
+  GstClockTime running_time = GST_CLOCK_TIME_NONE;
+  GstStructure *s;
+  GValue list = G_VALUE_INIT;
+  guint i;
+
+  if (segment->format == GST_FORMAT_TIME && GST_CLOCK_TIME_IS_VALID (timestamp)) {
+    running_time = gst_segment_to_running_time (segment, GST_FORMAT_TIME,
+        timestamp);
+    stream_time = gst_segment_to_stream_time (segment, GST_FORMAT_TIME,
+        timestamp);
+  }
+
+  g_value_init (&list, GST_TYPE_LIST);
+  for (i = 0; i < self->results->len; i++) {
+    const GstCaptchaOcrResult *r =
+        &g_array_index (self->results, GstCaptchaOcrResult, i);
+    GValue value = G_VALUE_INIT;
+
+    g_value_init (&value, GST_TYPE_STRUCTURE);
+    g_value_take_boxed (&value, gst_structure_new ("captcha-result",
+            "text", G_TYPE_STRING, r->result.text,
+            "confidence", G_TYPE_DOUBLE, (gdouble) r->result.confidence,
+            "x", G_TYPE_INT, r->region.x,
+            "y", G_TYPE_INT, r->region.y,
+            "width", G_TYPE_INT, r->region.width,
+            "height", G_TYPE_INT, r->region.height,
+            "id", G_TYPE_INT, r->id,
+            "parent-id", G_TYPE_INT, r->parent_id,
+            "changed", G_TYPE_BOOLEAN, r->changed, NULL));
+    gst_value_list_append_and_take_value (&list, &value);
+  }
+
+  s = gst_structure_new ("captcha",
+      "timestamp", G_TYPE_UINT64, timestamp,
+      "stream-time", G_TYPE_UINT64, stream_time,
+      "running-time", G_TYPE_UINT64, running_time,
+      "duration", G_TYPE_UINT64, GST_BUFFER_DURATION (buffer), NULL);
+  gst_structure_take_value (s, "results", &list);
+  gst_element_post_message (GST_ELEMENT (self),
+      gst_message_new_element (GST_OBJECT (self), s));
+}
+
+static void
+gst_captcha_ocr_add_latency (GstCaptchaOcr * self, gint64 microseconds)
+{
+  GST_OBJECT_LOCK (self);
+  self->latency_us[self->latency_next] = microseconds;
+  self->latency_next = (self->latency_next + 1) % LATENCY_WINDOW;
+  if (self->latency_count < LATENCY_WINDOW)
+    self->latency_count++;
+  self->frames_processed++;
+  GST_OBJECT_UNLOCK (self);
+}
+
+static GstFlowReturn
+gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
+    GstVideoFrame * frame)
+{
+  GstCaptchaOcr *self = GST_CAPTCHA_OCR (filter);
+  GstBuffer *buffer = frame->buffer;
+  gint width = GST_VIDEO_FRAME_WIDTH (frame);
+  gint height = GST_VIDEO_FRAME_HEIGHT (frame);
+  captcha_image image;
+  captcha_roi roi;
+  gchar *roi_type;
+  guint interval, n, i, accepted;
+  gboolean run, message, message_on_change, any_changed = FALSE;
+  gdouble min_confidence;
+  captcha_error err = { 0 };
+  gint64 start_time;
+
+  if (G_UNLIKELY (!self->network)) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("No model loaded"), (NULL));
+    return GST_FLOW_NOT_NEGOTIATED;
+  }
+
+  GST_OBJECT_LOCK (self);
+  roi.x = self->roi_x;
+  roi.y = self->roi_y;
+  roi.width = self->roi_width ? self->roi_width : MAX (width - roi.x, 0);
+  roi.height = self->roi_height ? self->roi_height : MAX (height - roi.y, 0);
+  roi_type = g_strdup (self->roi_type);
+  interval = self->interval;
+  message = self->message;
+  message_on_change = self->message_on_change;
+  min_confidence = self->min_confidence;
+  GST_OBJECT_UNLOCK (self);
+
+  /* Frames between two reads carry the last results, marked reused. */
+  run = interval <= 1 || self->frame_index % interval == 0;
+  self->frame_index++;
+  if (!run) {
+    g_free (roi_type);
+    gst_captcha_ocr_attach (self, buffer, TRUE);
+    return GST_FLOW_OK;
+  }
+
+  gst_captcha_ocr_collect_regions (self, buffer, width, height, roi_type,
+      &roi);
+  g_free (roi_type);
+  n = self->regions->len;
+
+  image.format = self->pixel_format;
+  image.width = width;
+  image.height = height;
+  for (i = 0; i < 3; i++) {
+    gboolean has_plane = i < GST_VIDEO_FRAME_N_PLANES (frame);
+    image.planes[i] = has_plane ? GST_VIDEO_FRAME_PLANE_DATA (frame, i) : NULL;
+    image.strides[i] = has_plane ? GST_VIDEO_FRAME_PLANE_STRIDE (frame, i) : 0;
+  }
+
+  g_array_set_size (self->results, n);
+  if (n > 0) {
+    gst_captcha_ocr_reserve (self, n);
+    start_time = g_get_monotonic_time ();
+    for (i = 0; i < n; i++) {
+      const GstCaptchaOcrRegion *region =
+          &g_array_index (self->regions, GstCaptchaOcrRegion, i);
+
+      if (captcha_preprocess (&image, &region->region, &self->config,
+              self->input + i * self->image_floats, &err) != CAPTCHA_OK)
+        goto failed;
+    }
+    if (captcha_network_forward (self->network, self->input, (int) n,
+            CAPTCHA_MODE_EVAL, self->logits, &err) != CAPTCHA_OK)
+      goto failed;
+    for (i = 0; i < n; i++) {
+      const GstCaptchaOcrRegion *region =
+          &g_array_index (self->regions, GstCaptchaOcrRegion, i);
+      GstCaptchaOcrResult *r =
+          &g_array_index (self->results, GstCaptchaOcrResult, i);
+
+      r->region = region->region;
+      r->parent_id = region->parent_id;
+      if (captcha_decode (&self->config, self->logits + i * self->classes,
+              &r->result, &err) != CAPTCHA_OK)
+        goto failed;
+    }
+    gst_captcha_ocr_add_latency (self, g_get_monotonic_time () - start_time);
+  }
+
+  /* Keep the accepted results; note which region positions changed. */
+  if (self->texts->len < n)
+    g_array_set_size (self->texts, n);
+  for (i = n; i < self->texts->len; i++) {
+    GstCaptchaOcrText *text = &g_array_index (self->texts, GstCaptchaOcrText,
+        i);
+    if (text->text[0])
+      any_changed = TRUE;       /* a region went away */
+  }
+  g_array_set_size (self->texts, n);
+  accepted = 0;
+  for (i = 0; i < n; i++) {
+    GstCaptchaOcrResult *r =
+        &g_array_index (self->results, GstCaptchaOcrResult, i);
+    GstCaptchaOcrText *text = &g_array_index (self->texts, GstCaptchaOcrText,
+        i);
+    gboolean accept = r->result.confidence >= min_confidence;
+    const gchar *now = accept ? r->result.text : "";
+
+    r->changed = strcmp (text->text, now) != 0;
+    if (r->changed) {
+      any_changed = TRUE;
+      g_strlcpy (text->text, now, sizeof (text->text));
+    }
+    if (!accept) {
+      GST_LOG_OBJECT (self, "dropped \"%s\", confidence %f < %f",
+          r->result.text, r->result.confidence, min_confidence);
+      continue;
+    }
+    if (accepted != i)
+      g_array_index (self->results, GstCaptchaOcrResult, accepted) = *r;
+    accepted++;
+  }
+  g_array_set_size (self->results, accepted);
+
+  gst_captcha_ocr_attach (self, buffer, FALSE);
+  if (message && accepted > 0 && (!message_on_change || any_changed))
+    gst_captcha_ocr_post (self, buffer);
+  return GST_FLOW_OK;
+
+failed:
+  GST_ELEMENT_ERROR (self, STREAM, FAILED,
+      ("Reading the frame failed: %s", err.message), (NULL));
+  g_array_set_size (self->results, 0);
+  return GST_FLOW_ERROR;
+}
