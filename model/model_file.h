@@ -20,6 +20,17 @@
  *   "mean", "std"    e.g. "0.5"
  * A file with none of these keys (plain PyTorch) gets the reference defaults
  * (captcha_config_reference) and the loader reports that in *notice.
+ * Partial metadata: a file whose "format" is "gst-captcha/1" must carry every
+ * key above (a missing one is an error; another "gst-captcha/..." format is an
+ * error too). Without that format (a PyTorch file annotated by hand; a
+ * "format" of another writer, e.g. Hugging Face's "pt", is ignored) the keys
+ * present are used, the missing ones take the reference values, and *notice
+ * names the keys assumed. Either way fc_layers.0.weight must have the shape
+ * the resulting config implies, [length * charset size, 256 * H/32 * W/32],
+ * or loading (and captcha_model_read_config) fails naming both shapes.
+ * Metadata values are strings; integers are plain decimal digits ("5x", " 5"
+ * and "+5" are errors), mean/std finite decimal numbers. Other metadata keys
+ * are ignored on load.
  */
 #ifndef CAPTCHA_MODEL_FILE_H
 #define CAPTCHA_MODEL_FILE_H

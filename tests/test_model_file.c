@@ -1,0 +1,967 @@
+/* The safetensors model file (model/model_file.h): every bad-input case is
+ * built here from a valid file we wrote (bytes cut or patched, or the JSON
+ * header edited with jansson), a save -> load round trip must be bit-exact,
+ * and the file is exchanged with PyTorch both ways (tests/reference/
+ * model_file_check.py; those two cases are skipped when torch is absent). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "backend.h"
+#include "captcha-build-config.h"
+#include "model_file.h"
+#include "network.h"
+#include "test_util.h"
+
+static captcha_backend *g_backend;
+static captcha_network *g_network; /* reference config, random values, batches_tracked 42 */
+static char g_valid[4096];         /* g_network saved there */
+
+/* Every name tmp_path() handed out, removed (with any .tmp beside it) after the tests. */
+#define MAX_TMP_NAMES 64
+static char g_tmp_names[MAX_TMP_NAMES][4200];
+static int g_tmp_count;
+
+static void tmp_path(char *out, size_t size, const char *name)
+{
+    snprintf(out, size, "%s/%s", captcha_test_tmpdir(), name);
+    for (int i = 0; i < g_tmp_count; i++)
+        if (!strcmp(g_tmp_names[i], out))
+            return;
+    if (g_tmp_count < MAX_TMP_NAMES)
+        snprintf(g_tmp_names[g_tmp_count++], sizeof g_tmp_names[0], "%s", out);
+}
+
+static void remove_tmp_files(void)
+{
+    for (int i = g_tmp_count - 1; i >= 0; i--) {
+        char tmp[4300];
+        snprintf(tmp, sizeof tmp, "%s.tmp", g_tmp_names[i]);
+        unlink(tmp);
+        if (unlink(g_tmp_names[i]) != 0)
+            rmdir(g_tmp_names[i]);
+    }
+    rmdir(captcha_test_tmpdir()); /* only when empty (it may be $CAPTCHA_TEST_TMPDIR) */
+}
+
+/* Fills every tensor of network with distinct random values. */
+static void randomize(captcha_network *network, uint64_t seed)
+{
+    size_t count = captcha_network_tensor_count(network);
+    for (size_t i = 0; i < count; i++) {
+        const captcha_tensor_info *info = captcha_network_tensor(network, i);
+        float *values = malloc(info->count * sizeof *values);
+        assert_non_null(values);
+        /* running_var stays positive; everything else spans both signs */
+        int var = strstr(info->name, "running_var") != NULL;
+        captcha_test_fill_uniform(values, info->count, var ? 0.1f : -1.0f, 1.0f, seed + i);
+        captcha_error err = {0};
+        assert_int_equal(captcha_network_write_tensor(network, i, values, &err), CAPTCHA_OK);
+        free(values);
+    }
+}
+
+static captcha_network *make_network(const captcha_config *config, uint64_t seed)
+{
+    captcha_network *network = NULL;
+    captcha_error err = {0};
+    captcha_status status = captcha_network_create(g_backend, config, seed, &network, &err);
+    if (status != CAPTCHA_OK)
+        fail_msg("captcha_network_create: %s", err.message);
+    randomize(network, seed * 1000);
+    return network;
+}
+
+static void save_or_fail(captcha_network *network, const char *path,
+                         const char *const *extra_metadata)
+{
+    captcha_error err = {0};
+    captcha_status status = captcha_model_save(network, path, extra_metadata, &err);
+    if (status != CAPTCHA_OK)
+        fail_msg("captcha_model_save(%s): %s", path, err.message);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    captcha_error err = {0};
+    if (!captcha_test_tmpdir()) {
+        fprintf(stderr, "no temporary folder\n");
+        return -1;
+    }
+    if (captcha_backend_cpu_create(2, &g_backend, &err) != CAPTCHA_OK) {
+        fprintf(stderr, "CPU backend: %s\n", err.message);
+        return -1;
+    }
+    captcha_config config;
+    captcha_config_reference(&config);
+    g_network = make_network(&config, 7);
+    captcha_network_set_batches_tracked(g_network, 42);
+    tmp_path(g_valid, sizeof g_valid, "valid.safetensors");
+    save_or_fail(g_network, g_valid, NULL);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    captcha_network_destroy(g_network);
+    captcha_backend_destroy(g_backend);
+    remove_tmp_files();
+    return 0;
+}
+
+/* ---- building bad files ---- */
+
+typedef struct {
+    unsigned char *bytes; /* the whole file */
+    size_t size;
+    uint64_t header_size;
+    json_t *header;
+    const unsigned char *data; /* into bytes */
+    size_t data_size;
+} model_bytes;
+
+static uint64_t get_u64_le(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static void read_model(const char *path, model_bytes *m)
+{
+    memset(m, 0, sizeof *m);
+    m->bytes = captcha_test_read_file(path, &m->size);
+    assert_non_null(m->bytes);
+    assert_true(m->size > 8);
+    m->header_size = get_u64_le(m->bytes);
+    assert_true(m->header_size <= m->size - 8);
+    json_error_t json_error;
+    m->header = json_loadb((const char *)m->bytes + 8, m->header_size, 0, &json_error);
+    assert_non_null(m->header);
+    m->data = m->bytes + 8 + m->header_size;
+    m->data_size = m->size - 8 - m->header_size;
+}
+
+static void free_model(model_bytes *m)
+{
+    json_decref(m->header);
+    free(m->bytes);
+}
+
+/* Writes header (padded with spaces to a multiple of 8) and data as a
+ * safetensors file. */
+static void write_model(const char *path, json_t *header, const void *data, size_t data_size)
+{
+    char *text = json_dumps(header, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    assert_non_null(text);
+    size_t n = strlen(text), padded = (n + 7) / 8 * 8;
+    unsigned char *file = malloc(8 + padded + data_size);
+    assert_non_null(file);
+    for (int i = 0; i < 8; i++)
+        file[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    memcpy(file + 8, text, n);
+    memset(file + 8 + n, ' ', padded - n);
+    if (data_size)
+        memcpy(file + 8 + padded, data, data_size);
+    assert_int_equal(captcha_test_write_file(path, file, 8 + padded + data_size), 0);
+    free(file);
+    free(text);
+}
+
+static json_t *entry_of(json_t *header, const char *name)
+{
+    json_t *entry = json_object_get(header, name);
+    if (!entry)
+        fail_msg("tensor %s not in the header", name);
+    return entry;
+}
+
+/* Loads path and expects status with a message naming path and each needle
+ * (NULL ends the list); config_too: captcha_model_read_config fails the same
+ * way (errors of the framing or metadata). */
+static void expect_error(const char *path, captcha_status expected, int config_too, ...)
+{
+    captcha_error err = {0};
+    captcha_network *network = (captcha_network *)&err; /* must be reset to NULL */
+    char notice[256] = "sentinel";
+    captcha_status status =
+        captcha_model_load(path, g_backend, &network, notice, sizeof notice, &err);
+    printf("  load: %s: %s\n", captcha_status_name(status), err.message);
+    assert_int_equal(status, expected);
+    assert_null(network);
+    assert_string_equal(notice, "");
+    assert_non_null(strstr(err.message, path));
+    va_list args;
+    va_start(args, config_too);
+    for (const char *needle; (needle = va_arg(args, const char *));)
+        if (!strstr(err.message, needle))
+            fail_msg("message \"%s\" does not name \"%s\"", err.message, needle);
+    va_end(args);
+
+    if (config_too) {
+        captcha_config config;
+        captcha_error config_err = {0};
+        assert_int_equal(captcha_model_read_config(path, &config, NULL, 0, &config_err), expected);
+        assert_string_equal(config_err.message, err.message);
+    }
+}
+
+/* A copy of the valid file with its header edited by edit(). */
+static void patched_file(const char *name, char *path, size_t path_size,
+                         void (*edit)(json_t *header))
+{
+    model_bytes m;
+    read_model(g_valid, &m);
+    edit(m.header);
+    tmp_path(path, path_size, name);
+    write_model(path, m.header, m.data, m.data_size);
+    free_model(&m);
+}
+
+/* ---- framing ---- */
+
+static void test_truncated_before_header_size(void **state)
+{
+    (void)state;
+    char path[4200];
+    tmp_path(path, sizeof path, "short.safetensors");
+    assert_int_equal(captcha_test_write_file(path, "\x10\0\0\0\0", 5), 0);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 1, "5 bytes", "header size", NULL);
+}
+
+static void test_truncated_inside_header(void **state)
+{
+    (void)state;
+    model_bytes m;
+    read_model(g_valid, &m);
+    char path[4200], expected[64];
+    tmp_path(path, sizeof path, "cut-header.safetensors");
+    assert_int_equal(captcha_test_write_file(path, m.bytes, 8 + m.header_size / 2), 0);
+    snprintf(expected, sizeof expected, "header size is %llu bytes",
+             (unsigned long long)m.header_size);
+    free_model(&m);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 1, expected, NULL);
+}
+
+static void test_truncated_inside_data(void **state)
+{
+    (void)state;
+    size_t size = 0;
+    unsigned char *bytes = captcha_test_read_file(g_valid, &size);
+    assert_non_null(bytes);
+    char path[4200];
+    tmp_path(path, sizeof path, "cut-data.safetensors");
+    /* fc_layers.0.bias (180 floats) is the last tensor: cut 100 bytes of it */
+    assert_int_equal(captcha_test_write_file(path, bytes, size - 100), 0);
+    free(bytes);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 0, "fc_layers.0.bias", "data_offsets", NULL);
+}
+
+static void test_header_size_beyond_file(void **state)
+{
+    (void)state;
+    model_bytes m;
+    read_model(g_valid, &m);
+    char path[4200];
+    tmp_path(path, sizeof path, "big-header-size.safetensors");
+    uint64_t wrong = m.size - 8 + 1; /* one byte more than follows */
+    for (int i = 0; i < 8; i++)
+        m.bytes[i] = (unsigned char)(wrong >> (8 * i));
+    assert_int_equal(captcha_test_write_file(path, m.bytes, m.size), 0);
+    char expected[64];
+    snprintf(expected, sizeof expected, "header size is %llu bytes", (unsigned long long)wrong);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 1, expected, NULL);
+    free_model(&m);
+}
+
+static void test_header_size_unreasonable(void **state)
+{
+    (void)state;
+    /* a sparse 200 MB file claiming a 150 MB header: refused before reading */
+    char path[4200];
+    tmp_path(path, sizeof path, "huge-header.safetensors");
+    unsigned char size_bytes[8];
+    uint64_t claimed = 150000000;
+    for (int i = 0; i < 8; i++)
+        size_bytes[i] = (unsigned char)(claimed >> (8 * i));
+    assert_int_equal(captcha_test_write_file(path, size_bytes, 8), 0);
+    assert_int_equal(truncate(path, 200000000), 0);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 1, "header size is 150000000 bytes", NULL);
+    unlink(path);
+}
+
+static void test_invalid_json(void **state)
+{
+    (void)state;
+    model_bytes m;
+    read_model(g_valid, &m);
+    char path[4200];
+    tmp_path(path, sizeof path, "bad-json.safetensors");
+    /* drop the header's closing brace: the padding then ends an unfinished object */
+    unsigned char *p = m.bytes + 8 + m.header_size - 1;
+    while (*p != '}')
+        p--;
+    *p = ' ';
+    assert_int_equal(captcha_test_write_file(path, m.bytes, m.size), 0);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 1, "not valid JSON", NULL);
+    free_model(&m);
+}
+
+static void test_header_not_object(void **state)
+{
+    (void)state;
+    char path[4200];
+    tmp_path(path, sizeof path, "array.safetensors");
+    const char file[] = "\x08\0\0\0\0\0\0\0[1, 2]  ";
+    assert_int_equal(captcha_test_write_file(path, file, sizeof file - 1), 0);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 1, "header is a JSON array", NULL);
+}
+
+static void test_nonexistent_path(void **state)
+{
+    (void)state;
+    char path[4200];
+    tmp_path(path, sizeof path, "no-such-folder/model.safetensors");
+    expect_error(path, CAPTCHA_ERROR_IO, 1, strerror(ENOENT), NULL);
+}
+
+/* ---- tensors ---- */
+
+static void edit_missing(json_t *header)
+{
+    assert_int_equal(json_object_del(header, "cnn_layers.3.skip.1.running_var"), 0);
+}
+
+static void test_missing_tensor(void **state)
+{
+    (void)state;
+    char path[4200];
+    patched_file("missing.safetensors", path, sizeof path, edit_missing);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 0, "tensor cnn_layers.3.skip.1.running_var", "missing",
+                 NULL);
+}
+
+static void edit_shape(json_t *header)
+{
+    json_object_set_new(entry_of(header, "cnn_layers.2.block.0.weight"), "shape",
+                        json_pack("[iiii]", 64, 32, 3, 3));
+}
+
+static void test_wrong_shape(void **state)
+{
+    (void)state;
+    char path[4200];
+    patched_file("shape.safetensors", path, sizeof path, edit_shape);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 0,
+                 "tensor cnn_layers.2.block.0.weight has shape [64, 32, 3, 3], expected "
+                 "[64, 64, 3, 3]",
+                 NULL);
+}
+
+static void edit_dtype(json_t *header)
+{
+    json_object_set_new(entry_of(header, "cnn_layers.1.block.1.weight"), "dtype",
+                        json_string("F16"));
+}
+
+static void test_wrong_dtype(void **state)
+{
+    (void)state;
+    char path[4200];
+    patched_file("dtype.safetensors", path, sizeof path, edit_dtype);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 0,
+                 "tensor cnn_layers.1.block.1.weight has dtype F16, expected F32", NULL);
+}
+
+static void edit_batches_tracked_dtype(json_t *header)
+{
+    json_t *entry = entry_of(header, "cnn_layers.4.skip.1.num_batches_tracked");
+    json_object_set_new(entry, "dtype", json_string("F32"));
+}
+
+static void test_batches_tracked_wrong_dtype(void **state)
+{
+    (void)state;
+    char path[4200];
+    patched_file("nbt-dtype.safetensors", path, sizeof path, edit_batches_tracked_dtype);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 0,
+                 "tensor cnn_layers.4.skip.1.num_batches_tracked has dtype F32, expected I64",
+                 NULL);
+}
+
+static size_t g_data_size; /* of the valid file, for the edits below */
+
+static void edit_offsets_outside(json_t *header)
+{
+    json_t *entry = entry_of(header, "cnn_layers.5.block.3.weight");
+    json_int_t bytes = 256 * 256 * 9 * 4;
+    json_object_set_new(
+        entry, "data_offsets",
+        json_pack("[II]", (json_int_t)g_data_size - bytes + 4, (json_int_t)g_data_size + 4));
+}
+
+static void test_offsets_outside_data(void **state)
+{
+    (void)state;
+    model_bytes m;
+    read_model(g_valid, &m);
+    g_data_size = m.data_size;
+    free_model(&m);
+    char path[4200];
+    patched_file("outside.safetensors", path, sizeof path, edit_offsets_outside);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 0, "tensor cnn_layers.5.block.3.weight",
+                 "data_offsets", "beyond the data section", NULL);
+}
+
+static void edit_offsets_size(json_t *header)
+{
+    json_t *offsets = json_object_get(entry_of(header, "fc_layers.0.bias"), "data_offsets");
+    json_int_t begin = json_integer_value(json_array_get(offsets, 0));
+    json_array_set_new(offsets, 1, json_integer(begin + 4 * 179));
+}
+
+static void test_offsets_wrong_size(void **state)
+{
+    (void)state;
+    char path[4200];
+    patched_file("span.safetensors", path, sizeof path, edit_offsets_size);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 0, "tensor fc_layers.0.bias", "span 716 bytes",
+                 "expected 720", NULL);
+}
+
+static void edit_overlap(json_t *header)
+{
+    json_t *weight = entry_of(header, "cnn_layers.0.block.1.weight");
+    json_object_set(entry_of(header, "cnn_layers.0.block.1.bias"), "data_offsets",
+                    json_object_get(weight, "data_offsets"));
+}
+
+static void test_overlapping_tensors(void **state)
+{
+    (void)state;
+    char path[4200];
+    patched_file("overlap.safetensors", path, sizeof path, edit_overlap);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 0, "cnn_layers.0.block.1.weight",
+                 "cnn_layers.0.block.1.bias", "overlap", NULL);
+}
+
+static void test_unknown_tensor(void **state)
+{
+    (void)state;
+    model_bytes m;
+    read_model(g_valid, &m);
+    unsigned char *data = malloc(m.data_size + 4);
+    assert_non_null(data);
+    memcpy(data, m.data, m.data_size);
+    memset(data + m.data_size, 0, 4);
+    json_object_set_new(m.header, "cnn_layers.6.block.0.weight",
+                        json_pack("{s:s, s:[i], s:[I,I]}", "dtype", "F32", "shape", 1,
+                                  "data_offsets", (json_int_t)m.data_size,
+                                  (json_int_t)m.data_size + 4));
+    char path[4200];
+    tmp_path(path, sizeof path, "unknown.safetensors");
+    write_model(path, m.header, data, m.data_size + 4);
+    free(data);
+    free_model(&m);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 0, "unknown tensor cnn_layers.6.block.0.weight", NULL);
+}
+
+/* ---- metadata ---- */
+
+static void set_metadata(json_t *header, const char *key, const char *value)
+{
+    json_t *metadata = json_object_get(header, "__metadata__");
+    assert_non_null(metadata);
+    if (value)
+        json_object_set_new(metadata, key, json_string(value));
+    else
+        assert_int_equal(json_object_del(metadata, key), 0);
+}
+
+static void edit_empty_charset(json_t *header)
+{
+    set_metadata(header, "charset", "");
+}
+static void edit_zero_length(json_t *header)
+{
+    set_metadata(header, "length", "0");
+}
+static void edit_non_numeric_length(json_t *header)
+{
+    set_metadata(header, "length", "5x");
+}
+static void edit_input_height(json_t *header)
+{
+    set_metadata(header, "input_height", "40");
+}
+static void edit_format_without_length(json_t *header)
+{
+    set_metadata(header, "length", NULL);
+}
+
+static void test_metadata_empty_charset(void **state)
+{
+    (void)state;
+    char path[4200];
+    patched_file("empty-charset.safetensors", path, sizeof path, edit_empty_charset);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 1, "charset is empty", NULL);
+}
+
+static void test_metadata_zero_length(void **state)
+{
+    (void)state;
+    char path[4200];
+    patched_file("zero-length.safetensors", path, sizeof path, edit_zero_length);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 1, "length is 0", NULL);
+}
+
+static void test_metadata_non_numeric_length(void **state)
+{
+    (void)state;
+    char path[4200];
+    patched_file("length-5x.safetensors", path, sizeof path, edit_non_numeric_length);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 1, "length is \"5x\"", "decimal integer", NULL);
+}
+
+static void test_metadata_input_not_multiple_of_32(void **state)
+{
+    (void)state;
+    char path[4200];
+    patched_file("height-40.safetensors", path, sizeof path, edit_input_height);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 1, "input_height is 40", "multiple of 32", NULL);
+}
+
+static void test_metadata_format_requires_every_key(void **state)
+{
+    (void)state;
+    char path[4200];
+    patched_file("no-length.safetensors", path, sizeof path, edit_format_without_length);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 1, "metadata: length is missing", NULL);
+}
+
+/* Loads path, expecting success; returns the network (caller destroys). */
+static captcha_network *load_ok(const char *path, char *notice, size_t notice_size)
+{
+    captcha_error err = {0};
+    captcha_network *network = NULL;
+    captcha_status status =
+        captcha_model_load(path, g_backend, &network, notice, notice_size, &err);
+    if (status != CAPTCHA_OK)
+        fail_msg("load %s: %s", path, err.message);
+    return network;
+}
+
+/* Every tensor of a and b bit-identical. */
+static void assert_same_tensors(captcha_network *a, captcha_network *b)
+{
+    size_t count = captcha_network_tensor_count(a);
+    assert_int_equal(captcha_network_tensor_count(b), count);
+    for (size_t i = 0; i < count; i++) {
+        const captcha_tensor_info *info = captcha_network_tensor(a, i);
+        assert_string_equal(captcha_network_tensor(b, i)->name, info->name);
+        float *x = malloc(info->count * sizeof *x), *y = malloc(info->count * sizeof *y);
+        assert_non_null(x);
+        assert_non_null(y);
+        captcha_error err = {0};
+        assert_int_equal(captcha_network_read_tensor(a, i, x, &err), CAPTCHA_OK);
+        assert_int_equal(captcha_network_read_tensor(b, i, y, &err), CAPTCHA_OK);
+        if (memcmp(x, y, info->count * sizeof *x))
+            fail_msg("tensor %s differs after the round trip", info->name);
+        free(x);
+        free(y);
+    }
+}
+
+static void strip_to_charset(json_t *header)
+{
+    json_t *metadata = json_object_get(header, "__metadata__");
+    json_t *charset = json_incref(json_object_get(metadata, "charset"));
+    json_object_clear(metadata);
+    json_object_set_new(metadata, "charset", charset);
+}
+
+static void strip_metadata(json_t *header)
+{
+    assert_int_equal(json_object_del(header, "__metadata__"), 0);
+}
+
+static void hugging_face_metadata(json_t *header)
+{
+    json_object_set_new(header, "__metadata__", json_pack("{s:s}", "format", "pt"));
+}
+
+/* Only charset present (no "format"): the other keys take the reference values
+ * and the notice names them. */
+static void test_metadata_partial(void **state)
+{
+    (void)state;
+    captcha_config config;
+    captcha_config_reference(&config);
+    captcha_error err = {0};
+    assert_int_equal(captcha_config_set_charset(&config, "0123456789", &err), CAPTCHA_OK);
+    captcha_network *saved = make_network(&config, 11);
+    char path[4200], notice[512];
+    tmp_path(path, sizeof path, "digits.safetensors");
+    save_or_fail(saved, path, NULL);
+    model_bytes m;
+    read_model(path, &m);
+    strip_to_charset(m.header);
+    write_model(path, m.header, m.data, m.data_size);
+    free_model(&m);
+
+    captcha_network *loaded = load_ok(path, notice, sizeof notice);
+    printf("  notice: %s\n", notice);
+    const captcha_config *got = captcha_network_config(loaded);
+    assert_string_equal(got->charset, "0123456789");
+    assert_int_equal(got->charset_size, 10);
+    assert_int_equal(got->length, 5);
+    assert_int_equal(got->input_height, 32);
+    assert_int_equal(got->input_width, 128);
+    assert_string_equal(got->channel_order, "BGR");
+    assert_non_null(strstr(notice, "without length, input_height, input_width, channel_order, "
+                                   "mean, std"));
+    assert_non_null(strstr(notice, path));
+    assert_same_tensors(saved, loaded);
+    captcha_network_destroy(loaded);
+
+    /* the same file without any metadata: the reference charset (36) does
+     * not fit a 10-character linear layer */
+    read_model(path, &m);
+    strip_metadata(m.header);
+    write_model(path, m.header, m.data, m.data_size);
+    free_model(&m);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 1,
+                 "tensor fc_layers.0.weight has shape [50, 1024], expected [180, 1024]",
+                 "no gst-captcha metadata", NULL);
+    captcha_network_destroy(saved);
+}
+
+static void test_no_metadata_uses_reference(void **state)
+{
+    (void)state;
+    void (*edits[2])(json_t *) = {strip_metadata, hugging_face_metadata};
+    for (int e = 0; e < 2; e++) {
+        char path[4200], notice[512] = "";
+        patched_file(e ? "format-pt.safetensors" : "plain.safetensors", path, sizeof path,
+                     edits[e]);
+        captcha_network *loaded = load_ok(path, notice, sizeof notice);
+        printf("  notice: %s\n", notice);
+        char expected[4400];
+        snprintf(expected, sizeof expected,
+                 "%s: no gst-captcha metadata: assumed the reference charset %s, length 5, "
+                 "input 32x128, BGR, mean 0.5, std 0.5",
+                 path, CAPTCHA_REFERENCE_CHARSET);
+        assert_string_equal(notice, expected);
+        assert_same_tensors(g_network, loaded);
+        assert_int_equal(captcha_network_batches_tracked(loaded), 42);
+        captcha_network_destroy(loaded);
+
+        captcha_config config;
+        char config_notice[512];
+        captcha_error err = {0};
+        assert_int_equal(
+            captcha_model_read_config(path, &config, config_notice, sizeof config_notice, &err),
+            CAPTCHA_OK);
+        assert_string_equal(config_notice, expected);
+    }
+}
+
+/* ---- round trip ---- */
+
+static void test_round_trip_bit_exact(void **state)
+{
+    (void)state;
+    captcha_config config;
+    captcha_config_reference(&config);
+    captcha_error err = {0};
+    assert_int_equal(captcha_config_set_charset(&config, "ABCDEFGH23456789\"\\/", &err),
+                     CAPTCHA_OK);
+    config.length = 4;
+    config.input_height = 64;
+    config.input_width = 96;
+    strcpy(config.channel_order, "RGB");
+    config.mean = 0.3f;
+    config.std = 0.1234567f;
+    captcha_network *saved = make_network(&config, 3);
+    captcha_network_set_batches_tracked(saved, 123456789012LL);
+    /* values a text or float round trip would change */
+    float bias[32];
+    int index = captcha_network_find_tensor(saved, "cnn_layers.0.block.1.bias");
+    assert_true(index >= 0);
+    assert_int_equal(captcha_network_tensor(saved, (size_t)index)->count, 32);
+    assert_int_equal(captcha_network_read_tensor(saved, (size_t)index, bias, &err), CAPTCHA_OK);
+    const float special[5] = {-0.0f, 1e-40f /* subnormal */, FLT_MAX, -FLT_MIN, 0.1f};
+    memcpy(bias, special, sizeof special);
+    const uint32_t nan_bits = 0x7fc12345u; /* a NaN with a payload */
+    memcpy(&bias[5], &nan_bits, 4);
+    assert_int_equal(captcha_network_write_tensor(saved, (size_t)index, bias, &err), CAPTCHA_OK);
+
+    char path[4200], notice[256] = "sentinel";
+    tmp_path(path, sizeof path, "round-trip.safetensors");
+    const char *extra[] = {"trained_by", "test_model_file", NULL};
+    save_or_fail(saved, path, extra);
+
+    captcha_network *loaded = load_ok(path, notice, sizeof notice);
+    assert_string_equal(notice, "");
+    const captcha_config *got = captcha_network_config(loaded);
+    assert_string_equal(got->charset, config.charset);
+    assert_int_equal(got->charset_size, config.charset_size);
+    assert_int_equal(got->length, 4);
+    assert_int_equal(got->input_height, 64);
+    assert_int_equal(got->input_width, 96);
+    assert_string_equal(got->channel_order, "RGB");
+    assert_memory_equal(&got->mean, &config.mean, sizeof(float));
+    assert_memory_equal(&got->std, &config.std, sizeof(float));
+    assert_int_equal(captcha_network_batches_tracked(loaded), 123456789012LL);
+    assert_same_tensors(saved, loaded);
+
+    /* the file itself: header padded with spaces to a multiple of 8, our
+     * metadata and the extra key, num_batches_tracked per batch norm, data
+     * without gaps, no temporary file left */
+    model_bytes m;
+    read_model(path, &m);
+    assert_int_equal(m.header_size % 8, 0);
+    json_t *metadata = json_object_get(m.header, "__metadata__");
+    assert_string_equal(json_string_value(json_object_get(metadata, "format")), "gst-captcha/1");
+    assert_string_equal(json_string_value(json_object_get(metadata, "trained_by")),
+                        "test_model_file");
+    assert_string_equal(json_string_value(json_object_get(metadata, "length")), "4");
+    size_t batch_norms = 0, bytes = 0;
+    const char *key;
+    json_t *value;
+    json_object_foreach(m.header, key, value)
+    {
+        if (!strcmp(key, "__metadata__"))
+            continue;
+        json_t *offsets = json_object_get(value, "data_offsets");
+        assert_int_equal(json_integer_value(json_array_get(offsets, 0)), bytes);
+        bytes = (size_t)json_integer_value(json_array_get(offsets, 1));
+        if (strstr(key, "num_batches_tracked")) {
+            batch_norms++;
+            assert_string_equal(json_string_value(json_object_get(value, "dtype")), "I64");
+            assert_int_equal(json_array_size(json_object_get(value, "shape")), 0);
+        }
+    }
+    assert_int_equal(batch_norms, CAPTCHA_NUM_BLOCKS * 3);
+    assert_int_equal(bytes, m.data_size);
+    free_model(&m);
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    assert_int_equal(access(tmp, F_OK), -1);
+
+    captcha_network_destroy(loaded);
+    captcha_network_destroy(saved);
+}
+
+/* ---- save failures ---- */
+
+static void test_save_into_missing_folder(void **state)
+{
+    (void)state;
+    char path[4200];
+    tmp_path(path, sizeof path, "no-such-folder/out.safetensors");
+    captcha_error err = {0};
+    assert_int_equal(captcha_model_save(g_network, path, NULL, &err), CAPTCHA_ERROR_IO);
+    printf("  save: %s\n", err.message);
+    assert_non_null(strstr(err.message, path));
+    assert_non_null(strstr(err.message, strerror(ENOENT)));
+}
+
+static void test_save_failure_keeps_old_file(void **state)
+{
+    (void)state;
+    /* path.tmp cannot be created (a folder of that name is in the way) */
+    char path[4200], tmp[4300];
+    tmp_path(path, sizeof path, "keep.safetensors");
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    assert_int_equal(captcha_test_write_file(path, "old", 3), 0);
+    rmdir(tmp);
+    assert_int_equal(mkdir(tmp, 0700), 0);
+    captcha_error err = {0};
+    assert_int_equal(captcha_model_save(g_network, path, NULL, &err), CAPTCHA_ERROR_IO);
+    printf("  save: %s\n", err.message);
+    assert_non_null(strstr(err.message, path));
+    assert_non_null(strstr(err.message, strerror(EISDIR)));
+    size_t size = 0;
+    char *content = captcha_test_read_file(path, &size);
+    assert_non_null(content);
+    assert_int_equal(size, 3);
+    assert_memory_equal(content, "old", 3);
+    free(content);
+    assert_int_equal(rmdir(tmp), 0);
+
+    /* the rename fails (path is a folder): the complete temporary file is removed */
+    tmp_path(path, sizeof path, "folder.safetensors");
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    char inside[4200];
+    tmp_path(inside, sizeof inside, "folder.safetensors/keep");
+    mkdir(path, 0700);
+    assert_int_equal(captcha_test_write_file(inside, "x", 1), 0);
+    assert_int_equal(captcha_model_save(g_network, path, NULL, &err), CAPTCHA_ERROR_IO);
+    printf("  save: %s\n", err.message);
+    assert_non_null(strstr(err.message, path));
+    assert_non_null(strstr(err.message, "rename"));
+    assert_int_equal(access(tmp, F_OK), -1);
+    assert_int_equal(access(inside, F_OK), 0);
+}
+
+static void test_save_rejects_our_key_in_extra_metadata(void **state)
+{
+    (void)state;
+    char path[4200];
+    tmp_path(path, sizeof path, "extra.safetensors");
+    const char *extra[] = {"charset", "abc", NULL};
+    captcha_error err = {0};
+    assert_int_equal(captcha_model_save(g_network, path, extra, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "charset"));
+    assert_int_equal(access(path, F_OK), -1);
+}
+
+/* ---- PyTorch ---- */
+
+static const char *source_dir(void)
+{
+    const char *env = getenv("CAPTCHA_SOURCE_DIR");
+    return env && *env ? env : CAPTCHA_SOURCE_DIR;
+}
+
+/* Skips the current test unless /usr/bin/python3 can import torch. */
+static void require_torch(void)
+{
+    static int available = -1;
+    if (available < 0)
+        available = system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0;
+    if (!available) {
+        printf("  skipped: /usr/bin/python3 cannot import torch\n");
+        skip();
+    }
+}
+
+/* Runs model_file_check.py MODE MODEL RAW; its stdout goes to output. */
+static void run_check_script(const char *mode, const char *model, const char *raw, char *output,
+                             size_t output_size)
+{
+    char command[13000];
+    snprintf(command, sizeof command,
+             "/usr/bin/python3 '%s/tests/reference/model_file_check.py' %s '%s' '%s'", source_dir(),
+             mode, model, raw);
+    FILE *pipe = popen(command, "r");
+    assert_non_null(pipe);
+    size_t n = fread(output, 1, output_size - 1, pipe);
+    output[n] = '\0';
+    int rc = pclose(pipe);
+    if (rc != 0)
+        fail_msg("%s failed (%d): %s", command, rc, output);
+}
+
+/* Every tensor of network, in table order, equals the float32 stream in raw. */
+static void assert_tensors_equal_raw(captcha_network *network, const char *raw_path)
+{
+    size_t size = 0;
+    unsigned char *raw = captcha_test_read_file(raw_path, &size);
+    assert_non_null(raw);
+    size_t total =
+        captcha_network_parameter_count(network) + captcha_network_running_stat_count(network);
+    assert_int_equal(size, total * sizeof(float));
+    size_t offset = 0;
+    for (size_t i = 0; i < captcha_network_tensor_count(network); i++) {
+        const captcha_tensor_info *info = captcha_network_tensor(network, i);
+        float *x = malloc(info->count * sizeof *x);
+        assert_non_null(x);
+        captcha_error err = {0};
+        assert_int_equal(captcha_network_read_tensor(network, i, x, &err), CAPTCHA_OK);
+        if (memcmp(x, raw + offset, info->count * sizeof *x))
+            fail_msg("tensor %s differs from PyTorch's", info->name);
+        offset += info->count * sizeof *x;
+        free(x);
+    }
+    free(raw);
+}
+
+static void test_pytorch_file_loads(void **state)
+{
+    (void)state;
+    require_torch();
+    char model[4200], raw[4200], output[4096], notice[512] = "";
+    tmp_path(model, sizeof model, "pytorch.safetensors");
+    tmp_path(raw, sizeof raw, "pytorch.raw");
+    run_check_script("export", model, raw, output, sizeof output);
+    long long batches_tracked = -1;
+    assert_non_null(strstr(output, "num_batches_tracked "));
+    batches_tracked = atoll(strstr(output, "num_batches_tracked ") + 20);
+    assert_int_equal(batches_tracked, 2);
+
+    captcha_network *loaded = load_ok(model, notice, sizeof notice);
+    printf("  notice: %s\n", notice);
+    assert_non_null(strstr(notice, "no gst-captcha metadata: assumed the reference charset"));
+    assert_tensors_equal_raw(loaded, raw);
+    assert_int_equal(captcha_network_batches_tracked(loaded), batches_tracked);
+    captcha_network_destroy(loaded);
+}
+
+static void test_pytorch_reads_our_file(void **state)
+{
+    (void)state;
+    require_torch();
+    char raw[4200], output[4096];
+    tmp_path(raw, sizeof raw, "ours.raw");
+    run_check_script("import", g_valid, raw, output, sizeof output);
+    printf("  python: %s", output);
+    assert_non_null(strstr(output, "order ok"));
+    assert_non_null(strstr(output, "num_batches_tracked 42\n"));
+    assert_null(strstr(output, "num_batches_tracked 42\nnum_batches_tracked")); /* one value */
+    assert_tensors_equal_raw(g_network, raw);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_truncated_before_header_size),
+        cmocka_unit_test(test_truncated_inside_header),
+        cmocka_unit_test(test_truncated_inside_data),
+        cmocka_unit_test(test_header_size_beyond_file),
+        cmocka_unit_test(test_header_size_unreasonable),
+        cmocka_unit_test(test_invalid_json),
+        cmocka_unit_test(test_header_not_object),
+        cmocka_unit_test(test_nonexistent_path),
+        cmocka_unit_test(test_missing_tensor),
+        cmocka_unit_test(test_wrong_shape),
+        cmocka_unit_test(test_wrong_dtype),
+        cmocka_unit_test(test_batches_tracked_wrong_dtype),
+        cmocka_unit_test(test_offsets_outside_data),
+        cmocka_unit_test(test_offsets_wrong_size),
+        cmocka_unit_test(test_overlapping_tensors),
+        cmocka_unit_test(test_unknown_tensor),
+        cmocka_unit_test(test_metadata_empty_charset),
+        cmocka_unit_test(test_metadata_zero_length),
+        cmocka_unit_test(test_metadata_non_numeric_length),
+        cmocka_unit_test(test_metadata_input_not_multiple_of_32),
+        cmocka_unit_test(test_metadata_format_requires_every_key),
+        cmocka_unit_test(test_metadata_partial),
+        cmocka_unit_test(test_no_metadata_uses_reference),
+        cmocka_unit_test(test_round_trip_bit_exact),
+        cmocka_unit_test(test_save_into_missing_folder),
+        cmocka_unit_test(test_save_failure_keeps_old_file),
+        cmocka_unit_test(test_save_rejects_our_key_in_extra_metadata),
+        cmocka_unit_test(test_pytorch_file_loads),
+        cmocka_unit_test(test_pytorch_reads_our_file),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
