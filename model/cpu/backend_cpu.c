@@ -1,2 +1,1220 @@
-/* placeholder: being written (oneDNN CPU backend) */
+/* The CPU backend: oneDNN 2.6 (C API) for convolution, batch normalization and
+ * inner product; OpenMP loops for the element-wise ops, the loss and Adam.
+ *
+ * Every oneDNN primitive (with its primitive descriptor and memory objects) is
+ * created once per op kind + shape + flags and kept in a small cache
+ * (op_entry list); a call only binds the caller's pointers to the cached
+ * memory objects (dnnl_memory_set_data_handle) and executes on the one stream.
+ *
+ * Convolutions let oneDNN pick its preferred (blocked) layouts
+ * (dnnl_format_tag_any); activations stay plain NCHW at the op boundary and are
+ * reordered into/out of temporary buffers around the primitive. The blocked
+ * copy of the weights of the fused inference convolution (bias given) is kept,
+ * keyed by the weight pointer, until invalidate_cache().
+ *
+ * Host memory only; ops run synchronously. A backend instance is not
+ * thread-safe: use one per thread. */
 #include "../backend.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
+
+/* ---- error checking ---- */
+
+static captcha_status dnnl_failure(captcha_error *err, dnnl_status_t s, const char *call,
+                                   const char *file, int line)
+{
+    return captcha_fail(err, CAPTCHA_ERROR_BACKEND, "oneDNN call %s failed: %s (%s:%d)", call,
+                        dnnl_status2str(s), file, line);
+}
+
+/* Checks one oneDNN call; on failure records it in err, sets `status` and jumps
+ * to the function's `fail` label (every user declares both). */
+#define DNNL_CHECK(call)                                                                           \
+    do {                                                                                           \
+        dnnl_status_t dnnl_status_ = (call);                                                       \
+        if (dnnl_status_ != dnnl_success) {                                                        \
+            status = dnnl_failure(err, dnnl_status_, #call, __FILE__, __LINE__);                   \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* ---- primitive cache ---- */
+
+enum op_kind {
+    OP_CONV_FORWARD = 1,
+    OP_CONV_BACKWARD_DATA,
+    OP_CONV_BACKWARD_WEIGHT,
+    OP_BN_FORWARD_TRAINING,
+    OP_BN_FORWARD_INFERENCE,
+    OP_BN_BACKWARD,
+    OP_LINEAR_FORWARD,
+    OP_LINEAR_BACKWARD_DATA,
+    OP_LINEAR_BACKWARD_WEIGHT,
+};
+
+enum { CONV_FLAG_BIAS = 1, CONV_FLAG_RESIDUAL = 2, CONV_FLAG_RELU = 4 };
+
+typedef struct {
+    int kind;
+    int dims[10];
+    int flags;
+    float eps;
+} op_key;
+
+enum arg_direction { ARG_IN = 1, ARG_OUT = 2, ARG_INOUT = 3 };
+
+#define MAX_OP_ARGS 10
+
+typedef struct {
+    int arg;                   /* DNNL_ARG_* */
+    int direction;             /* enum arg_direction */
+    int cache_by_pointer;      /* weights of the inference conv: keep the reordered copy */
+    dnnl_memory_t user;        /* the caller's plain layout, handle bound per call */
+    dnnl_memory_t inner;       /* the primitive's layout; NULL when equal to user's */
+    dnnl_primitive_t to_inner; /* reorder user -> inner (inputs) */
+    dnnl_primitive_t to_user;  /* reorder inner -> user (outputs) */
+    size_t inner_bytes;
+} op_arg;
+
+typedef struct op_entry {
+    op_key key;
+    dnnl_primitive_t primitive;
+    int arg_count;
+    op_arg args[MAX_OP_ARGS];
+    struct op_entry *next;
+} op_entry;
+
+/* A reordered (blocked) copy of a weight tensor, valid until invalidate_cache. */
+typedef struct weight_copy {
+    const float *weight;
+    const op_entry *entry;
+    void *buffer;
+    struct weight_copy *next;
+} weight_copy;
+
+typedef struct {
+    captcha_backend base;
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    op_entry *entries;
+    weight_copy *weight_copies;
+    int prefer_blocked; /* convolutions: let oneDNN choose layouts (default 1) */
+    /* temporary buffers, one per argument slot, shared by all ops (they run
+     * one after the other) */
+    void *temp[MAX_OP_ARGS];
+    size_t temp_bytes[MAX_OP_ARGS];
+    float *stat_buffer; /* [2 * channels] batch-norm variance and zero shift */
+    size_t stat_count;
+} cpu_backend;
+
+static void *aligned_buffer(size_t bytes)
+{
+    size_t rounded = (bytes + 63) / 64 * 64;
+    return aligned_alloc(64, rounded ? rounded : 64);
+}
+
+static void op_entry_destroy(op_entry *entry)
+{
+    if (!entry)
+        return;
+    for (int i = 0; i < entry->arg_count; i++) {
+        op_arg *a = &entry->args[i];
+        if (a->to_inner)
+            dnnl_primitive_destroy(a->to_inner);
+        if (a->to_user)
+            dnnl_primitive_destroy(a->to_user);
+        if (a->inner)
+            dnnl_memory_destroy(a->inner);
+        if (a->user)
+            dnnl_memory_destroy(a->user);
+    }
+    if (entry->primitive)
+        dnnl_primitive_destroy(entry->primitive);
+    free(entry);
+}
+
+static op_entry *cache_find(cpu_backend *cpu, const op_key *key)
+{
+    for (op_entry *e = cpu->entries; e; e = e->next)
+        if (!memcmp(&e->key, key, sizeof *key))
+            return e;
+    return NULL;
+}
+
+static void init_md(dnnl_memory_desc_t *md, int ndims, const dnnl_dims_t dims,
+                    dnnl_format_tag_t tag, dnnl_status_t *first_error)
+{
+    dnnl_status_t s = dnnl_memory_desc_init_by_tag(md, ndims, dims, dnnl_f32, tag);
+    if (s != dnnl_success && *first_error == dnnl_success)
+        *first_error = s;
+}
+
+/* Adds argument `arg` to entry: user_md is the caller's plain layout; the
+ * primitive's own layout is queried from pd and a reorder is set up when they
+ * differ. */
+static captcha_status entry_add_arg(cpu_backend *cpu, op_entry *entry,
+                                    const_dnnl_primitive_desc_t pd, int arg, int direction,
+                                    const dnnl_memory_desc_t *user_md, captcha_error *err)
+{
+    captcha_status status = CAPTCHA_OK;
+    dnnl_primitive_desc_t reorder_pd = NULL;
+    op_arg *a = &entry->args[entry->arg_count++];
+    a->arg = arg;
+    a->direction = direction;
+    DNNL_CHECK(dnnl_memory_create(&a->user, user_md, cpu->engine, DNNL_MEMORY_NONE));
+    const dnnl_memory_desc_t *inner_md =
+        dnnl_primitive_desc_query_md(pd, dnnl_query_exec_arg_md, arg);
+    if (!inner_md || dnnl_memory_desc_equal(inner_md, user_md))
+        return CAPTCHA_OK;
+    a->inner_bytes = dnnl_memory_desc_get_size(inner_md);
+    DNNL_CHECK(dnnl_memory_create(&a->inner, inner_md, cpu->engine, DNNL_MEMORY_NONE));
+    if (direction & ARG_IN) {
+        DNNL_CHECK(dnnl_reorder_primitive_desc_create(&reorder_pd, user_md, cpu->engine, inner_md,
+                                                      cpu->engine, NULL));
+        DNNL_CHECK(dnnl_primitive_create(&a->to_inner, reorder_pd));
+        DNNL_CHECK(dnnl_primitive_desc_destroy(reorder_pd));
+        reorder_pd = NULL;
+    }
+    if (direction & ARG_OUT) {
+        DNNL_CHECK(dnnl_reorder_primitive_desc_create(&reorder_pd, inner_md, cpu->engine, user_md,
+                                                      cpu->engine, NULL));
+        DNNL_CHECK(dnnl_primitive_create(&a->to_user, reorder_pd));
+        DNNL_CHECK(dnnl_primitive_desc_destroy(reorder_pd));
+        reorder_pd = NULL;
+    }
+    return CAPTCHA_OK;
+fail:
+    if (reorder_pd)
+        dnnl_primitive_desc_destroy(reorder_pd);
+    return status;
+}
+
+static captcha_status run_reorder(cpu_backend *cpu, dnnl_primitive_t reorder, dnnl_memory_t from,
+                                  dnnl_memory_t to, captcha_error *err)
+{
+    captcha_status status = CAPTCHA_OK;
+    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
+    DNNL_CHECK(dnnl_primitive_execute(reorder, cpu->stream, 2, args));
+    return CAPTCHA_OK;
+fail:
+    return status;
+}
+
+static captcha_status ensure_temp(cpu_backend *cpu, int slot, size_t bytes, captcha_error *err)
+{
+    if (cpu->temp_bytes[slot] >= bytes)
+        return CAPTCHA_OK;
+    free(cpu->temp[slot]);
+    cpu->temp[slot] = aligned_buffer(bytes);
+    cpu->temp_bytes[slot] = cpu->temp[slot] ? bytes : 0;
+    if (!cpu->temp[slot])
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY,
+                            "CPU backend: cannot allocate a %zu-byte reorder buffer", bytes);
+    return CAPTCHA_OK;
+}
+
+/* Binds the reordered copy of a cached weight (making it on first use). */
+static captcha_status bind_weight_copy(cpu_backend *cpu, const op_entry *entry, op_arg *a,
+                                       const void *pointer, captcha_error *err)
+{
+    captcha_status status = CAPTCHA_OK;
+    for (weight_copy *w = cpu->weight_copies; w; w = w->next) {
+        if (w->weight == pointer && w->entry == entry) {
+            DNNL_CHECK(dnnl_memory_set_data_handle(a->inner, w->buffer));
+            return CAPTCHA_OK;
+        }
+    }
+    weight_copy *w = calloc(1, sizeof *w);
+    if (w)
+        w->buffer = aligned_buffer(a->inner_bytes);
+    if (!w || !w->buffer) {
+        free(w);
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY,
+                            "CPU backend: cannot allocate %zu bytes for reordered weights",
+                            a->inner_bytes);
+    }
+    w->weight = pointer;
+    w->entry = entry;
+    w->next = cpu->weight_copies;
+    cpu->weight_copies = w;
+    DNNL_CHECK(dnnl_memory_set_data_handle(a->inner, w->buffer));
+    return run_reorder(cpu, a->to_inner, a->user, a->inner, err);
+fail:
+    return status;
+}
+
+/* Executes a cached entry with pointers[i] bound to entry->args[i]. */
+static captcha_status run_entry(cpu_backend *cpu, op_entry *entry, void *const *pointers,
+                                captcha_error *err)
+{
+    captcha_status status = CAPTCHA_OK;
+    dnnl_exec_arg_t exec_args[MAX_OP_ARGS];
+    for (int i = 0; i < entry->arg_count; i++) {
+        op_arg *a = &entry->args[i];
+        DNNL_CHECK(dnnl_memory_set_data_handle(a->user, pointers[i]));
+        exec_args[i].arg = a->arg;
+        exec_args[i].memory = a->inner ? a->inner : a->user;
+        if (!a->inner)
+            continue;
+        if (a->cache_by_pointer) {
+            status = bind_weight_copy(cpu, entry, a, pointers[i], err);
+            if (status != CAPTCHA_OK)
+                return status;
+            continue;
+        }
+        status = ensure_temp(cpu, i, a->inner_bytes, err);
+        if (status != CAPTCHA_OK)
+            return status;
+        DNNL_CHECK(dnnl_memory_set_data_handle(a->inner, cpu->temp[i]));
+        if (a->to_inner) {
+            status = run_reorder(cpu, a->to_inner, a->user, a->inner, err);
+            if (status != CAPTCHA_OK)
+                return status;
+        }
+    }
+    DNNL_CHECK(dnnl_primitive_execute(entry->primitive, cpu->stream, entry->arg_count, exec_args));
+    for (int i = 0; i < entry->arg_count; i++) {
+        op_arg *a = &entry->args[i];
+        if (a->to_user) {
+            status = run_reorder(cpu, a->to_user, a->inner, a->user, err);
+            if (status != CAPTCHA_OK)
+                return status;
+        }
+    }
+    DNNL_CHECK(dnnl_stream_wait(cpu->stream));
+    return CAPTCHA_OK;
+fail:
+    return status;
+}
+
+/* Creates the primitive of a finished pd, stores the entry in the cache and
+ * takes ownership of entry. */
+static captcha_status entry_finish(cpu_backend *cpu, op_entry *entry, dnnl_primitive_desc_t pd,
+                                   op_entry **out, captcha_error *err)
+{
+    captcha_status status = CAPTCHA_OK;
+    DNNL_CHECK(dnnl_primitive_create(&entry->primitive, pd));
+    entry->next = cpu->entries;
+    cpu->entries = entry;
+    *out = entry;
+    return CAPTCHA_OK;
+fail:
+    return status;
+}
+
+/* ---- argument validation ---- */
+
+#define REQUIRE_POINTER(p, op)                                                                     \
+    do {                                                                                           \
+        if (!(p))                                                                                  \
+            return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,                               \
+                                "%s: pointer %s is NULL (expected a buffer)", op, #p);             \
+    } while (0)
+
+static captcha_status check_positive(const char *op, const char *name, long long value,
+                                     captcha_error *err)
+{
+    if (value > 0)
+        return CAPTCHA_OK;
+    return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "%s: %s is %lld (expected > 0)", op,
+                        name, value);
+}
+
+static captcha_status check_conv_shape(const char *op, const captcha_conv2d_shape *s,
+                                       captcha_error *err)
+{
+    if (!s)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "%s: shape is NULL", op);
+    const int values[] = {s->batch,        s->in_channels, s->in_height, s->in_width,
+                          s->out_channels, s->kernel_size, s->stride};
+    const char *names[] = {"batch",        "in_channels", "in_height", "in_width",
+                           "out_channels", "kernel_size", "stride"};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        captcha_status status = check_positive(op, names[i], values[i], err);
+        if (status != CAPTCHA_OK)
+            return status;
+    }
+    if (s->padding < 0)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "%s: padding is %d (expected >= 0)", op, s->padding);
+    int out_h = (s->in_height + 2 * s->padding - s->kernel_size) / s->stride + 1;
+    int out_w = (s->in_width + 2 * s->padding - s->kernel_size) / s->stride + 1;
+    if (s->in_height + 2 * s->padding < s->kernel_size ||
+        s->in_width + 2 * s->padding < s->kernel_size || out_h != s->out_height ||
+        out_w != s->out_width)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "%s: output size %dx%d does not match input %dx%d, kernel %d, "
+                            "stride %d, padding %d (expected %dx%d)",
+                            op, s->out_height, s->out_width, s->in_height, s->in_width,
+                            s->kernel_size, s->stride, s->padding, out_h, out_w);
+    return CAPTCHA_OK;
+}
+
+/* ---- convolution ---- */
+
+static void conv_key(op_key *key, int kind, const captcha_conv2d_shape *s, int flags)
+{
+    memset(key, 0, sizeof *key);
+    key->kind = kind;
+    key->dims[0] = s->batch;
+    key->dims[1] = s->in_channels;
+    key->dims[2] = s->in_height;
+    key->dims[3] = s->in_width;
+    key->dims[4] = s->out_channels;
+    key->dims[5] = s->kernel_size;
+    key->dims[6] = s->stride;
+    key->dims[7] = s->padding;
+    key->flags = flags;
+}
+
+typedef struct {
+    dnnl_memory_desc_t src, weights, bias, dst;       /* plain (user) layouts */
+    dnnl_memory_desc_t src_any, weights_any, dst_any; /* what the primitive may choose */
+    dnnl_dims_t strides, padding;
+} conv_mds;
+
+static dnnl_status_t conv_mds_init(const cpu_backend *cpu, const captcha_conv2d_shape *s,
+                                   conv_mds *m)
+{
+    dnnl_status_t first = dnnl_success;
+    dnnl_dims_t src = {s->batch, s->in_channels, s->in_height, s->in_width};
+    dnnl_dims_t weights = {s->out_channels, s->in_channels, s->kernel_size, s->kernel_size};
+    dnnl_dims_t bias = {s->out_channels};
+    dnnl_dims_t dst = {s->batch, s->out_channels, s->out_height, s->out_width};
+    dnnl_format_tag_t any = cpu->prefer_blocked ? dnnl_format_tag_any : dnnl_nchw;
+    init_md(&m->src, 4, src, dnnl_nchw, &first);
+    init_md(&m->weights, 4, weights, dnnl_oihw, &first);
+    init_md(&m->bias, 1, bias, dnnl_a, &first);
+    init_md(&m->dst, 4, dst, dnnl_nchw, &first);
+    init_md(&m->src_any, 4, src, any, &first);
+    init_md(&m->weights_any, 4, weights, cpu->prefer_blocked ? dnnl_format_tag_any : dnnl_oihw,
+            &first);
+    init_md(&m->dst_any, 4, dst, any, &first);
+    m->strides[0] = m->strides[1] = s->stride;
+    m->padding[0] = m->padding[1] = s->padding;
+    return first;
+}
+
+static captcha_status conv_forward_entry(cpu_backend *cpu, const captcha_conv2d_shape *s, int flags,
+                                         op_entry **out, captcha_error *err)
+{
+    captcha_status status = CAPTCHA_OK;
+    op_key key;
+    conv_key(&key, OP_CONV_FORWARD, s, flags);
+    if ((*out = cache_find(cpu, &key)))
+        return CAPTCHA_OK;
+    conv_mds m;
+    dnnl_convolution_desc_t desc;
+    dnnl_post_ops_t post_ops = NULL;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    op_entry *entry = calloc(1, sizeof *entry);
+    if (!entry)
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CPU backend: out of memory");
+    entry->key = key;
+    DNNL_CHECK(conv_mds_init(cpu, s, &m));
+    DNNL_CHECK(dnnl_convolution_forward_desc_init(
+        &desc, (flags & CONV_FLAG_BIAS) ? dnnl_forward_inference : dnnl_forward_training,
+        dnnl_convolution_direct, &m.src_any, &m.weights_any,
+        (flags & CONV_FLAG_BIAS) ? &m.bias : NULL, &m.dst_any, m.strides, m.padding, m.padding));
+    DNNL_CHECK(dnnl_primitive_attr_create(&attr));
+    DNNL_CHECK(dnnl_post_ops_create(&post_ops));
+    if (flags & CONV_FLAG_RESIDUAL)
+        DNNL_CHECK(dnnl_post_ops_append_sum(post_ops, 1.0f));
+    if (flags & CONV_FLAG_RELU)
+        DNNL_CHECK(dnnl_post_ops_append_eltwise(post_ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
+    DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, post_ops));
+    DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, attr, cpu->engine, NULL));
+    /* argument order = pointer order in backend_conv2d_forward */
+    if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &m.src, err)))
+        goto fail;
+    if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_WEIGHTS, ARG_IN, &m.weights, err)))
+        goto fail;
+    /* the weights of the fused inference form are constant between
+     * invalidate_cache() calls: keep their reordered copy */
+    entry->args[1].cache_by_pointer = (flags & CONV_FLAG_BIAS) != 0;
+    if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DST,
+                                (flags & CONV_FLAG_RESIDUAL) ? ARG_INOUT : ARG_OUT, &m.dst, err)))
+        goto fail;
+    if (flags & CONV_FLAG_BIAS)
+        if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_BIAS, ARG_IN, &m.bias, err)))
+            goto fail;
+    if ((status = entry_finish(cpu, entry, pd, out, err)))
+        goto fail;
+    entry = NULL;
+fail:
+    op_entry_destroy(entry);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (attr)
+        dnnl_primitive_attr_destroy(attr);
+    if (post_ops)
+        dnnl_post_ops_destroy(post_ops);
+    return status;
+}
+
+static captcha_status cpu_conv2d_forward(captcha_backend *backend,
+                                         const captcha_conv2d_shape *shape, const float *x,
+                                         const float *weight, const float *bias,
+                                         const float *residual, int relu, float *y,
+                                         captcha_error *err)
+{
+    cpu_backend *cpu = (cpu_backend *)backend;
+    captcha_status status = check_conv_shape("conv2d_forward", shape, err);
+    if (status != CAPTCHA_OK)
+        return status;
+    REQUIRE_POINTER(x, "conv2d_forward");
+    REQUIRE_POINTER(weight, "conv2d_forward");
+    REQUIRE_POINTER(y, "conv2d_forward");
+    int flags = (bias ? CONV_FLAG_BIAS : 0) | (residual ? CONV_FLAG_RESIDUAL : 0) |
+                (relu ? CONV_FLAG_RELU : 0);
+    op_entry *entry;
+    if ((status = conv_forward_entry(cpu, shape, flags, &entry, err)))
+        return status;
+    if (residual && residual != y)
+        memcpy(y, residual,
+               sizeof(float) * (size_t)shape->batch * shape->out_channels * shape->out_height *
+                   shape->out_width);
+    void *pointers[4] = {(void *)x, (void *)weight, y, (void *)bias};
+    return run_entry(cpu, entry, pointers, err);
+}
+
+/* A forward primitive descriptor, the hint the backward ones need. */
+static dnnl_status_t conv_forward_hint(cpu_backend *cpu, const conv_mds *m,
+                                       dnnl_primitive_desc_t *hint)
+{
+    dnnl_convolution_desc_t desc;
+    dnnl_status_t s = dnnl_convolution_forward_desc_init(
+        &desc, dnnl_forward_training, dnnl_convolution_direct, &m->src_any, &m->weights_any, NULL,
+        &m->dst_any, m->strides, m->padding, m->padding);
+    if (s != dnnl_success)
+        return s;
+    return dnnl_primitive_desc_create(hint, &desc, NULL, cpu->engine, NULL);
+}
+
+static captcha_status conv_backward_entry(cpu_backend *cpu, const captcha_conv2d_shape *s, int kind,
+                                          op_entry **out, captcha_error *err)
+{
+    captcha_status status = CAPTCHA_OK;
+    op_key key;
+    conv_key(&key, kind, s, 0);
+    if ((*out = cache_find(cpu, &key)))
+        return CAPTCHA_OK;
+    conv_mds m;
+    dnnl_convolution_desc_t desc;
+    dnnl_primitive_desc_t hint = NULL, pd = NULL;
+    op_entry *entry = calloc(1, sizeof *entry);
+    if (!entry)
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CPU backend: out of memory");
+    entry->key = key;
+    DNNL_CHECK(conv_mds_init(cpu, s, &m));
+    DNNL_CHECK(conv_forward_hint(cpu, &m, &hint));
+    if (kind == OP_CONV_BACKWARD_DATA) {
+        DNNL_CHECK(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct,
+                                                            &m.src_any, &m.weights_any, &m.dst_any,
+                                                            m.strides, m.padding, m.padding));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, hint));
+        /* pointer order: dy, weight, dx */
+        if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_DST, ARG_IN, &m.dst, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_WEIGHTS, ARG_IN, &m.weights, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_SRC, ARG_OUT, &m.src, err)))
+            goto fail;
+    } else {
+        DNNL_CHECK(dnnl_convolution_backward_weights_desc_init(
+            &desc, dnnl_convolution_direct, &m.src_any, &m.weights_any, NULL, &m.dst_any, m.strides,
+            m.padding, m.padding));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, hint));
+        /* pointer order: x, dy, dweight */
+        if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &m.src, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_DST, ARG_IN, &m.dst, err)) ||
+            (status =
+                 entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_WEIGHTS, ARG_OUT, &m.weights, err)))
+            goto fail;
+    }
+    if ((status = entry_finish(cpu, entry, pd, out, err)))
+        goto fail;
+    entry = NULL;
+fail:
+    op_entry_destroy(entry);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (hint)
+        dnnl_primitive_desc_destroy(hint);
+    return status;
+}
+
+static captcha_status cpu_conv2d_backward_data(captcha_backend *backend,
+                                               const captcha_conv2d_shape *shape, const float *dy,
+                                               const float *weight, float *dx, captcha_error *err)
+{
+    cpu_backend *cpu = (cpu_backend *)backend;
+    captcha_status status = check_conv_shape("conv2d_backward_data", shape, err);
+    if (status != CAPTCHA_OK)
+        return status;
+    REQUIRE_POINTER(dy, "conv2d_backward_data");
+    REQUIRE_POINTER(weight, "conv2d_backward_data");
+    REQUIRE_POINTER(dx, "conv2d_backward_data");
+    op_entry *entry;
+    if ((status = conv_backward_entry(cpu, shape, OP_CONV_BACKWARD_DATA, &entry, err)))
+        return status;
+    void *pointers[3] = {(void *)dy, (void *)weight, dx};
+    return run_entry(cpu, entry, pointers, err);
+}
+
+static captcha_status cpu_conv2d_backward_weight(captcha_backend *backend,
+                                                 const captcha_conv2d_shape *shape, const float *x,
+                                                 const float *dy, float *dweight,
+                                                 captcha_error *err)
+{
+    cpu_backend *cpu = (cpu_backend *)backend;
+    captcha_status status = check_conv_shape("conv2d_backward_weight", shape, err);
+    if (status != CAPTCHA_OK)
+        return status;
+    REQUIRE_POINTER(x, "conv2d_backward_weight");
+    REQUIRE_POINTER(dy, "conv2d_backward_weight");
+    REQUIRE_POINTER(dweight, "conv2d_backward_weight");
+    op_entry *entry;
+    if ((status = conv_backward_entry(cpu, shape, OP_CONV_BACKWARD_WEIGHT, &entry, err)))
+        return status;
+    void *pointers[3] = {(void *)x, (void *)dy, dweight};
+    return run_entry(cpu, entry, pointers, err);
+}
+
+/* ---- batch normalization ---- */
+
+static captcha_status check_bn(const char *op, int batch, int channels, int spatial,
+                               captcha_error *err)
+{
+    captcha_status status;
+    if ((status = check_positive(op, "batch", batch, err)) ||
+        (status = check_positive(op, "channels", channels, err)) ||
+        (status = check_positive(op, "spatial", spatial, err)))
+        return status;
+    return CAPTCHA_OK;
+}
+
+static captcha_status bn_entry(cpu_backend *cpu, int kind, int batch, int channels, int spatial,
+                               float eps, op_entry **out, captcha_error *err)
+{
+    captcha_status status = CAPTCHA_OK;
+    op_key key;
+    memset(&key, 0, sizeof key);
+    key.kind = kind;
+    key.dims[0] = batch;
+    key.dims[1] = channels;
+    key.dims[2] = spatial;
+    key.eps = eps;
+    if ((*out = cache_find(cpu, &key)))
+        return CAPTCHA_OK;
+    dnnl_status_t first = dnnl_success;
+    dnnl_memory_desc_t data, stat;
+    dnnl_dims_t data_dims = {batch, channels, spatial, 1};
+    dnnl_dims_t stat_dims = {channels};
+    init_md(&data, 4, data_dims, dnnl_nchw, &first);
+    init_md(&stat, 1, stat_dims, dnnl_a, &first);
+    dnnl_batch_normalization_desc_t desc;
+    dnnl_primitive_desc_t hint = NULL, pd = NULL;
+    op_entry *entry = calloc(1, sizeof *entry);
+    if (!entry)
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CPU backend: out of memory");
+    entry->key = key;
+    DNNL_CHECK(first);
+    unsigned flags = dnnl_use_scale | dnnl_use_shift;
+    if (kind == OP_BN_FORWARD_TRAINING) {
+        DNNL_CHECK(dnnl_batch_normalization_forward_desc_init(&desc, dnnl_forward_training, &data,
+                                                              eps, flags));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, NULL));
+        /* pointer order: x, gamma, beta, y, mean, variance */
+        if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &data, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SCALE, ARG_IN, &stat, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SHIFT, ARG_IN, &stat, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DST, ARG_OUT, &data, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_MEAN, ARG_OUT, &stat, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_VARIANCE, ARG_OUT, &stat, err)))
+            goto fail;
+    } else if (kind == OP_BN_FORWARD_INFERENCE) {
+        DNNL_CHECK(dnnl_batch_normalization_forward_desc_init(&desc, dnnl_forward_inference, &data,
+                                                              eps, flags | dnnl_use_global_stats));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, NULL));
+        /* pointer order: x, gamma, beta, y, mean, variance */
+        if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &data, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SCALE, ARG_IN, &stat, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SHIFT, ARG_IN, &stat, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DST, ARG_OUT, &data, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_MEAN, ARG_IN, &stat, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_VARIANCE, ARG_IN, &stat, err)))
+            goto fail;
+    } else {
+        DNNL_CHECK(dnnl_batch_normalization_forward_desc_init(&desc, dnnl_forward_training, &data,
+                                                              eps, flags));
+        DNNL_CHECK(dnnl_primitive_desc_create(&hint, &desc, NULL, cpu->engine, NULL));
+        DNNL_CHECK(dnnl_batch_normalization_backward_desc_init(&desc, dnnl_backward, &data, &data,
+                                                               eps, flags));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, hint));
+        /* pointer order: x, dy, gamma, mean, variance, dx, dgamma, dbeta, shift (the
+         * primitive asks for beta although gradients do not depend on it) */
+        if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &data, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_DST, ARG_IN, &data, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SCALE, ARG_IN, &stat, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_MEAN, ARG_IN, &stat, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_VARIANCE, ARG_IN, &stat, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_SRC, ARG_OUT, &data, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_SCALE, ARG_OUT, &stat, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_SHIFT, ARG_OUT, &stat, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SHIFT, ARG_IN, &stat, err)))
+            goto fail;
+    }
+    if ((status = entry_finish(cpu, entry, pd, out, err)))
+        goto fail;
+    entry = NULL;
+fail:
+    op_entry_destroy(entry);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (hint)
+        dnnl_primitive_desc_destroy(hint);
+    return status;
+}
+
+static captcha_status stat_buffer(cpu_backend *cpu, int channels, captcha_error *err)
+{
+    /* 2 x channels: variance and (batch-norm backward) a zero shift */
+    size_t count = 2 * (size_t)channels;
+    if (cpu->stat_count >= count)
+        return CAPTCHA_OK;
+    free(cpu->stat_buffer);
+    cpu->stat_buffer = aligned_buffer(sizeof(float) * count);
+    cpu->stat_count = cpu->stat_buffer ? count : 0;
+    if (!cpu->stat_buffer)
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CPU backend: out of memory");
+    return CAPTCHA_OK;
+}
+
+static captcha_status
+cpu_batchnorm_forward_training(captcha_backend *backend, int batch, int channels, int spatial,
+                               const float *x, const float *gamma, const float *beta,
+                               float momentum, float eps, float *running_mean, float *running_var,
+                               float *saved_mean, float *saved_invstd, float *y, captcha_error *err)
+{
+    const char *op = "batchnorm_forward_training";
+    cpu_backend *cpu = (cpu_backend *)backend;
+    captcha_status status = check_bn(op, batch, channels, spatial, err);
+    if (status != CAPTCHA_OK)
+        return status;
+    REQUIRE_POINTER(x, op);
+    REQUIRE_POINTER(gamma, op);
+    REQUIRE_POINTER(beta, op);
+    REQUIRE_POINTER(running_mean, op);
+    REQUIRE_POINTER(running_var, op);
+    REQUIRE_POINTER(saved_mean, op);
+    REQUIRE_POINTER(saved_invstd, op);
+    REQUIRE_POINTER(y, op);
+    double n = (double)batch * spatial;
+    if (n < 2)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "%s: batch * spatial is 1 (training needs more than one value per "
+                            "channel, as torch.nn.BatchNorm2d)",
+                            op);
+    op_entry *entry;
+    if ((status =
+             bn_entry(cpu, OP_BN_FORWARD_TRAINING, batch, channels, spatial, eps, &entry, err)) ||
+        (status = stat_buffer(cpu, channels, err)))
+        return status;
+    float *variance = cpu->stat_buffer;
+    void *pointers[6] = {(void *)x, (void *)gamma, (void *)beta, y, saved_mean, variance};
+    if ((status = run_entry(cpu, entry, pointers, err)))
+        return status;
+    /* oneDNN returns the biased variance; the running variance takes the
+     * unbiased one, as torch does */
+    double unbias = n / (n - 1);
+    for (int c = 0; c < channels; c++) {
+        saved_invstd[c] = (float)(1.0 / sqrt((double)variance[c] + eps));
+        running_mean[c] = (1 - momentum) * running_mean[c] + momentum * saved_mean[c];
+        running_var[c] = (1 - momentum) * running_var[c] + momentum * (float)(variance[c] * unbias);
+    }
+    return CAPTCHA_OK;
+}
+
+static captcha_status cpu_batchnorm_forward_inference(captcha_backend *backend, int batch,
+                                                      int channels, int spatial, const float *x,
+                                                      const float *gamma, const float *beta,
+                                                      const float *running_mean,
+                                                      const float *running_var, float eps, float *y,
+                                                      captcha_error *err)
+{
+    const char *op = "batchnorm_forward_inference";
+    cpu_backend *cpu = (cpu_backend *)backend;
+    captcha_status status = check_bn(op, batch, channels, spatial, err);
+    if (status != CAPTCHA_OK)
+        return status;
+    REQUIRE_POINTER(x, op);
+    REQUIRE_POINTER(gamma, op);
+    REQUIRE_POINTER(beta, op);
+    REQUIRE_POINTER(running_mean, op);
+    REQUIRE_POINTER(running_var, op);
+    REQUIRE_POINTER(y, op);
+    op_entry *entry;
+    if ((status =
+             bn_entry(cpu, OP_BN_FORWARD_INFERENCE, batch, channels, spatial, eps, &entry, err)))
+        return status;
+    void *pointers[6] = {(void *)x, (void *)gamma,        (void *)beta,
+                         y,         (void *)running_mean, (void *)running_var};
+    return run_entry(cpu, entry, pointers, err);
+}
+
+/* The backward primitive takes the batch variance and the eps of the forward
+ * pass; eps only enters through invstd, so any eps works with
+ * variance = 1/invstd^2 - eps. 1e-5 (torch's default) keeps one cached entry. */
+#define BN_BACKWARD_EPS 1e-5f
+
+static captcha_status cpu_batchnorm_backward(captcha_backend *backend, int batch, int channels,
+                                             int spatial, const float *x, const float *dy,
+                                             const float *gamma, const float *saved_mean,
+                                             const float *saved_invstd, float *dx, float *dgamma,
+                                             float *dbeta, captcha_error *err)
+{
+    const char *op = "batchnorm_backward";
+    cpu_backend *cpu = (cpu_backend *)backend;
+    captcha_status status = check_bn(op, batch, channels, spatial, err);
+    if (status != CAPTCHA_OK)
+        return status;
+    REQUIRE_POINTER(x, op);
+    REQUIRE_POINTER(dy, op);
+    REQUIRE_POINTER(gamma, op);
+    REQUIRE_POINTER(saved_mean, op);
+    REQUIRE_POINTER(saved_invstd, op);
+    REQUIRE_POINTER(dx, op);
+    REQUIRE_POINTER(dgamma, op);
+    REQUIRE_POINTER(dbeta, op);
+    op_entry *entry;
+    if ((status = bn_entry(cpu, OP_BN_BACKWARD, batch, channels, spatial, BN_BACKWARD_EPS, &entry,
+                           err)) ||
+        (status = stat_buffer(cpu, channels, err)))
+        return status;
+    float *variance = cpu->stat_buffer, *shift = cpu->stat_buffer + channels;
+    for (int c = 0; c < channels; c++) {
+        shift[c] = 0.0f;
+        double invstd = saved_invstd[c];
+        variance[c] = (float)(1.0 / (invstd * invstd) - (double)BN_BACKWARD_EPS);
+    }
+    void *pointers[9] = {
+        (void *)x, (void *)dy, (void *)gamma, (void *)saved_mean, (void *)variance, dx,
+        dgamma,    dbeta,      shift};
+    return run_entry(cpu, entry, pointers, err);
+}
+
+/* ---- linear (inner product) ---- */
+
+static captcha_status linear_entry(cpu_backend *cpu, int kind, int batch, int in_features,
+                                   int out_features, op_entry **out, captcha_error *err)
+{
+    captcha_status status = CAPTCHA_OK;
+    op_key key;
+    memset(&key, 0, sizeof key);
+    key.kind = kind;
+    key.dims[0] = batch;
+    key.dims[1] = in_features;
+    key.dims[2] = out_features;
+    if ((*out = cache_find(cpu, &key)))
+        return CAPTCHA_OK;
+    dnnl_status_t first = dnnl_success;
+    dnnl_memory_desc_t src, weights, bias, dst;
+    dnnl_dims_t src_dims = {batch, in_features}, weight_dims = {out_features, in_features};
+    dnnl_dims_t bias_dims = {out_features}, dst_dims = {batch, out_features};
+    init_md(&src, 2, src_dims, dnnl_ab, &first);
+    init_md(&weights, 2, weight_dims, dnnl_ab, &first);
+    init_md(&bias, 1, bias_dims, dnnl_a, &first);
+    init_md(&dst, 2, dst_dims, dnnl_ab, &first);
+    dnnl_inner_product_desc_t desc;
+    dnnl_primitive_desc_t hint = NULL, pd = NULL;
+    op_entry *entry = calloc(1, sizeof *entry);
+    if (!entry)
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CPU backend: out of memory");
+    entry->key = key;
+    DNNL_CHECK(first);
+    DNNL_CHECK(dnnl_inner_product_forward_desc_init(&desc, dnnl_forward_training, &src, &weights,
+                                                    &bias, &dst));
+    if (kind == OP_LINEAR_FORWARD) {
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, NULL));
+        /* pointer order: x, weight, bias, y */
+        if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &src, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_WEIGHTS, ARG_IN, &weights, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_BIAS, ARG_IN, &bias, err)) ||
+            (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DST, ARG_OUT, &dst, err)))
+            goto fail;
+    } else {
+        DNNL_CHECK(dnnl_primitive_desc_create(&hint, &desc, NULL, cpu->engine, NULL));
+        if (kind == OP_LINEAR_BACKWARD_DATA) {
+            DNNL_CHECK(dnnl_inner_product_backward_data_desc_init(&desc, &src, &weights, &dst));
+            DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, hint));
+            /* pointer order: dy, weight, dx */
+            if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_DST, ARG_IN, &dst, err)) ||
+                (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_WEIGHTS, ARG_IN, &weights, err)) ||
+                (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_SRC, ARG_OUT, &src, err)))
+                goto fail;
+        } else {
+            DNNL_CHECK(
+                dnnl_inner_product_backward_weights_desc_init(&desc, &src, &weights, &bias, &dst));
+            DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, hint));
+            /* pointer order: x, dy, dweight, dbias */
+            if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &src, err)) ||
+                (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_DST, ARG_IN, &dst, err)) ||
+                (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_WEIGHTS, ARG_OUT, &weights,
+                                        err)) ||
+                (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_BIAS, ARG_OUT, &bias, err)))
+                goto fail;
+        }
+    }
+    if ((status = entry_finish(cpu, entry, pd, out, err)))
+        goto fail;
+    entry = NULL;
+fail:
+    op_entry_destroy(entry);
+    if (pd)
+        dnnl_primitive_desc_destroy(pd);
+    if (hint)
+        dnnl_primitive_desc_destroy(hint);
+    return status;
+}
+
+static captcha_status check_linear(const char *op, int batch, int in_features, int out_features,
+                                   captcha_error *err)
+{
+    captcha_status status;
+    if ((status = check_positive(op, "batch", batch, err)) ||
+        (status = check_positive(op, "in_features", in_features, err)) ||
+        (status = check_positive(op, "out_features", out_features, err)))
+        return status;
+    return CAPTCHA_OK;
+}
+
+static captcha_status cpu_linear_forward(captcha_backend *backend, int batch, int in_features,
+                                         int out_features, const float *x, const float *weight,
+                                         const float *bias, float *y, captcha_error *err)
+{
+    const char *op = "linear_forward";
+    cpu_backend *cpu = (cpu_backend *)backend;
+    captcha_status status = check_linear(op, batch, in_features, out_features, err);
+    if (status != CAPTCHA_OK)
+        return status;
+    REQUIRE_POINTER(x, op);
+    REQUIRE_POINTER(weight, op);
+    REQUIRE_POINTER(bias, op);
+    REQUIRE_POINTER(y, op);
+    op_entry *entry;
+    if ((status =
+             linear_entry(cpu, OP_LINEAR_FORWARD, batch, in_features, out_features, &entry, err)))
+        return status;
+    void *pointers[4] = {(void *)x, (void *)weight, (void *)bias, y};
+    return run_entry(cpu, entry, pointers, err);
+}
+
+static captcha_status cpu_linear_backward(captcha_backend *backend, int batch, int in_features,
+                                          int out_features, const float *x, const float *weight,
+                                          const float *dy, float *dx, float *dweight, float *dbias,
+                                          captcha_error *err)
+{
+    const char *op = "linear_backward";
+    cpu_backend *cpu = (cpu_backend *)backend;
+    captcha_status status = check_linear(op, batch, in_features, out_features, err);
+    if (status != CAPTCHA_OK)
+        return status;
+    REQUIRE_POINTER(x, op);
+    REQUIRE_POINTER(dy, op);
+    REQUIRE_POINTER(dweight, op);
+    REQUIRE_POINTER(dbias, op);
+    op_entry *entry;
+    if (dx) {
+        REQUIRE_POINTER(weight, op);
+        if ((status = linear_entry(cpu, OP_LINEAR_BACKWARD_DATA, batch, in_features, out_features,
+                                   &entry, err)))
+            return status;
+        void *pointers[3] = {(void *)dy, (void *)weight, dx};
+        if ((status = run_entry(cpu, entry, pointers, err)))
+            return status;
+    }
+    if ((status = linear_entry(cpu, OP_LINEAR_BACKWARD_WEIGHT, batch, in_features, out_features,
+                               &entry, err)))
+        return status;
+    void *pointers[4] = {(void *)x, (void *)dy, dweight, dbias};
+    return run_entry(cpu, entry, pointers, err);
+}
+
+/* ---- element-wise ---- */
+
+static captcha_status check_count(const char *op, size_t count, const void *a, const void *b,
+                                  const void *c, captcha_error *err)
+{
+    if (count == 0)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "%s: count is 0 (expected > 0)",
+                            op);
+    if (!a || !b || !c)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "%s: a tensor pointer is NULL (expected a buffer)", op);
+    return CAPTCHA_OK;
+}
+
+static captcha_status cpu_relu_forward(captcha_backend *backend, size_t count, const float *x,
+                                       float *y, captcha_error *err)
+{
+    (void)backend;
+    captcha_status status = check_count("relu_forward", count, x, y, y, err);
+    if (status != CAPTCHA_OK)
+        return status;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; i++)
+        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    return CAPTCHA_OK;
+}
+
+static captcha_status cpu_relu_backward(captcha_backend *backend, size_t count, const float *y,
+                                        const float *dy, float *dx, captcha_error *err)
+{
+    (void)backend;
+    captcha_status status = check_count("relu_backward", count, y, dy, dx, err);
+    if (status != CAPTCHA_OK)
+        return status;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; i++)
+        dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    return CAPTCHA_OK;
+}
+
+static captcha_status cpu_add(captcha_backend *backend, size_t count, const float *a,
+                              const float *b, float *y, captcha_error *err)
+{
+    (void)backend;
+    captcha_status status = check_count("add", count, a, b, y, err);
+    if (status != CAPTCHA_OK)
+        return status;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; i++)
+        y[i] = a[i] + b[i];
+    return CAPTCHA_OK;
+}
+
+/* ---- loss ---- */
+
+/* softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), finite for any x. */
+static inline double softplus(double x)
+{
+    return fmax(x, 0.0) + log1p(exp(-fabs(x)));
+}
+
+static inline double sigmoid(double x)
+{
+    if (x >= 0)
+        return 1.0 / (1.0 + exp(-x));
+    double e = exp(x);
+    return e / (1.0 + e);
+}
+
+static captcha_status cpu_multilabel_soft_margin_loss(captcha_backend *backend, int batch,
+                                                      int classes, const float *logits,
+                                                      const float *targets, float *loss_host,
+                                                      float *dlogits, captcha_error *err)
+{
+    (void)backend;
+    const char *op = "multilabel_soft_margin_loss";
+    captcha_status status;
+    if ((status = check_positive(op, "batch", batch, err)) ||
+        (status = check_positive(op, "classes", classes, err)))
+        return status;
+    REQUIRE_POINTER(logits, op);
+    REQUIRE_POINTER(targets, op);
+    REQUIRE_POINTER(loss_host, op);
+    REQUIRE_POINTER(dlogits, op);
+    size_t count = (size_t)batch * classes;
+    double scale = 1.0 / (double)count;
+    double total = 0;
+    /* -log sigmoid(x) = softplus(-x), -log sigmoid(-x) = softplus(x) */
+#pragma omp parallel for reduction(+ : total) schedule(static)
+    for (size_t i = 0; i < count; i++) {
+        double x = logits[i], t = targets[i];
+        total += t * softplus(-x) + (1 - t) * softplus(x);
+        dlogits[i] = (float)((sigmoid(x) - t) * scale);
+    }
+    *loss_host = (float)(total * scale);
+    return CAPTCHA_OK;
+}
+
+/* ---- Adam ---- */
+
+static captcha_status cpu_adam_update(captcha_backend *backend, size_t count, float *param,
+                                      const float *grad, float *m, float *v,
+                                      const captcha_adam_config *config, int64_t step,
+                                      captcha_error *err)
+{
+    (void)backend;
+    const char *op = "adam_update";
+    captcha_status status = check_count(op, count, param, grad, m, err);
+    if (status != CAPTCHA_OK)
+        return status;
+    REQUIRE_POINTER(v, op);
+    REQUIRE_POINTER(config, op);
+    if (step < 1)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "%s: step is %lld (expected >= 1, counted from 1)", op,
+                            (long long)step);
+    /* torch.optim.Adam (_single_tensor_adam): the bias corrections and the
+     * step size are Python floats (double), the tensor math is float. */
+    const float beta1 = config->beta1, beta2 = config->beta2;
+    const float one_minus_beta1 = (float)(1.0 - (double)config->beta1);
+    const float one_minus_beta2 = (float)(1.0 - (double)config->beta2);
+    const double bias_correction1 = 1.0 - pow((double)config->beta1, (double)step);
+    const double bias_correction2 = 1.0 - pow((double)config->beta2, (double)step);
+    const float step_size = (float)((double)config->learning_rate / bias_correction1);
+    const float bias_correction2_sqrt = (float)sqrt(bias_correction2);
+    const float eps = config->eps, weight_decay = config->weight_decay;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; i++) {
+        float g = grad[i];
+        if (weight_decay != 0.0f)
+            g = g + weight_decay * param[i];
+        float mi = m[i] * beta1 + one_minus_beta1 * g;
+        float vi = v[i] * beta2 + one_minus_beta2 * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
+        param[i] = param[i] - step_size * (mi / denom);
+    }
+    return CAPTCHA_OK;
+}
+
+/* ---- memory ---- */
+
+static captcha_status cpu_alloc(captcha_backend *backend, size_t bytes, void **out,
+                                captcha_error *err)
+{
+    (void)backend;
+    if (!out)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "alloc: out is NULL");
+    *out = aligned_buffer(bytes);
+    if (!*out)
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY,
+                            "CPU backend: cannot allocate %zu bytes", bytes);
+    return CAPTCHA_OK;
+}
+
+static void cpu_free(captcha_backend *backend, void *pointer)
+{
+    (void)backend;
+    free(pointer);
+}
+
+static captcha_status cpu_copy(captcha_backend *backend, void *dst, const void *src, size_t bytes,
+                               captcha_error *err)
+{
+    (void)backend;
+    if (bytes == 0)
+        return CAPTCHA_OK;
+    if (!dst || !src)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "copy: %s pointer is NULL (expected a buffer)",
+                            dst ? "source" : "destination");
+    memmove(dst, src, bytes);
+    return CAPTCHA_OK;
+}
+
+static captcha_status cpu_synchronize(captcha_backend *backend, captcha_error *err)
+{
+    (void)backend;
+    (void)err;
+    return CAPTCHA_OK;
+}
+
+static void cpu_invalidate_cache(captcha_backend *backend)
+{
+    cpu_backend *cpu = (cpu_backend *)backend;
+    weight_copy *w = cpu->weight_copies;
+    while (w) {
+        weight_copy *next = w->next;
+        free(w->buffer);
+        free(w);
+        w = next;
+    }
+    cpu->weight_copies = NULL;
+}
+
+static void cpu_destroy(captcha_backend *backend)
+{
+    cpu_backend *cpu = (cpu_backend *)backend;
+    if (!cpu)
+        return;
+    cpu_invalidate_cache(backend);
+    op_entry *e = cpu->entries;
+    while (e) {
+        op_entry *next = e->next;
+        op_entry_destroy(e);
+        e = next;
+    }
+    for (int i = 0; i < MAX_OP_ARGS; i++)
+        free(cpu->temp[i]);
+    free(cpu->stat_buffer);
+    if (cpu->stream)
+        dnnl_stream_destroy(cpu->stream);
+    if (cpu->engine)
+        dnnl_engine_destroy(cpu->engine);
+    free(cpu);
+}
+
+static const captcha_backend_ops cpu_ops = {
+    .name = "cpu",
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .copy = cpu_copy,
+    .synchronize = cpu_synchronize,
+    .conv2d_forward = cpu_conv2d_forward,
+    .conv2d_backward_data = cpu_conv2d_backward_data,
+    .conv2d_backward_weight = cpu_conv2d_backward_weight,
+    .batchnorm_forward_training = cpu_batchnorm_forward_training,
+    .batchnorm_forward_inference = cpu_batchnorm_forward_inference,
+    .batchnorm_backward = cpu_batchnorm_backward,
+    .linear_forward = cpu_linear_forward,
+    .linear_backward = cpu_linear_backward,
+    .relu_forward = cpu_relu_forward,
+    .relu_backward = cpu_relu_backward,
+    .add = cpu_add,
+    .multilabel_soft_margin_loss = cpu_multilabel_soft_margin_loss,
+    .adam_update = cpu_adam_update,
+    .invalidate_cache = cpu_invalidate_cache,
+};
+
+captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, captcha_error *err)
+{
+    captcha_status status = CAPTCHA_OK;
+    if (!out)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "CPU backend: out is NULL");
+    *out = NULL;
+    if (threads < 0)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "CPU backend: threads is %d (expected 0 for all cores, or > 0)",
+                            threads);
+    cpu_backend *cpu = calloc(1, sizeof *cpu);
+    if (!cpu)
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CPU backend: out of memory");
+    cpu->base.ops = &cpu_ops;
+    cpu->base.threads = threads > 0 ? threads : omp_get_num_procs();
+    /* oneDNN here runs on OpenMP: this sets the threads of its primitives and
+     * of our loops alike */
+    omp_set_num_threads(cpu->base.threads);
+    const char *layout = getenv("CAPTCHA_CPU_CONV_LAYOUT");
+    cpu->prefer_blocked = !(layout && !strcmp(layout, "plain"));
+    DNNL_CHECK(dnnl_engine_create(&cpu->engine, dnnl_cpu, 0));
+    DNNL_CHECK(dnnl_stream_create(&cpu->stream, cpu->engine, dnnl_stream_default_flags));
+    *out = &cpu->base;
+    return CAPTCHA_OK;
+fail:
+    cpu_destroy(&cpu->base);
+    return status;
+}
