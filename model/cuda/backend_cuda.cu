@@ -60,9 +60,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <new>
-#include <vector>
-
 #include "backend.h"
 
 namespace
@@ -175,6 +172,27 @@ struct captured_graph {
     cudaGraphExec_t exec;
 };
 
+/* A growable array of pointers (plain C memory: the library is linked by C
+ * programs, without the C++ runtime). */
+struct pointer_list {
+    void **items;
+    size_t count, capacity;
+};
+
+bool pointer_list_push(pointer_list *list, void *item)
+{
+    if (list->count == list->capacity) {
+        size_t capacity = list->capacity ? 2 * list->capacity : 16;
+        void **items = (void **)realloc(list->items, capacity * sizeof(void *));
+        if (!items)
+            return false;
+        list->items = items;
+        list->capacity = capacity;
+    }
+    list->items[list->count++] = item;
+    return true;
+}
+
 struct cuda_backend {
     captcha_backend base;
     int device;
@@ -189,7 +207,7 @@ struct cuda_backend {
     size_t workspace_size;
     float *zero_bias;
     size_t zero_bias_count;
-    std::vector<void *> retired; /* buffers a live graph may still reference */
+    pointer_list retired; /* buffers a live graph may still reference */
     int live_graphs;
     bool capturing;
 
@@ -199,8 +217,8 @@ struct cuda_backend {
     uint8_t *image_device; /* preprocessing: the uploaded region */
     size_t image_device_size;
 
-    std::vector<conv_plan *> conv_plans;
-    std::vector<bn_plan *> bn_plans;
+    pointer_list conv_plans; /* conv_plan * */
+    pointer_list bn_plans;   /* bn_plan * */
 };
 
 cuda_backend *as_cuda(captcha_backend *backend)
@@ -227,12 +245,12 @@ captcha_status refuse_while_capturing(cuda_backend *b, const char *what, captcha
 /* Frees retired buffers once no graph can reference them. */
 captcha_status release_retired(cuda_backend *b, captcha_error *err)
 {
-    if (b->retired.empty() || b->capturing || b->live_graphs > 0)
+    if (b->retired.count == 0 || b->capturing || b->live_graphs > 0)
         return CAPTCHA_OK;
     CUDA_CHECK(cudaStreamSynchronize(b->stream));
-    for (void *p : b->retired)
-        cudaFree(p);
-    b->retired.clear();
+    for (size_t i = 0; i < b->retired.count; i++)
+        cudaFree(b->retired.items[i]);
+    b->retired.count = 0;
     return CAPTCHA_OK;
 }
 
@@ -244,10 +262,12 @@ captcha_status grow_device_buffer(cuda_backend *b, void **buffer, size_t *size, 
     if (*size >= bytes)
         return CAPTCHA_OK;
     size_t new_size = bytes + bytes / 4;
+    if (*buffer && !pointer_list_push(&b->retired, *buffer))
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CUDA backend: out of host memory");
     void *p = nullptr;
+    *buffer = nullptr;
+    *size = 0;
     CUDA_CHECK(cudaMalloc(&p, new_size));
-    if (*buffer)
-        b->retired.push_back(*buffer);
     *buffer = p;
     *size = new_size;
     return release_retired(b, err);
@@ -407,7 +427,7 @@ __global__ void adam_kernel(size_t n, float *param, const float *grad, float *m,
         if (weight_decay != 0.0f)
             g = __fadd_rn(g, __fmul_rn(weight_decay, p));
         float mi = __fadd_rn(__fmul_rn(m[i], beta1), __fmul_rn(g, one_minus_beta1));
-        float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(__fmul_rn(g, g), one_minus_beta2));
+        float vi = __fadd_rn(__fmul_rn(v[i], beta2), __fmul_rn(__fmul_rn(one_minus_beta2, g), g));
         float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), bias_correction2_sqrt), eps);
         p = __fadd_rn(p, __fmul_rn(-step_size, __fdiv_rn(mi, denom)));
         m[i] = mi;
@@ -717,7 +737,8 @@ captcha_status find_conv_plan(cuda_backend *b, const captcha_conv2d_shape *s, co
                               captcha_error *err)
 {
     TRY(check_conv_shape(s, err));
-    for (conv_plan *plan : b->conv_plans) {
+    for (size_t i = 0; i < b->conv_plans.count; i++) {
+        conv_plan *plan = (conv_plan *)b->conv_plans.items[i];
         if (!memcmp(&plan->shape, s, sizeof(*s))) {
             *out = plan;
             return CAPTCHA_OK;
@@ -729,7 +750,10 @@ captcha_status find_conv_plan(cuda_backend *b, const captcha_conv2d_shape *s, co
         conv_plan_destroy(plan);
         return status;
     }
-    b->conv_plans.push_back(plan);
+    if (!pointer_list_push(&b->conv_plans, plan)) {
+        conv_plan_destroy(plan);
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CUDA conv2d: out of host memory");
+    }
     *out = plan;
     return CAPTCHA_OK;
 }
@@ -947,7 +971,8 @@ captcha_status find_bn_plan(cuda_backend *b, int batch, int channels, int spatia
                             "CUDA batch norm: N=%d C=%d spatial=%d is invalid%s", batch, channels,
                             spatial,
                             training ? " (training needs more than 1 value per channel)" : "");
-    for (bn_plan *plan : b->bn_plans) {
+    for (size_t i = 0; i < b->bn_plans.count; i++) {
+        bn_plan *plan = (bn_plan *)b->bn_plans.items[i];
         if (plan->batch == batch && plan->channels == channels && plan->spatial == spatial) {
             *out = plan;
             return CAPTCHA_OK;
@@ -973,7 +998,11 @@ captcha_status find_bn_plan(cuda_backend *b, int batch, int channels, int spatia
         bn_plan_destroy(plan);
         return fail_cudnn(err, status, "batch-norm descriptor setup", __FILE__, __LINE__);
     }
-    b->bn_plans.push_back(plan);
+    if (!pointer_list_push(&b->bn_plans, plan)) {
+        bn_plan_destroy(plan);
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY,
+                            "CUDA batch norm: out of host memory");
+    }
     *out = plan;
     return CAPTCHA_OK;
 }
@@ -1390,12 +1419,15 @@ void cuda_destroy(captcha_backend *backend)
         }
         cudaStreamSynchronize(b->stream);
     }
-    for (conv_plan *plan : b->conv_plans)
-        conv_plan_destroy(plan);
-    for (bn_plan *plan : b->bn_plans)
-        bn_plan_destroy(plan);
-    for (void *p : b->retired)
-        cudaFree(p);
+    for (size_t i = 0; i < b->conv_plans.count; i++)
+        conv_plan_destroy((conv_plan *)b->conv_plans.items[i]);
+    for (size_t i = 0; i < b->bn_plans.count; i++)
+        bn_plan_destroy((bn_plan *)b->bn_plans.items[i]);
+    for (size_t i = 0; i < b->retired.count; i++)
+        cudaFree(b->retired.items[i]);
+    free(b->conv_plans.items);
+    free(b->bn_plans.items);
+    free(b->retired.items);
     cudaFree(b->workspace);
     cudaFree(b->zero_bias);
     cudaFree(b->cublas_workspace);
@@ -1413,7 +1445,7 @@ void cuda_destroy(captcha_backend *backend)
         cudnnDestroy(b->cudnn);
     if (b->stream)
         cudaStreamDestroy(b->stream);
-    delete b;
+    free(b);
 }
 
 const captcha_backend_ops cuda_ops = {
@@ -1493,7 +1525,7 @@ extern "C" captcha_status captcha_backend_cuda_create(int gpu_id, captcha_backen
         return captcha_fail(err, CAPTCHA_ERROR_UNAVAILABLE, "gpu-id %d out of range: %d device(s)",
                             gpu_id, count);
 
-    cuda_backend *b = new (std::nothrow) cuda_backend();
+    cuda_backend *b = (cuda_backend *)calloc(1, sizeof(cuda_backend));
     if (!b)
         return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CUDA backend: out of host memory");
     b->base.ops = &cuda_ops;
