@@ -250,9 +250,11 @@ fail:
     return status;
 }
 
-/* Executes a cached entry with pointers[i] bound to entry->args[i]. */
-static captcha_status run_entry(cpu_backend *cpu, op_entry *entry, void *const *pointers,
-                                captcha_error *err)
+/* Executes a cached entry with pointers[i] bound to entry->args[i]. An
+ * ARG_INOUT argument whose primitive layout differs from the plain one is read
+ * from inout_source (when not NULL) and written to its pointer. */
+static captcha_status run_entry_inout(cpu_backend *cpu, op_entry *entry, void *const *pointers,
+                                      const void *inout_source, captcha_error *err)
 {
     captcha_status status = CAPTCHA_OK;
     dnnl_exec_arg_t exec_args[MAX_OP_ARGS];
@@ -274,9 +276,13 @@ static captcha_status run_entry(cpu_backend *cpu, op_entry *entry, void *const *
             return status;
         DNNL_CHECK(dnnl_memory_set_data_handle(a->inner, cpu->temp[i]));
         if (a->to_inner) {
+            if (a->direction == ARG_INOUT && inout_source)
+                DNNL_CHECK(dnnl_memory_set_data_handle(a->user, (void *)inout_source));
             status = run_reorder(cpu, a->to_inner, a->user, a->inner, err);
             if (status != CAPTCHA_OK)
                 return status;
+            if (a->direction == ARG_INOUT && inout_source)
+                DNNL_CHECK(dnnl_memory_set_data_handle(a->user, pointers[i]));
         }
     }
     DNNL_CHECK(dnnl_primitive_execute(entry->primitive, cpu->stream, entry->arg_count, exec_args));
@@ -292,6 +298,12 @@ static captcha_status run_entry(cpu_backend *cpu, op_entry *entry, void *const *
     return CAPTCHA_OK;
 fail:
     return status;
+}
+
+static captcha_status run_entry(cpu_backend *cpu, op_entry *entry, void *const *pointers,
+                                captcha_error *err)
+{
+    return run_entry_inout(cpu, entry, pointers, NULL, err);
 }
 
 /* Creates the primitive of a finished pd, stores the entry in the cache and
@@ -478,12 +490,14 @@ static captcha_status cpu_conv2d_forward(captcha_backend *backend,
     op_entry *entry;
     if ((status = conv_forward_entry(cpu, shape, flags, &entry, err)))
         return status;
-    if (residual && residual != y)
+    /* the sum post-op adds what dst holds: the residual, reordered straight
+     * into the primitive's layout, or copied into y when that is plain */
+    if (residual && residual != y && !entry->args[2].inner)
         memcpy(y, residual,
                sizeof(float) * (size_t)shape->batch * shape->out_channels * shape->out_height *
                    shape->out_width);
     void *pointers[4] = {(void *)x, (void *)weight, y, (void *)bias};
-    return run_entry(cpu, entry, pointers, err);
+    return run_entry_inout(cpu, entry, pointers, residual, err);
 }
 
 /* A forward primitive descriptor, the hint the backward ones need. */
