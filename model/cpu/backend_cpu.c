@@ -258,6 +258,8 @@ static captcha_status run_entry_inout(cpu_backend *cpu, op_entry *entry, void *c
 {
     captcha_status status = CAPTCHA_OK;
     dnnl_exec_arg_t exec_args[MAX_OP_ARGS];
+    /* oneDNN's OpenMP regions take the calling thread's setting */
+    omp_set_num_threads(cpu->base.threads);
     for (int i = 0; i < entry->arg_count; i++) {
         op_arg *a = &entry->args[i];
         DNNL_CHECK(dnnl_memory_set_data_handle(a->user, pointers[i]));
@@ -978,11 +980,10 @@ static captcha_status check_count(const char *op, size_t count, const void *a, c
 static captcha_status cpu_relu_forward(captcha_backend *backend, size_t count, const float *x,
                                        float *y, captcha_error *err)
 {
-    (void)backend;
     captcha_status status = check_count("relu_forward", count, x, y, y, err);
     if (status != CAPTCHA_OK)
         return status;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(backend->threads)
     for (size_t i = 0; i < count; i++)
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
     return CAPTCHA_OK;
@@ -991,11 +992,10 @@ static captcha_status cpu_relu_forward(captcha_backend *backend, size_t count, c
 static captcha_status cpu_relu_backward(captcha_backend *backend, size_t count, const float *y,
                                         const float *dy, float *dx, captcha_error *err)
 {
-    (void)backend;
     captcha_status status = check_count("relu_backward", count, y, dy, dx, err);
     if (status != CAPTCHA_OK)
         return status;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(backend->threads)
     for (size_t i = 0; i < count; i++)
         dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
     return CAPTCHA_OK;
@@ -1004,11 +1004,10 @@ static captcha_status cpu_relu_backward(captcha_backend *backend, size_t count, 
 static captcha_status cpu_add(captcha_backend *backend, size_t count, const float *a,
                               const float *b, float *y, captcha_error *err)
 {
-    (void)backend;
     captcha_status status = check_count("add", count, a, b, y, err);
     if (status != CAPTCHA_OK)
         return status;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(backend->threads)
     for (size_t i = 0; i < count; i++)
         y[i] = a[i] + b[i];
     return CAPTCHA_OK;
@@ -1035,7 +1034,6 @@ static captcha_status cpu_multilabel_soft_margin_loss(captcha_backend *backend, 
                                                       const float *targets, float *loss_host,
                                                       float *dlogits, captcha_error *err)
 {
-    (void)backend;
     const char *op = "multilabel_soft_margin_loss";
     captcha_status status;
     if ((status = check_positive(op, "batch", batch, err)) ||
@@ -1049,7 +1047,7 @@ static captcha_status cpu_multilabel_soft_margin_loss(captcha_backend *backend, 
     double scale = 1.0 / (double)count;
     double total = 0;
     /* -log sigmoid(x) = softplus(-x), -log sigmoid(-x) = softplus(x) */
-#pragma omp parallel for reduction(+ : total) schedule(static)
+#pragma omp parallel for reduction(+ : total) schedule(static) num_threads(backend->threads)
     for (size_t i = 0; i < count; i++) {
         double x = logits[i], t = targets[i];
         total += t * softplus(-x) + (1 - t) * softplus(x);
@@ -1066,7 +1064,6 @@ static captcha_status cpu_adam_update(captcha_backend *backend, size_t count, fl
                                       const captcha_adam_config *config, int64_t step,
                                       captcha_error *err)
 {
-    (void)backend;
     const char *op = "adam_update";
     captcha_status status = check_count(op, count, param, grad, m, err);
     if (status != CAPTCHA_OK)
@@ -1087,7 +1084,7 @@ static captcha_status cpu_adam_update(captcha_backend *backend, size_t count, fl
     const float step_size = (float)((double)config->learning_rate / bias_correction1);
     const float bias_correction2_sqrt = (float)sqrt(bias_correction2);
     const float eps = config->eps, weight_decay = config->weight_decay;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(backend->threads)
     for (size_t i = 0; i < count; i++) {
         float g = grad[i];
         if (weight_decay != 0.0f)
