@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -438,7 +439,14 @@ static captcha_status parse_float_value(const char *path, const char *key, const
 {
     char *end = NULL;
     errno = 0;
+    /* '.' as the decimal point whatever the application's LC_NUMERIC */
+    locale_t c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    locale_t previous = c_locale ? uselocale(c_locale) : (locale_t)0;
     float value = text[0] && !strchr(" \t\n\r\f\v", text[0]) ? strtof(text, &end) : 0.0f;
+    if (c_locale) {
+        uselocale(previous);
+        freelocale(c_locale);
+    }
     if (!end || end == text || *end || errno == ERANGE || !isfinite(value))
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
                             "%s: metadata: %s is \"%s\", expected a finite decimal number", path,
@@ -811,8 +819,15 @@ static captcha_status build_header(captcha_network *network, const char *const *
     snprintf(length, sizeof length, "%d", config->length);
     snprintf(height, sizeof height, "%d", config->input_height);
     snprintf(width, sizeof width, "%d", config->input_width);
-    snprintf(mean, sizeof mean, "%.9g", config->mean); /* 9 digits: the float exactly */
+    /* 9 digits: the float exactly; '.' whatever the application's LC_NUMERIC */
+    locale_t c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+    locale_t previous = c_locale ? uselocale(c_locale) : (locale_t)0;
+    snprintf(mean, sizeof mean, "%.9g", config->mean);
     snprintf(std, sizeof std, "%.9g", config->std);
+    if (c_locale) {
+        uselocale(previous);
+        freelocale(c_locale);
+    }
     json_t *root = json_object();
     json_t *metadata =
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "format", MODEL_FORMAT, "charset",

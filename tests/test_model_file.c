@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <float.h>
+#include <locale.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -769,6 +770,36 @@ static void test_round_trip_bit_exact(void **state)
     captcha_network_destroy(saved);
 }
 
+/* mean/std are written and read with '.' even when the application's
+ * LC_NUMERIC uses a decimal comma. */
+static void test_decimal_comma_locale(void **state)
+{
+    (void)state;
+    const char *locales[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8"};
+    const char *used = NULL;
+    for (size_t i = 0; i < sizeof locales / sizeof locales[0] && !used; i++)
+        if (setlocale(LC_NUMERIC, locales[i]))
+            used = locales[i];
+    if (!used) {
+        printf("  skipped: no locale with a decimal comma installed (de_DE, fr_FR)\n");
+        skip();
+    }
+    char path[4200], notice[256];
+    tmp_path(path, sizeof path, "locale.safetensors");
+    captcha_config config = *captcha_network_config(g_network);
+    save_or_fail(g_network, path, NULL);
+    captcha_network *loaded = load_ok(path, notice, sizeof notice);
+    setlocale(LC_NUMERIC, "C");
+    assert_true(captcha_network_config(loaded)->mean == config.mean);
+    assert_true(captcha_network_config(loaded)->std == config.std);
+    captcha_network_destroy(loaded);
+    model_bytes m;
+    read_model(path, &m);
+    json_t *metadata = json_object_get(m.header, "__metadata__");
+    assert_string_equal(json_string_value(json_object_get(metadata, "mean")), "0.5");
+    free_model(&m);
+}
+
 /* ---- save failures ---- */
 
 static void test_save_into_missing_folder(void **state)
@@ -957,6 +988,7 @@ int main(void)
         cmocka_unit_test(test_metadata_partial),
         cmocka_unit_test(test_no_metadata_uses_reference),
         cmocka_unit_test(test_round_trip_bit_exact),
+        cmocka_unit_test(test_decimal_comma_locale),
         cmocka_unit_test(test_save_into_missing_folder),
         cmocka_unit_test(test_save_failure_keeps_old_file),
         cmocka_unit_test(test_save_rejects_our_key_in_extra_metadata),
