@@ -1,0 +1,89 @@
+#!/bin/sh
+# Collects the Debian 12 libraries and headers that the GPU machine lacks
+# (oneDNN, jansson, cmocka, stb, their runtime dependency libOpenCL, a
+# pkg-config, and libgomp as a fallback) into .carry/carry.tar.xz at the
+# repository root (.carry/ is git-ignored), for bench/device-check.sh.
+#
+# Run on the development machine (Debian 12 with libdnnl-dev, libjansson-dev,
+# libcmocka-dev, libstb-dev, pkgconf installed), then name `.carry` in the
+# device tool's `carry` list. The archive unpacks into one prefix:
+#   include/  (oneapi/dnnl, dnnl*.h, jansson*.h, cmocka*.h, stb/)
+#   lib/      (.so files and symlinks; lib/pkgconfig/*.pc relocated with ${pcfiledir})
+#   bin/      (pkgconf, used only when the machine has no pkg-config)
+#   fallback/gomp (libgomp, used only when the machine has none),
+#   fallback/pkgconf (libpkgconf.so.3 for bin/pkgconf)
+# libdnnl.so.2 alone is ~40 MB; xz brings the archive to a fraction of that
+# (the device tool sends at most 64 MiB of tree per call).
+#
+# Usage: bench/prepare-carry.sh [output-dir]   (default: <repo>/.carry)
+set -eu
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$repo/.carry}
+multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+libdir=/usr/lib/$multiarch
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/include" "$stage/lib/pkgconfig" "$stage/bin" "$stage/fallback/gomp" \
+    "$stage/fallback/pkgconf"
+
+need() {
+    for f in "$@"; do
+        if [ ! -e "$f" ]; then
+            echo "prepare-carry: $f is missing (install libdnnl-dev libjansson-dev libcmocka-dev libstb-dev pkgconf)" >&2
+            exit 1
+        fi
+    done
+}
+
+# Copies a shared library with its symlink chain: name.so -> name.so.N -> real file.
+copy_lib() {
+    for name in "$@"; do
+        need "$libdir/$name"
+        for link in "$libdir/$name" "$libdir/$name".*; do
+            [ -e "$link" ] || continue
+            cp -P "$link" "$stage/lib/"
+        done
+        real=$(readlink -f "$libdir/$name")
+        cp "$real" "$stage/lib/"
+    done
+}
+
+need /usr/include/oneapi/dnnl/dnnl.h /usr/include/jansson.h /usr/include/cmocka.h \
+     /usr/include/stb/stb_image.h
+cp -a /usr/include/oneapi "$stage/include/"
+cp -a /usr/include/dnnl*.h* "$stage/include/"
+cp -a /usr/include/jansson.h /usr/include/jansson_config.h /usr/include/cmocka.h \
+      /usr/include/cmocka_pbc.h "$stage/include/"
+cp -a /usr/include/stb "$stage/include/"
+
+copy_lib libdnnl.so libjansson.so libcmocka.so libstb.so
+# libdnnl.so.2 needs libOpenCL.so.1 (ocl-icd); libstdc++/libgcc_s are on every machine
+need "$libdir/libOpenCL.so.1"
+cp "$(readlink -f "$libdir/libOpenCL.so.1")" "$stage/lib/libOpenCL.so.1"
+need "$libdir/libgomp.so.1"
+cp "$(readlink -f "$libdir/libgomp.so.1")" "$stage/fallback/gomp/libgomp.so.1"
+ln -s libgomp.so.1 "$stage/fallback/gomp/libgomp.so"
+
+# pkg-config files, relocated: prefix = the folder above lib/pkgconfig
+for pc in jansson cmocka stb; do
+    need "$libdir/pkgconfig/$pc.pc"
+    sed -e 's|^prefix=.*|prefix=${pcfiledir}/../..|' \
+        -e 's|^libdir=.*|libdir=${prefix}/lib|' \
+        -e 's|^includedir=${prefix}/include/stb|includedir=${prefix}/include/stb|' \
+        -e 's|^includedir=.*/include$|includedir=${prefix}/include|' \
+        -e 's|-L/usr/lib/[^ ]*|-L${pcfiledir}/..|' \
+        -e 's|-I/usr/include|-I${pcfiledir}/../../include|' \
+        "$libdir/pkgconfig/$pc.pc" >"$stage/lib/pkgconfig/$pc.pc"
+done
+
+# pkgconf, for a machine without pkg-config (meson's dependency() needs one)
+need /usr/bin/pkgconf "$libdir/libpkgconf.so.3"
+cp /usr/bin/pkgconf "$stage/bin/pkgconf"
+cp "$(readlink -f "$libdir/libpkgconf.so.3")" "$stage/fallback/pkgconf/libpkgconf.so.3"
+
+mkdir -p "$out"
+rm -f "$out/carry.tar.xz"
+tar -C "$stage" -cf - . | xz -T0 -3 >"$out/carry.tar.xz"
+echo "prepare-carry: wrote $out/carry.tar.xz ($(du -h "$out/carry.tar.xz" | cut -f1)):"
+tar -tJf "$out/carry.tar.xz" | grep -v '/$' | sed 's|^\./|  |' | grep -v '^  include/oneapi\|^  include/stb/' 
