@@ -891,8 +891,9 @@ static void run_check_script(const char *mode, const char *model, const char *ra
 {
     char command[13000];
     snprintf(command, sizeof command,
-             "/usr/bin/python3 '%s/tests/reference/model_file_check.py' %s '%s' '%s'", source_dir(),
-             mode, model, raw);
+             "PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 "
+             "'%s/tests/reference/model_file_check.py' %s '%s' '%s'",
+             source_dir(), mode, model, raw);
     FILE *pipe = popen(command, "r");
     assert_non_null(pipe);
     size_t n = fread(output, 1, output_size - 1, pipe);
