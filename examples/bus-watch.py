@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Prints the captchaocr element's bus messages (gst-python, Debian package
+python3-gst-1.0), plus warnings, errors and end of stream.
+
+Usage: bus-watch.py [PIPELINE DESCRIPTION]
+  e.g. bus-watch.py filesrc location=a.png ! decodebin ! videoconvert ! \\
+           imagefreeze num-buffers=1 ! captchaocr model=m.safetensors ! fakesink
+  Without arguments: videotestsrc num-buffers=5 ! captchaocr ! fakesink
+
+Each "captcha" message holds timestamp, stream-time, running-time and
+duration (nanoseconds) and a list "results" of structures with text,
+confidence, x, y, width, height, id, parent-id and changed. One line is
+printed per result:
+  running-time<TAB>text<TAB>confidence<TAB>x,y WIDTHxHEIGHT<TAB>changed
+"""
+import sys
+
+import gi
+
+gi.require_version("Gst", "1.0")
+from gi.repository import GLib, Gst  # noqa: E402
+
+
+def format_time(nanoseconds):
+    if nanoseconds == Gst.CLOCK_TIME_NONE:
+        return "none"
+    return "%.3f s" % (nanoseconds / Gst.SECOND)
+
+
+def results_of(structure):
+    """The "results" list of a captcha message: a GstValueList of
+    structures, which gst-python gives as an iterable Gst.ValueList."""
+    return list(structure.get_value("results") or [])
+
+
+def on_message(bus, message, loop):
+    kind = message.type
+    if kind == Gst.MessageType.ELEMENT:
+        structure = message.get_structure()
+        if structure is not None and structure.get_name() == "captcha":
+            ok, running_time = structure.get_uint64("running-time")
+            for result in results_of(structure):
+                print("%s\t%s\t%.6g\t%d,%d %dx%d\t%s" % (
+                    format_time(running_time),
+                    result.get_string("text"),
+                    result.get_double("confidence")[1],
+                    result.get_int("x")[1], result.get_int("y")[1],
+                    result.get_int("width")[1], result.get_int("height")[1],
+                    "changed" if result.get_boolean("changed")[1] else "same"),
+                    flush=True)
+    elif kind == Gst.MessageType.WARNING:
+        error, debug = message.parse_warning()
+        print("warning from %s: %s" % (message.src.get_name(), error.message),
+              file=sys.stderr)
+    elif kind == Gst.MessageType.ERROR:
+        error, debug = message.parse_error()
+        print("error from %s: %s" % (message.src.get_name(), error.message),
+              file=sys.stderr)
+        loop.exit_status = 1
+        loop.quit()
+    elif kind == Gst.MessageType.EOS:
+        loop.quit()
+    return True
+
+
+def main(argv):
+    Gst.init(None)
+    description = " ".join(argv[1:]) or \
+        "videotestsrc num-buffers=5 ! captchaocr ! fakesink"
+    try:
+        pipeline = Gst.parse_launch(description)
+    except GLib.Error as error:
+        print("pipeline: %s" % error.message, file=sys.stderr)
+        return 2
+    loop = GLib.MainLoop()
+    loop.exit_status = 0
+    bus = pipeline.get_bus()
+    bus.add_signal_watch()
+    bus.connect("message", on_message, loop)
+    print("running-time\ttext\tconfidence\tregion\tchanged")
+    if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
+        # the reason (e.g. the model file) is in an error message on the bus
+        message = bus.timed_pop_filtered(Gst.SECOND, Gst.MessageType.ERROR)
+        if message is not None:
+            on_message(bus, message, loop)
+        loop.exit_status = 1
+    else:
+        loop.run()
+    pipeline.set_state(Gst.State.NULL)
+    bus.remove_signal_watch()
+    return loop.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,78 @@
+#!/bin/sh
+# Reads captcha image files with the captchaocr element, one gst-launch-1.0
+# pipeline per file, and prints one line per file:
+#     path<TAB>text<TAB>confidence
+# (text and confidence empty when the element gave no result).
+#
+# Usage: recognize-files.sh [--model FILE] [--device auto|cpu|cuda] [FILE|DIR]...
+#   Without FILE/DIR: the shared test split ../shared/data/captcha-v2/test
+#   next to the source tree, when present. Directories are read for *.png
+#   and *.jpg files, sorted by name.
+#   Without --model: $CAPTCHA_MODEL, else the bundled model (see
+#   gst-inspect-1.0 captchaocr).
+#   The plugin is taken from GST_PLUGIN_PATH, else from build/gst of the
+#   source tree when that exists (set CAPTCHA_BUILD_DIR for another build).
+#
+# The text is parsed from gst-launch-1.0 -m output, which holds codes of
+# letters and digits as they are; for charsets with punctuation use
+# bus-watch.py, which reads the message's fields directly.
+#
+# Pipeline per file (the element's "captcha" bus message, printed by -m):
+#   filesrc ! decodebin ! videoconvert ! imagefreeze num-buffers=1 !
+#   captchaocr ! fakesink
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+source_dir=$(dirname "$here")
+build_dir=${CAPTCHA_BUILD_DIR:-$source_dir/build}
+if [ -z "${GST_PLUGIN_PATH:-}" ] && [ -d "$build_dir/gst" ]; then
+    GST_PLUGIN_PATH=$build_dir/gst
+    export GST_PLUGIN_PATH
+fi
+
+model=""
+device=auto
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --model) model=$2; shift 2 ;;
+    --device) device=$2; shift 2 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --) shift; break ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+    esac
+done
+if [ $# -eq 0 ]; then
+    default_dir=$source_dir/../shared/data/captcha-v2/test
+    if [ ! -d "$default_dir" ]; then
+        echo "no input given and $default_dir is absent" >&2
+        exit 2
+    fi
+    set -- "$default_dir"
+fi
+
+model_arg=""
+if [ -n "$model" ]; then
+    model_arg="model=$model"
+fi
+
+recognize() {
+    # -m prints the element message as one line, e.g.
+    # ... (element): captcha, timestamp=..., results=(structure){ "captcha-result\,\ text\=\(string\)226md\,\ confidence\=\(double\)0.93\,\ ..." };
+    # (the first result only: one region, the whole image)
+    line=$(gst-launch-1.0 -m filesrc location="$1" ! decodebin ! videoconvert ! \
+        imagefreeze num-buffers=1 ! captchaocr $model_arg device="$device" ! \
+        fakesink 2>&1 | grep '(element): captcha,' | head -n 1) || true
+    text=$(printf '%s\n' "$line" | sed -n 's/.*text\\=\\(string\\)\([^\\]*\)\\,.*/\1/p')
+    confidence=$(printf '%s\n' "$line" | sed -n 's/.*confidence\\=\\(double\\)\([^\\]*\)\\,.*/\1/p')
+    printf '%s\t%s\t%s\n' "$1" "$text" "$confidence"
+}
+
+for input in "$@"; do
+    if [ -d "$input" ]; then
+        find "$input" -maxdepth 1 -type f \( -name '*.png' -o -name '*.jpg' -o -name '*.jpeg' \) |
+            LC_ALL=C sort | while IFS= read -r file; do recognize "$file"; done
+    else
+        recognize "$input"
+    fi
+done

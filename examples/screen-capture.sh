@@ -1,0 +1,84 @@
+#!/bin/sh
+# Reads a captcha shown somewhere on a "screen": the image is composited at
+# an offset into a 1280x720 BGRx frame (the format ximagesrc gives), and
+# captchaocr reads only that region, set by the roi-* properties, as one
+# would read a fixed place of a screen capture. The image is also read on
+# its own; both lines should show the same text.
+#
+# Usage: screen-capture.sh [--model FILE] [--x X] [--y Y] IMAGE
+#   IMAGE defaults to the first PNG of ../shared/data/captcha-v2/test.
+#   The region is X,Y (default 400,300) and the image's size (read from
+#   the decoded caps; 200x50 for the shared data).
+#
+# With a real screen, replace the compositor part by
+#   ximagesrc use-damage=false ! videoconvert ! video/x-raw,format=BGRx
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+source_dir=$(dirname "$here")
+build_dir=${CAPTCHA_BUILD_DIR:-$source_dir/build}
+if [ -z "${GST_PLUGIN_PATH:-}" ] && [ -d "$build_dir/gst" ]; then
+    GST_PLUGIN_PATH=$build_dir/gst
+    export GST_PLUGIN_PATH
+fi
+
+model_arg=""
+x=400
+y=300
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --model) model_arg="model=$2"; shift 2 ;;
+    --x) x=$2; shift 2 ;;
+    --y) y=$2; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -*) echo "unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+    esac
+done
+if [ $# -gt 0 ]; then
+    image=$1
+else
+    image=$(find "$source_dir/../shared/data/captcha-v2/test" -name '*.png' 2>/dev/null |
+        LC_ALL=C sort | head -n 1)
+    if [ -z "$image" ]; then
+        echo "give an image: the shared test data is absent" >&2
+        exit 2
+    fi
+fi
+
+# The image's size, from the caps gst-launch-1.0 -v prints
+# ("... caps = video/x-raw, format=(string)RGBA, width=(int)200, height=(int)50, ...").
+caps=$(gst-launch-1.0 -v filesrc location="$image" ! decodebin ! videoconvert ! \
+    fakesink 2>&1 | grep 'GstFakeSink.*caps = video/x-raw' | head -n 1)
+width=$(printf '%s\n' "$caps" | sed -n 's/.*width=(int)\([0-9]*\).*/\1/p')
+height=$(printf '%s\n' "$caps" | sed -n 's/.*height=(int)\([0-9]*\).*/\1/p')
+if [ -z "$width" ] || [ -z "$height" ]; then
+    echo "cannot read the size of $image" >&2
+    exit 1
+fi
+
+# Prints "text confidence x,y widthxheight" from the -m output's first
+# captcha message.
+first_result() {
+    grep '(element): captcha,' | head -n 1 | sed -n \
+        's/.*text\\=\\(string\\)\([^\\]*\)\\,\\ confidence\\=\\(double\\)\([^\\]*\)\\,\\ x\\=\\(int\\)\([0-9]*\)\\,\\ y\\=\\(int\\)\([0-9]*\)\\,\\ width\\=\\(int\\)\([0-9]*\)\\,\\ height\\=\\(int\\)\([0-9]*\).*/\1 \2 \3,\4 \5x\6/p'
+}
+
+alone=$(gst-launch-1.0 -m filesrc location="$image" ! decodebin ! videoconvert ! \
+    imagefreeze num-buffers=1 ! captchaocr $model_arg ! fakesink 2>&1 | first_result)
+
+# Background: a 1280x720 test pattern; the image on top at (x, y).
+screen=$(gst-launch-1.0 -m \
+    compositor name=screen background=black \
+        sink_0::zorder=0 sink_1::xpos="$x" sink_1::ypos="$y" sink_1::zorder=1 ! \
+    video/x-raw,format=BGRx,width=1280,height=720 ! \
+    captchaocr $model_arg roi-x="$x" roi-y="$y" roi-width="$width" roi-height="$height" ! \
+    fakesink \
+    videotestsrc pattern=smpte num-buffers=1 ! \
+        video/x-raw,width=1280,height=720,framerate=1/1 ! screen.sink_0 \
+    filesrc location="$image" ! decodebin ! videoconvert ! \
+        imagefreeze num-buffers=1 ! video/x-raw,framerate=1/1 ! screen.sink_1 \
+    2>&1 | first_result)
+
+echo "image alone:          $alone"
+echo "in a 1280x720 screen: $screen"
