@@ -22,13 +22,7 @@
 #   captchaocr ! fakesink
 set -eu
 
-here=$(cd "$(dirname "$0")" && pwd)
-source_dir=$(dirname "$here")
-build_dir=${CAPTCHA_BUILD_DIR:-$source_dir/build}
-if [ -z "${GST_PLUGIN_PATH:-}" ] && [ -d "$build_dir/gst" ]; then
-    GST_PLUGIN_PATH=$build_dir/gst
-    export GST_PLUGIN_PATH
-fi
+. "$(dirname "$0")/plugin-env.sh"
 
 model=""
 device=auto
