@@ -1,0 +1,84 @@
+#!/bin/sh
+# captcha-train + captcha-predict end to end on a generated, trivially learnable set
+# (make_images: 2 characters of "abc" drawn as stripes/checkerboards; chance is 1/3 per
+# character, 1/9 per image): training learns it, predict prints one line per image in
+# the documented format and an accuracy line that agrees with an independent recount.
+# Usage: test_train_predict.sh TRAIN PREDICT MAKE_IMAGES
+. "$(dirname "$0")/train_test_common.sh"
+make_set "$T/train" 40 1
+make_set "$T/val" 12 2
+
+# --- train (default recipe, charset from the labels) ---
+"$TRAIN" --train "$T/train" --val "$T/val" --out "$T/m.safetensors" --charset auto \
+    --input 64x32 --epochs 6 --batch 8 --threads 2 --seed 3 --device cpu 2>"$T/train.log"
+rc=$?
+cat "$T/train.log"
+[ $rc -eq 0 ] || fail "captcha-train exited $rc"
+[ -s "$T/m.safetensors" ] || fail "no model written"
+[ -s "$T/m.safetensors.ckpt" ] || fail "no checkpoint written"
+[ -e "$T/m.safetensors.tmp" ] && fail "temporary file left behind"
+grep -q 'epoch 6/6 validation: full [01]\.[0-9]\{4\} char [01]\.[0-9]\{4\}' "$T/train.log" ||
+    fail "no per-epoch validation line"
+# metadata: safetensors JSON header at the start of the file
+head -c 8192 "$T/m.safetensors" | grep -aq '"charset":"abc"' || fail "charset auto is not \"abc\""
+head -c 8192 "$T/m.safetensors" | grep -aq '"length":"2"' || fail "length is not 2"
+head -c 8192 "$T/m.safetensors" | grep -aq '"recipe":"default"' || fail "recipe metadata"
+head -c 8192 "$T/m.safetensors" | grep -aq '"input_width":"64"' || fail "input width metadata"
+
+# --- predict on the validation folder ---
+"$PREDICT" --model "$T/m.safetensors" --device cpu --batch 5 "$T/val" >"$T/pred.txt" 2>"$T/pred.err"
+rc=$?
+cat "$T/pred.txt"
+[ $rc -eq 0 ] || { cat "$T/pred.err"; fail "captcha-predict exited $rc"; }
+[ "$(wc -l <"$T/pred.txt")" -eq 13 ] || fail "expected 12 result lines + accuracy line"
+TAB=$(printf '\t')
+n_ok=$(head -n 12 "$T/pred.txt" | grep -c "^$T/val/[abc][abc]_[0-9]*\.png$TAB[abc][abc]$TAB[01]\.[0-9][0-9][0-9][0-9]\$")
+[ "$n_ok" -eq 12 ] || fail "only $n_ok of 12 result lines have the format path<TAB>text<TAB>0.XXXX"
+# sorted by name, as ls sorts in the C locale
+[ "$(head -n 12 "$T/pred.txt" | cut -f1)" = "$(LC_ALL=C ls "$T/val" | sed "s|^|$T/val/|")" ] ||
+    fail "results not in file-name order"
+last=$(tail -n 1 "$T/pred.txt")
+echo "$last" | grep -q '^accuracy: full=[01]\.[0-9]\{4\} char=[01]\.[0-9]\{4\} n=12$' ||
+    fail "accuracy line format: '$last'"
+# independent recount from the result lines (label = name before '_')
+expected=$(head -n 12 "$T/pred.txt" | awk -F'\t' '{
+        n = split($1, parts, "/"); label = parts[n]; sub(/_.*/, "", label);
+        full += (label == $2); for (i = 1; i <= 2; i++) chars += (substr(label, i, 1) == substr($2, i, 1)); count++
+    } END { printf "accuracy: full=%.4f char=%.4f n=%d", full / count, chars / (2 * count), count }')
+[ "$last" = "$expected" ] || fail "accuracy line '$last' but the results give '$expected'"
+# learned: far above chance (1/3 per character, 1/9 per image)
+full=$(echo "$last" | sed 's/.*full=\([0-9.]*\).*/\1/')
+char=$(echo "$last" | sed 's/.*char=\([0-9.]*\).*/\1/')
+awk -v f="$full" -v c="$char" 'BEGIN { exit !(f >= 0.5 && c >= 0.75) }' ||
+    fail "accuracy full=$full char=$char is not above chance (want >= 0.5 / 0.75)"
+# the validation accuracy of the saved (best) epoch is the one predict measures
+grep -q "holds epoch [0-9]* (validation full accuracy $full)" "$T/train.log" ||
+    fail "predict's full accuracy $full differs from the trainer's best validation accuracy"
+
+# --- files given one by one keep their order; names that are not labels: no accuracy line ---
+first=$(LC_ALL=C ls "$T/val" | head -n 1)
+cp "$T/val/$first" "$T/unlabelled.png"
+"$PREDICT" --model "$T/m.safetensors" --device cpu "$T/unlabelled.png" "$T/val/$first" >"$T/p2.txt" 2>/dev/null ||
+    fail "predict on two files"
+[ "$(cut -f1 "$T/p2.txt")" = "$(printf '%s\n%s' "$T/unlabelled.png" "$T/val/$first")" ] ||
+    fail "file order not kept: $(cat "$T/p2.txt")"
+grep -q '^accuracy:' "$T/p2.txt" && fail "accuracy line printed although a name is not a label"
+[ "$(sed -n 1p "$T/p2.txt" | cut -f2-)" = "$(sed -n 2p "$T/p2.txt" | cut -f2-)" ] ||
+    fail "same image gave different results"
+
+# --- the reference recipe runs and is recorded ---
+"$TRAIN" --train "$T/train" --out "$T/ref.safetensors" --recipe reference --charset abc \
+    --input 64x32 --epochs 1 --threads 2 --device cpu 2>"$T/ref.log" || { cat "$T/ref.log"; fail "reference recipe run"; }
+head -c 8192 "$T/ref.safetensors" | grep -aq '"recipe":"reference"' || fail "reference recipe metadata"
+head -c 8192 "$T/ref.safetensors" | grep -aq '"learning_rate":"0.01"' || fail "reference lr metadata"
+grep -q "3 steps of 16 per epoch" "$T/ref.log" || fail "reference batch is not 16 ($(grep steps "$T/ref.log"))"
+
+# --- --help lists every option with its default ---
+"$TRAIN" --help >"$T/help.txt" || fail "--help exit status"
+for o in --train --val --out --checkpoint --resume --recipe --epochs --batch --lr --seed \
+    --charset --input --device --threads; do
+    grep -q -- "$o" "$T/help.txt" || fail "--help does not list $o"
+done
+"$PREDICT" --help | grep -q 'Exit status' || fail "predict --help documents no exit status"
+
+finish

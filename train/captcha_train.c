@@ -1,0 +1,1101 @@
+/* captcha-train: trains the reference network on a folder of labelled images.
+ *
+ *   captcha-train --train DIR [--val DIR] --out FILE [options]
+ *
+ * Data: every regular file of the folder, decoded by content (image_io.h),
+ * labelled by its file name (the part before the extension and before the
+ * first '_'). Training: MultiLabelSoftMarginLoss, Adam (torch semantics),
+ * batch-norm in training mode, in one of two recipes:
+ *   reference  the reference Python training: Adam lr 1e-2, batch 16, 25
+ *              epochs, constant learning rate, no augmentation, reshuffled
+ *              every epoch;
+ *   default    Adam peak lr 2e-3 with linear warm-up (2 epochs) and cosine
+ *              decay, L2 weight decay 1e-4, batch 16, 40 epochs, and a seeded random
+ *              affine warp plus brightness/contrast/noise jitter of every
+ *              training image before the resize.
+ *
+ * Determinism: the shuffle of epoch e and the augmentation of the j-th image
+ * of epoch e are pure functions of (seed, e, j) (captcha_mix64), so the
+ * training state at a step boundary is the network's buffers, the Adam and
+ * batch-norm counters and (epoch, step). The checkpoint holds exactly that;
+ * a run resumed from it produces the same weights as one that never stopped.
+ *
+ * Checkpoint file (own format, little-endian, written to FILE.tmp and renamed):
+ *   "GSTCAPCK" uint32 version(1)
+ *   config: char charset[129], int32 length, input_height, input_width,
+ *           char channel_order[4], float mean, std
+ *   recipe: int32 recipe, epochs, batch, warmup_epochs, augment;
+ *           float learning_rate, weight_decay; uint64 seed
+ *   data:   uint64 image count, uint64 hash of the sorted labels
+ *   state:  int32 epoch, step (next step to run), best_epoch;
+ *           int64 adam_steps, batches_tracked; double best_accuracy,
+ *           epoch_loss_sum; int64 epoch_loss_steps
+ *   buffers: uint64 parameter_count, running_stat_count; parameters, running
+ *           stats, Adam m, Adam v (float32)
+ *   uint64 hash (captcha_mix64 chain) of everything before it
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "captcha-build-config.h"
+#include "captcha_config.h"
+#include "dataset.h"
+#include "decode.h"
+#include "model_file.h"
+#include "network.h"
+#include "tool_util.h"
+
+#define PROGRAM "captcha-train"
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+#define message(...) captcha_tool_message(PROGRAM, __VA_ARGS__)
+
+typedef enum { RECIPE_DEFAULT = 0, RECIPE_REFERENCE } recipe_id;
+
+static const char *const recipe_names[] = {"default", "reference"};
+
+typedef struct {
+    int epochs;
+    int batch;
+    float learning_rate;
+    float weight_decay;
+    int warmup_epochs; /* linear warm-up, then cosine decay to 1% (0: constant rate) */
+    int augment;       /* 1: the default recipe's augmentation */
+} recipe;
+
+/* The reference recipe: the reference Python training loop's values. */
+static const recipe reference_recipe = {25, 16, 1e-2f, 0.0f, 0, 0};
+static const recipe default_recipe = {40, 16, 2e-3f, 1e-4f, 2, 1};
+
+/* The default recipe's augmentation, in source-image terms. */
+static const captcha_augment default_augment = {
+    .rotate_degrees = 4.0f,
+    .scale = 0.08f,
+    .aspect = 0.08f,
+    .shear = 0.15f,
+    .shift_x = 0.05f,
+    .shift_y = 0.08f,
+    .brightness = 0.1f,
+    .contrast = 0.2f,
+    .noise = 0.03f,
+};
+
+typedef struct {
+    const char *train_dir, *val_dir, *out_path, *checkpoint_path, *resume_path;
+    const char *charset; /* NULL: reference charset; "auto": from the labels */
+    recipe_id recipe_kind;
+    recipe training;
+    int epochs_given, batch_given, lr_given, weight_decay_given, seed_given;
+    uint64_t seed;
+    captcha_device device;
+    int threads;
+    int input_width, input_height;
+    long stop_after_steps; /* hidden test option: behave as if interrupted before this step */
+} options;
+
+static volatile sig_atomic_t stop_signal = 0;
+
+static void on_signal(int signal_number)
+{
+    stop_signal = signal_number;
+}
+
+static void usage(FILE *stream)
+{
+    fprintf(
+        stream,
+        "Usage: " PROGRAM " --train DIR [--val DIR] --out FILE [options]\n"
+        "Trains the captcha network on the images of DIR (PNG, JPEG, ... decoded by content),\n"
+        "each labelled by its file name without extension and without any suffix from the\n"
+        "first '_' (abcde.png and abcde_1.png are both \"abcde\").\n"
+        "\n"
+        "  --train DIR        training images (required)\n"
+        "  --val DIR          validation images; accuracy after each epoch, the best epoch\n"
+        "                     is saved (default: none; the last epoch is saved)\n"
+        "  --out FILE         model file to write (safetensors, required)\n"
+        "  --checkpoint FILE  checkpoint written after every epoch and on interruption\n"
+        "                     (default: FILE of --out + \".ckpt\")\n"
+        "  --resume FILE      continue from a checkpoint (the recipe, seed and batch come\n"
+        "                     from it; --epochs may extend the run)\n"
+        "  --recipe NAME      default | reference (default: default)\n"
+        "                       default:   Adam lr 2e-3, warm-up 2 epochs + cosine decay,\n"
+        "                                  weight decay 1e-4, batch 16, 40 epochs,\n"
+        "                                  random affine/brightness/contrast/noise augmentation\n"
+        "                       reference: Adam lr 1e-2 constant, batch 16, 25 epochs,\n"
+        "                                  no augmentation (the reference Python training)\n"
+        "  --epochs N         epochs (default: the recipe's)\n"
+        "  --batch N          images per step, >= 2 (default: the recipe's)\n"
+        "  --lr X             (peak) learning rate (default: the recipe's)\n"
+        "  --weight-decay X   Adam L2 weight decay (default: the recipe's)\n"
+        "  --seed N           seed of initialization, shuffling and augmentation (default 1);\n"
+        "                     same seed, data, threads and machine give identical weights\n"
+        "  --charset S|auto   characters, in logit order (default "
+        "%s;\n"
+        "                     auto: the sorted set of characters of the training labels)\n"
+        "  --input WxH        network input size, multiples of 32 (default 128x32)\n"
+        "  --device D         auto | cpu | cuda (default auto: CUDA if usable, else CPU)\n"
+        "  --threads N        CPU threads (default 0: all cores)\n"
+        "  -h, --help         this help\n"
+        "\n"
+        "Files that are not images or do not decode are skipped with a warning and counted.\n"
+        "Errors in labels (characters outside the charset, different lengths) stop before\n"
+        "training. SIGINT/SIGTERM: the checkpoint is written at the next step boundary and\n"
+        "the program exits with 128 + the signal number; --resume continues the run.\n"
+        "Exit status: 0 done, 1 runtime error, 2 usage error, 130/143 interrupted.\n",
+        CAPTCHA_REFERENCE_CHARSET);
+}
+
+static int parse_int(const char *name, const char *text, long minimum, long maximum, long *out)
+{
+    return captcha_tool_parse_long(PROGRAM, name, text, minimum, maximum, out);
+}
+
+static int parse_float(const char *name, const char *text, double minimum, float *out)
+{
+    char *end;
+    errno = 0;
+    double value = strtod(text, &end);
+    if (errno || end == text || *end || !isfinite(value) || value < minimum) {
+        message("%s: expected a number >= %g, got \"%s\"", name, minimum, text);
+        return 0;
+    }
+    *out = (float)value;
+    return 1;
+}
+
+enum {
+    OPT_TRAIN = 256,
+    OPT_VAL,
+    OPT_OUT,
+    OPT_CHECKPOINT,
+    OPT_RESUME,
+    OPT_RECIPE,
+    OPT_EPOCHS,
+    OPT_BATCH,
+    OPT_LR,
+    OPT_WEIGHT_DECAY,
+    OPT_SEED,
+    OPT_CHARSET,
+    OPT_INPUT,
+    OPT_DEVICE,
+    OPT_THREADS,
+    OPT_STOP_AFTER_STEPS,
+};
+
+/* Returns -1 to continue, else an exit status. */
+static int parse_options(int argc, char **argv, options *opt)
+{
+    static const struct option long_options[] = {
+        {"train", required_argument, NULL, OPT_TRAIN},
+        {"val", required_argument, NULL, OPT_VAL},
+        {"out", required_argument, NULL, OPT_OUT},
+        {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+        {"resume", required_argument, NULL, OPT_RESUME},
+        {"recipe", required_argument, NULL, OPT_RECIPE},
+        {"epochs", required_argument, NULL, OPT_EPOCHS},
+        {"batch", required_argument, NULL, OPT_BATCH},
+        {"lr", required_argument, NULL, OPT_LR},
+        {"weight-decay", required_argument, NULL, OPT_WEIGHT_DECAY},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"charset", required_argument, NULL, OPT_CHARSET},
+        {"input", required_argument, NULL, OPT_INPUT},
+        {"device", required_argument, NULL, OPT_DEVICE},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"stop-after-steps", required_argument, NULL, OPT_STOP_AFTER_STEPS}, /* tests */
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    memset(opt, 0, sizeof *opt);
+    opt->seed = 1;
+    opt->input_width = CAPTCHA_REFERENCE_INPUT_WIDTH;
+    opt->input_height = CAPTCHA_REFERENCE_INPUT_HEIGHT;
+    opt->stop_after_steps = -1;
+    long epochs = 0, batch = 0, value;
+    float lr = 0.0f, weight_decay = 0.0f;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+        switch (c) {
+        case OPT_TRAIN: opt->train_dir = optarg; break;
+        case OPT_VAL: opt->val_dir = optarg; break;
+        case OPT_OUT: opt->out_path = optarg; break;
+        case OPT_CHECKPOINT: opt->checkpoint_path = optarg; break;
+        case OPT_RESUME: opt->resume_path = optarg; break;
+        case OPT_RECIPE:
+            if (!strcmp(optarg, "default"))
+                opt->recipe_kind = RECIPE_DEFAULT;
+            else if (!strcmp(optarg, "reference"))
+                opt->recipe_kind = RECIPE_REFERENCE;
+            else {
+                message("--recipe: expected default or reference, got \"%s\"", optarg);
+                return EXIT_USAGE;
+            }
+            break;
+        case OPT_EPOCHS:
+            if (!parse_int("--epochs", optarg, 1, 1000000, &epochs))
+                return EXIT_USAGE;
+            opt->epochs_given = 1;
+            break;
+        case OPT_BATCH:
+            if (!parse_int("--batch", optarg, 2, 65536, &batch))
+                return EXIT_USAGE;
+            opt->batch_given = 1;
+            break;
+        case OPT_LR:
+            if (!parse_float("--lr", optarg, 0.0, &lr))
+                return EXIT_USAGE;
+            opt->lr_given = 1;
+            break;
+        case OPT_WEIGHT_DECAY:
+            if (!parse_float("--weight-decay", optarg, 0.0, &weight_decay))
+                return EXIT_USAGE;
+            opt->weight_decay_given = 1;
+            break;
+        case OPT_SEED: {
+            char *end;
+            errno = 0;
+            unsigned long long seed = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-') {
+                message("--seed: expected a non-negative integer, got \"%s\"", optarg);
+                return EXIT_USAGE;
+            }
+            opt->seed = seed;
+            opt->seed_given = 1;
+            break;
+        }
+        case OPT_CHARSET: opt->charset = optarg; break;
+        case OPT_INPUT: {
+            int w, h, n = 0;
+            if (sscanf(optarg, "%dx%d%n", &w, &h, &n) != 2 || optarg[n] || w < 32 || h < 32 ||
+                w % 32 || h % 32 || w > 8192 || h > 8192) {
+                message("--input: expected WIDTHxHEIGHT, multiples of 32 (e.g. 128x32), got "
+                        "\"%s\"",
+                        optarg);
+                return EXIT_USAGE;
+            }
+            opt->input_width = w;
+            opt->input_height = h;
+            break;
+        }
+        case OPT_DEVICE: {
+            captcha_error err = {0};
+            if (captcha_device_parse(optarg, &opt->device, &err) != CAPTCHA_OK) {
+                message("--device: %s", err.message);
+                return EXIT_USAGE;
+            }
+            break;
+        }
+        case OPT_THREADS:
+            if (!parse_int("--threads", optarg, 0, 4096, &value))
+                return EXIT_USAGE;
+            opt->threads = (int)value;
+            break;
+        case OPT_STOP_AFTER_STEPS:
+            if (!parse_int("--stop-after-steps", optarg, 0, 1L << 40, &opt->stop_after_steps))
+                return EXIT_USAGE;
+            break;
+        case 'h': usage(stdout); return 0;
+        case ':':
+        case '?':
+        default:
+            if (optopt)
+                message("option %s needs a value or is unknown (see --help)", argv[optind - 1]);
+            else
+                message("unknown option %s (see --help)", argv[optind - 1]);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        message("unexpected argument \"%s\" (see --help)", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (!opt->train_dir || !opt->out_path) {
+        message("%s is required (see --help)", !opt->train_dir ? "--train DIR" : "--out FILE");
+        return EXIT_USAGE;
+    }
+    opt->training = opt->recipe_kind == RECIPE_REFERENCE ? reference_recipe : default_recipe;
+    if (opt->epochs_given)
+        opt->training.epochs = (int)epochs;
+    if (opt->batch_given)
+        opt->training.batch = (int)batch;
+    if (opt->lr_given)
+        opt->training.learning_rate = lr;
+    if (opt->weight_decay_given)
+        opt->training.weight_decay = weight_decay;
+    return -1;
+}
+
+/* ---- checkpoint ---- */
+
+typedef struct {
+    recipe_id recipe_kind;
+    recipe training;
+    uint64_t seed;
+    uint64_t image_count, label_hash;
+    int epoch, step, best_epoch;
+    int64_t adam_steps, batches_tracked;
+    double best_accuracy, epoch_loss_sum;
+    int64_t epoch_loss_steps;
+} train_state;
+
+static const char checkpoint_magic[8] = {'G', 'S', 'T', 'C', 'A', 'P', 'C', 'K'};
+
+typedef struct {
+    FILE *stream;
+    uint64_t hash;
+    int failed;
+} hashed_stream;
+
+static void hash_bytes(uint64_t *hash, const void *data, size_t size)
+{
+    const uint8_t *bytes = data;
+    for (size_t i = 0; i < size; i++)
+        *hash = captcha_mix64(*hash ^ bytes[i]);
+}
+
+static void put(hashed_stream *s, const void *data, size_t size)
+{
+    if (s->failed)
+        return;
+    if (fwrite(data, 1, size, s->stream) != size)
+        s->failed = 1;
+    hash_bytes(&s->hash, data, size);
+}
+
+static void get(hashed_stream *s, void *data, size_t size)
+{
+    if (s->failed)
+        return;
+    if (fread(data, 1, size, s->stream) != size) {
+        s->failed = 1;
+        memset(data, 0, size);
+        return;
+    }
+    hash_bytes(&s->hash, data, size);
+}
+
+static void put_i32(hashed_stream *s, int32_t v)
+{
+    put(s, &v, sizeof v);
+}
+static void put_i64(hashed_stream *s, int64_t v)
+{
+    put(s, &v, sizeof v);
+}
+static int32_t get_i32(hashed_stream *s)
+{
+    int32_t v;
+    get(s, &v, sizeof v);
+    return v;
+}
+static int64_t get_i64(hashed_stream *s)
+{
+    int64_t v;
+    get(s, &v, sizeof v);
+    return v;
+}
+
+/* Hash of the training labels (in file order). */
+static uint64_t label_hash(const captcha_dataset *data)
+{
+    uint64_t hash = data->count;
+    for (size_t i = 0; i < data->count; i++)
+        hash_bytes(&hash, data->labels[i], strlen(data->labels[i]) + 1);
+    return hash;
+}
+
+static captcha_status save_checkpoint(const char *path, captcha_network *network,
+                                      const train_state *state, captcha_error *err)
+{
+    const captcha_config *config = captcha_network_config(network);
+    size_t parameters = captcha_network_parameter_count(network);
+    size_t running = captcha_network_running_stat_count(network);
+    size_t largest = parameters > running ? parameters : running;
+    float *host = malloc(largest * sizeof *host);
+    char *tmp_path = malloc(strlen(path) + sizeof ".tmp");
+    if (!host || !tmp_path) {
+        free(host);
+        free(tmp_path);
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    sprintf(tmp_path, "%s.tmp", path);
+    captcha_status status = CAPTCHA_OK;
+    hashed_stream s = {fopen(tmp_path, "wb"), 0, 0};
+    if (!s.stream) {
+        status = captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot create %s: %s", path, tmp_path,
+                              strerror(errno));
+        goto done;
+    }
+    put(&s, checkpoint_magic, sizeof checkpoint_magic);
+    put_i32(&s, 1);
+    char charset[CAPTCHA_MAX_CHARSET + 1] = {0};
+    memcpy(charset, config->charset, strlen(config->charset));
+    put(&s, charset, sizeof charset);
+    put_i32(&s, config->length);
+    put_i32(&s, config->input_height);
+    put_i32(&s, config->input_width);
+    put(&s, config->channel_order, sizeof config->channel_order);
+    put(&s, &config->mean, sizeof(float));
+    put(&s, &config->std, sizeof(float));
+    put_i32(&s, state->recipe_kind);
+    put_i32(&s, state->training.epochs);
+    put_i32(&s, state->training.batch);
+    put_i32(&s, state->training.warmup_epochs);
+    put_i32(&s, state->training.augment);
+    put(&s, &state->training.learning_rate, sizeof(float));
+    put(&s, &state->training.weight_decay, sizeof(float));
+    put_i64(&s, (int64_t)state->seed);
+    put_i64(&s, (int64_t)state->image_count);
+    put_i64(&s, (int64_t)state->label_hash);
+    put_i32(&s, state->epoch);
+    put_i32(&s, state->step);
+    put_i32(&s, state->best_epoch);
+    put_i64(&s, captcha_network_adam_step_count(network));
+    put_i64(&s, captcha_network_batches_tracked(network));
+    put(&s, &state->best_accuracy, sizeof(double));
+    put(&s, &state->epoch_loss_sum, sizeof(double));
+    put_i64(&s, state->epoch_loss_steps);
+    put_i64(&s, (int64_t)parameters);
+    put_i64(&s, (int64_t)running);
+    static const captcha_buffer_id ids[] = {CAPTCHA_BUFFER_PARAMETERS, CAPTCHA_BUFFER_RUNNING_STATS,
+                                            CAPTCHA_BUFFER_ADAM_M, CAPTCHA_BUFFER_ADAM_V};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0] && status == CAPTCHA_OK; i++) {
+        status = captcha_network_read_buffer(network, ids[i], host, err);
+        if (status == CAPTCHA_OK)
+            put(&s, host,
+                (ids[i] == CAPTCHA_BUFFER_RUNNING_STATS ? running : parameters) * sizeof(float));
+    }
+    uint64_t hash = s.hash;
+    put(&s, &hash, sizeof hash);
+    if (fclose(s.stream) != 0)
+        s.failed = 1;
+    if (status == CAPTCHA_OK && s.failed)
+        status = captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot write %s: %s", path, tmp_path,
+                              strerror(errno));
+    if (status == CAPTCHA_OK && rename(tmp_path, path) != 0)
+        status = captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot rename %s over it: %s", path,
+                              tmp_path, strerror(errno));
+    if (status != CAPTCHA_OK)
+        remove(tmp_path);
+done:
+    free(host);
+    free(tmp_path);
+    return status;
+}
+
+/* Reads a checkpoint: the config into *config and the state into *state; the
+ * buffers are left in *buffers (4 arrays: parameters, running stats, m, v;
+ * counts in counts[0..1]) for the caller to load into a network. */
+static captcha_status load_checkpoint(const char *path, captcha_config *config, train_state *state,
+                                      float **buffers, size_t *counts, captcha_error *err)
+{
+    memset(state, 0, sizeof *state);
+    for (int i = 0; i < 4; i++)
+        buffers[i] = NULL;
+    hashed_stream s = {fopen(path, "rb"), 0, 0};
+    if (!s.stream)
+        return captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot open the checkpoint: %s", path,
+                            strerror(errno));
+    captcha_status status = CAPTCHA_OK;
+    char magic[8];
+    get(&s, magic, sizeof magic);
+    int32_t version = get_i32(&s);
+    if (s.failed || memcmp(magic, checkpoint_magic, sizeof magic) || version != 1) {
+        status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                              "%s: not a captcha-train checkpoint (version 1)", path);
+        goto done;
+    }
+    captcha_config_reference(config);
+    char charset[CAPTCHA_MAX_CHARSET + 1];
+    get(&s, charset, sizeof charset);
+    charset[CAPTCHA_MAX_CHARSET] = '\0';
+    config->length = get_i32(&s);
+    config->input_height = get_i32(&s);
+    config->input_width = get_i32(&s);
+    get(&s, config->channel_order, sizeof config->channel_order);
+    config->channel_order[3] = '\0';
+    get(&s, &config->mean, sizeof(float));
+    get(&s, &config->std, sizeof(float));
+    state->recipe_kind = get_i32(&s) == RECIPE_REFERENCE ? RECIPE_REFERENCE : RECIPE_DEFAULT;
+    state->training.epochs = get_i32(&s);
+    state->training.batch = get_i32(&s);
+    state->training.warmup_epochs = get_i32(&s);
+    state->training.augment = get_i32(&s);
+    get(&s, &state->training.learning_rate, sizeof(float));
+    get(&s, &state->training.weight_decay, sizeof(float));
+    state->seed = (uint64_t)get_i64(&s);
+    state->image_count = (uint64_t)get_i64(&s);
+    state->label_hash = (uint64_t)get_i64(&s);
+    state->epoch = get_i32(&s);
+    state->step = get_i32(&s);
+    state->best_epoch = get_i32(&s);
+    state->adam_steps = get_i64(&s);
+    state->batches_tracked = get_i64(&s);
+    get(&s, &state->best_accuracy, sizeof(double));
+    get(&s, &state->epoch_loss_sum, sizeof(double));
+    state->epoch_loss_steps = get_i64(&s);
+    int64_t parameters = get_i64(&s), running = get_i64(&s);
+    if (s.failed || captcha_config_set_charset(config, charset, err) != CAPTCHA_OK ||
+        captcha_config_validate(config, err) != CAPTCHA_OK || parameters <= 0 || running <= 0 ||
+        parameters > (1 << 28) || running > (1 << 28) || state->training.batch < 2 ||
+        state->epoch < 0 || state->step < 0) {
+        status =
+            captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: truncated or corrupt checkpoint", path);
+        goto done;
+    }
+    counts[0] = (size_t)parameters;
+    counts[1] = (size_t)running;
+    for (int i = 0; i < 4 && status == CAPTCHA_OK; i++) {
+        size_t n = i == 1 ? counts[1] : counts[0];
+        buffers[i] = malloc(n * sizeof(float));
+        if (!buffers[i])
+            status = captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
+        else
+            get(&s, buffers[i], n * sizeof(float));
+    }
+    uint64_t expected = s.hash, found = 0;
+    get(&s, &found, sizeof found);
+    if (status == CAPTCHA_OK && (s.failed || found != expected || fgetc(s.stream) != EOF))
+        status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                              "%s: truncated or corrupt checkpoint "
+                              "(checksum or size mismatch)",
+                              path);
+done:
+    fclose(s.stream);
+    if (status != CAPTCHA_OK)
+        for (int i = 0; i < 4; i++) {
+            free(buffers[i]);
+            buffers[i] = NULL;
+        }
+    return status;
+}
+
+/* ---- training ---- */
+
+/* Permutation of 0..n-1 for one epoch: Fisher-Yates from (seed, epoch). */
+static void epoch_order(uint64_t seed, int epoch, size_t *order, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    uint64_t key = captcha_mix64(seed ^ 0x73687566666c65ULL) ^ ((uint64_t)epoch << 32);
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)(captcha_mix64(key ^ captcha_mix64(i)) % i);
+        size_t t = order[i - 1];
+        order[i - 1] = order[j];
+        order[j] = t;
+    }
+}
+
+/* Steps per epoch: full batches plus the remainder when it holds >= 2 images
+ * (training-mode batch norm needs two); a remainder of one image waits for
+ * another epoch's shuffle. */
+static int steps_per_epoch(size_t images, int batch)
+{
+    size_t steps = images / (size_t)batch;
+    if (images % (size_t)batch >= 2)
+        steps++;
+    return (int)steps;
+}
+
+/* Learning rate at a global step: constant without warm-up; else linear
+ * warm-up from lr/25 to lr over warmup steps, then cosine decay to lr/100. */
+static float learning_rate_at(const recipe *r, int64_t step, int64_t step_count, int64_t warmup)
+{
+    if (r->warmup_epochs <= 0)
+        return r->learning_rate;
+    const double peak = r->learning_rate, start = peak / 25.0, floor_rate = peak / 100.0;
+    if (step < warmup)
+        return (float)(start + (peak - start) * (double)step / (double)warmup);
+    double t = step_count > warmup ? (double)(step - warmup) / (double)(step_count - warmup) : 1.0;
+    if (t > 1.0)
+        t = 1.0;
+    return (float)(floor_rate + 0.5 * (peak - floor_rate) * (1.0 + cos(M_PI * t)));
+}
+
+typedef struct {
+    double full, chars;
+} accuracy;
+
+static captcha_status evaluate(captcha_network *network, const captcha_dataset *data, float *input,
+                               float *logits, int batch, accuracy *result, captcha_error *err)
+{
+    const captcha_config *config = captcha_network_config(network);
+    size_t full = 0, chars = 0;
+    size_t *indices = malloc((size_t)batch * sizeof *indices);
+    if (!indices)
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "out of memory evaluating");
+    captcha_status status = CAPTCHA_OK;
+    const int classes = captcha_config_classes(config);
+    for (size_t first = 0; first < data->count && status == CAPTCHA_OK; first += (size_t)batch) {
+        int n = (int)(data->count - first < (size_t)batch ? data->count - first : (size_t)batch);
+        for (int i = 0; i < n; i++)
+            indices[i] = first + (size_t)i;
+        status =
+            captcha_dataset_batch(data, indices, n, config, NULL, NULL, NULL, input, NULL, err);
+        if (status == CAPTCHA_OK)
+            status = captcha_network_forward(network, input, n, CAPTCHA_MODE_EVAL, logits, err);
+        for (int i = 0; i < n && status == CAPTCHA_OK; i++) {
+            captcha_result decoded;
+            status = captcha_decode(config, logits + (size_t)i * (size_t)classes, &decoded, err);
+            if (status != CAPTCHA_OK)
+                break;
+            int correct =
+                captcha_correct_chars(data->labels[first + i], decoded.text, config->length);
+            chars += (size_t)correct;
+            full += correct == config->length;
+        }
+    }
+    free(indices);
+    result->full = (double)full / (double)data->count;
+    result->chars = (double)chars / ((double)data->count * config->length);
+    return status;
+}
+
+static void format_duration(double seconds, char *out, size_t size)
+{
+    long s = lround(seconds);
+    if (s >= 3600)
+        snprintf(out, size, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    else if (s >= 60)
+        snprintf(out, size, "%ldm%02lds", s / 60, s % 60);
+    else
+        snprintf(out, size, "%lds", s);
+}
+
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Checks before any training that path can be written: creates path.tmp (the
+ * file captcha_model_save writes first) and removes it again. */
+static int check_writable(const char *path, const char *what)
+{
+    size_t size = strlen(path) + sizeof ".tmp";
+    char *tmp = malloc(size);
+    if (!tmp)
+        return 0;
+    snprintf(tmp, size, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    int ok = fd >= 0;
+    if (ok) {
+        close(fd);
+        unlink(tmp);
+    } else if (errno == EEXIST) {
+        fd = open(tmp, O_WRONLY);
+        ok = fd >= 0;
+        if (ok)
+            close(fd);
+    }
+    if (!ok)
+        message("%s %s cannot be written: cannot create %s: %s", what, path, tmp, strerror(errno));
+    free(tmp);
+    return ok;
+}
+
+static captcha_status save_model(captcha_network *network, const options *opt,
+                                 const train_state *state, size_t train_count, int epochs_done,
+                                 const accuracy *val, captcha_error *err)
+{
+    char epochs[32], epoch[32], batch[32], lr[32], wd[32], seed[32], images[32], full[32],
+        chars[32];
+    snprintf(epochs, sizeof epochs, "%d", state->training.epochs);
+    snprintf(epoch, sizeof epoch, "%d", epochs_done);
+    snprintf(batch, sizeof batch, "%d", state->training.batch);
+    snprintf(lr, sizeof lr, "%g", state->training.learning_rate);
+    snprintf(wd, sizeof wd, "%g", state->training.weight_decay);
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)state->seed);
+    snprintf(images, sizeof images, "%zu", train_count);
+    const char *metadata[32];
+    int n = 0;
+    metadata[n++] = "trainer";
+    metadata[n++] = PROGRAM " " CAPTCHA_VERSION;
+    metadata[n++] = "recipe";
+    metadata[n++] = recipe_names[state->recipe_kind];
+    metadata[n++] = "epochs";
+    metadata[n++] = epochs;
+    metadata[n++] = "epoch";
+    metadata[n++] = epoch;
+    metadata[n++] = "batch";
+    metadata[n++] = batch;
+    metadata[n++] = "learning_rate";
+    metadata[n++] = lr;
+    metadata[n++] = "weight_decay";
+    metadata[n++] = wd;
+    metadata[n++] = "augmentation";
+    metadata[n++] = state->training.augment ? "affine+photometric" : "none";
+    metadata[n++] = "seed";
+    metadata[n++] = seed;
+    metadata[n++] = "train_images";
+    metadata[n++] = images;
+    if (val) {
+        snprintf(full, sizeof full, "%.4f", val->full);
+        snprintf(chars, sizeof chars, "%.4f", val->chars);
+        metadata[n++] = "val_accuracy";
+        metadata[n++] = full;
+        metadata[n++] = "val_char_accuracy";
+        metadata[n++] = chars;
+    }
+    metadata[n] = NULL;
+    return captcha_model_save(network, opt->out_path, metadata, err);
+}
+
+int main(int argc, char **argv)
+{
+    options opt;
+    int code = parse_options(argc, argv, &opt);
+    if (code >= 0)
+        return code;
+
+    captcha_error err = {0};
+    captcha_dataset train = {0}, val = {0};
+    captcha_backend *backend = NULL;
+    captcha_network *network = NULL;
+    float *resume_buffers[4] = {NULL, NULL, NULL, NULL};
+    float *input = NULL, *targets = NULL, *logits = NULL;
+    size_t *order = NULL;
+    uint64_t *keys = NULL;
+    uint8_t *scratch = NULL;
+    char *checkpoint_path = NULL;
+    code = EXIT_RUNTIME;
+
+    train_state state = {0};
+    state.recipe_kind = opt.recipe_kind;
+    state.training = opt.training;
+    state.seed = opt.seed;
+    state.best_accuracy = -1.0;
+    state.best_epoch = -1;
+    captcha_config config;
+    captcha_config_reference(&config);
+    size_t resume_counts[2] = {0, 0};
+
+    if (opt.resume_path) {
+        if (load_checkpoint(opt.resume_path, &config, &state, resume_buffers, resume_counts,
+                            &err) != CAPTCHA_OK) {
+            message("%s", err.message);
+            goto done;
+        }
+        if (opt.recipe_kind != state.recipe_kind && opt.recipe_kind != RECIPE_DEFAULT)
+            message("warning: --recipe ignored: resuming the checkpoint's recipe %s",
+                    recipe_names[state.recipe_kind]);
+        if ((opt.batch_given && opt.training.batch != state.training.batch) ||
+            (opt.lr_given && opt.training.learning_rate != state.training.learning_rate) ||
+            (opt.weight_decay_given && opt.training.weight_decay != state.training.weight_decay) ||
+            (opt.seed_given && opt.seed != state.seed) || opt.charset)
+            message("warning: --batch/--lr/--weight-decay/--seed/--charset ignored: resuming "
+                    "with the checkpoint's values (batch %d, lr %g, weight decay %g, seed %llu)",
+                    state.training.batch, state.training.learning_rate, state.training.weight_decay,
+                    (unsigned long long)state.seed);
+        if (opt.epochs_given && opt.training.epochs != state.training.epochs) {
+            message("warning: --epochs %d replaces the checkpoint's %d (the learning-rate "
+                    "schedule changes)",
+                    opt.training.epochs, state.training.epochs);
+            state.training.epochs = opt.training.epochs;
+        }
+    }
+
+    /* ---- data and labels, all checked before anything is trained or written ---- */
+    if (captcha_dataset_load(opt.train_dir, PROGRAM, stderr, &train, &err) != CAPTCHA_OK) {
+        message("%s", err.message);
+        goto done;
+    }
+    if (train.skipped)
+        message("warning: %zu file(s) of %s skipped (not images or unreadable)", train.skipped,
+                opt.train_dir);
+    if (!opt.resume_path) {
+        int length;
+        if (captcha_dataset_label_length(&train, &length, &err) != CAPTCHA_OK) {
+            message("%s: %s", opt.train_dir, err.message);
+            goto done;
+        }
+        config.length = length;
+        config.input_width = opt.input_width;
+        config.input_height = opt.input_height;
+        char charset[CAPTCHA_MAX_CHARSET + 1];
+        const char *chosen = opt.charset ? opt.charset : CAPTCHA_REFERENCE_CHARSET;
+        if (opt.charset && !strcmp(opt.charset, "auto")) {
+            captcha_dataset_charset(&train, charset);
+            chosen = charset;
+        }
+        if (captcha_config_set_charset(&config, chosen, &err) != CAPTCHA_OK) {
+            message("--charset: %s", err.message);
+            code = EXIT_USAGE;
+            goto done;
+        }
+        if (captcha_config_validate(&config, &err) != CAPTCHA_OK) {
+            message("%s", err.message);
+            goto done;
+        }
+    }
+    if (captcha_dataset_check_labels(&train, &config, &err) != CAPTCHA_OK) {
+        message("%s", err.message);
+        goto done;
+    }
+    state.image_count = train.count;
+    if (opt.resume_path && label_hash(&train) != state.label_hash) {
+        message("%s: the training images differ from those of the checkpoint %s (%llu images "
+                "then, %zu now): resuming would not reproduce the run",
+                opt.train_dir, opt.resume_path, (unsigned long long)state.image_count, train.count);
+        goto done;
+    }
+    state.label_hash = label_hash(&train);
+    if (opt.val_dir) {
+        if (captcha_dataset_load(opt.val_dir, PROGRAM, stderr, &val, &err) != CAPTCHA_OK) {
+            message("%s", err.message);
+            goto done;
+        }
+        if (val.skipped)
+            message("warning: %zu file(s) of %s skipped (not images or unreadable)", val.skipped,
+                    opt.val_dir);
+        if (captcha_dataset_check_labels(&val, &config, &err) != CAPTCHA_OK) {
+            message("--val: %s", err.message);
+            goto done;
+        }
+    }
+    if ((size_t)state.training.batch > train.count && train.count >= 2)
+        state.training.batch = (int)train.count;
+    if (steps_per_epoch(train.count, state.training.batch) == 0) {
+        message("%s: %zu image(s): training needs at least 2", opt.train_dir, train.count);
+        goto done;
+    }
+    if (opt.checkpoint_path) {
+        checkpoint_path = strdup(opt.checkpoint_path);
+    } else {
+        checkpoint_path = malloc(strlen(opt.out_path) + sizeof ".ckpt");
+        if (checkpoint_path)
+            sprintf(checkpoint_path, "%s.ckpt", opt.out_path);
+    }
+    if (!checkpoint_path || !check_writable(opt.out_path, "--out") ||
+        !check_writable(checkpoint_path, "checkpoint"))
+        goto done;
+
+    /* ---- backend and network ---- */
+    char fallback[512];
+    if (captcha_backend_create(opt.device, 0, opt.threads, &backend, fallback, sizeof fallback,
+                               &err) != CAPTCHA_OK) {
+        message("cannot create the %s backend: %s",
+                opt.device == CAPTCHA_DEVICE_CUDA ? "CUDA" : "CPU", err.message);
+        goto done;
+    }
+    if (fallback[0])
+        message("warning: CUDA not used: %s", fallback);
+    if (captcha_network_create(backend, &config, state.seed, &network, &err) != CAPTCHA_OK) {
+        message("%s", err.message);
+        goto done;
+    }
+    if (opt.resume_path) {
+        if (resume_counts[0] != captcha_network_parameter_count(network) ||
+            resume_counts[1] != captcha_network_running_stat_count(network)) {
+            message("%s: buffer sizes %zu/%zu do not match the network's %zu/%zu", opt.resume_path,
+                    resume_counts[0], resume_counts[1], captcha_network_parameter_count(network),
+                    captcha_network_running_stat_count(network));
+            goto done;
+        }
+        static const captcha_buffer_id ids[] = {CAPTCHA_BUFFER_PARAMETERS,
+                                                CAPTCHA_BUFFER_RUNNING_STATS, CAPTCHA_BUFFER_ADAM_M,
+                                                CAPTCHA_BUFFER_ADAM_V};
+        for (int i = 0; i < 4; i++)
+            if (captcha_network_write_buffer(network, ids[i], resume_buffers[i], &err) !=
+                CAPTCHA_OK) {
+                message("%s: %s", opt.resume_path, err.message);
+                goto done;
+            }
+        captcha_network_set_adam_step_count(network, state.adam_steps);
+        captcha_network_set_batches_tracked(network, state.batches_tracked);
+    }
+
+    const int batch = state.training.batch;
+    const int classes = captcha_config_classes(&config);
+    const size_t image_floats = 3 * (size_t)config.input_height * (size_t)config.input_width;
+    const int eval_batch = 64 > batch ? 64 : batch;
+    input = malloc((size_t)eval_batch * image_floats * sizeof *input);
+    targets = malloc((size_t)batch * (size_t)classes * sizeof *targets);
+    logits = malloc((size_t)eval_batch * (size_t)classes * sizeof *logits);
+    order = malloc(train.count * sizeof *order);
+    keys = malloc((size_t)batch * sizeof *keys);
+    scratch = malloc(captcha_dataset_scratch_size(&train));
+    if (!input || !targets || !logits || !order || !keys || !scratch) {
+        message("out of memory");
+        goto done;
+    }
+
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_signal;
+    action.sa_flags = SA_RESETHAND; /* a second signal terminates at once */
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, NULL);
+    sigaction(SIGTERM, &action, NULL);
+
+    const int steps = steps_per_epoch(train.count, batch);
+    const int64_t total_steps = (int64_t)steps * state.training.epochs;
+    const int64_t warmup_steps = (int64_t)steps * state.training.warmup_epochs;
+    const int interactive = isatty(STDERR_FILENO);
+    const uint64_t augment_seed = captcha_mix64(state.seed ^ 0x61756720ULL);
+    message("%zu training images%s%s, %d steps of %d per epoch, recipe %s, %d epochs, charset "
+            "\"%s\", length %d, input %dx%d, device %s",
+            train.count, opt.val_dir ? ", validation on " : "", opt.val_dir ? opt.val_dir : "",
+            steps, batch, recipe_names[state.recipe_kind], state.training.epochs, config.charset,
+            config.length, config.input_width, config.input_height, backend->ops->name);
+    if (opt.resume_path)
+        message("resuming at epoch %d, step %d", state.epoch + 1, state.step);
+
+    const double run_start = now_seconds();
+    int64_t run_steps = 0;
+    int stopped = 0;
+    for (; state.epoch < state.training.epochs && !stopped; state.epoch++) {
+        epoch_order(state.seed, state.epoch, order, train.count);
+        double epoch_start = now_seconds();
+        size_t epoch_images = 0;
+        for (; state.step < steps; state.step++) {
+            int64_t global_step = (int64_t)state.epoch * steps + state.step;
+            if (opt.stop_after_steps >= 0 && global_step >= opt.stop_after_steps && !stop_signal)
+                stop_signal = SIGINT;
+            if (stop_signal) {
+                stopped = 1;
+                break;
+            }
+            size_t first = (size_t)state.step * (size_t)batch;
+            int n =
+                (int)(train.count - first < (size_t)batch ? train.count - first : (size_t)batch);
+            for (int i = 0; i < n; i++)
+                keys[i] = captcha_mix64(
+                    augment_seed ^ ((uint64_t)state.epoch << 32 ^ (uint64_t)(first + (size_t)i)));
+            if (captcha_dataset_batch(&train, order + first, n, &config,
+                                      state.training.augment ? &default_augment : NULL, keys,
+                                      scratch, input, targets, &err) != CAPTCHA_OK) {
+                message("%s", err.message);
+                goto done;
+            }
+            float loss;
+            captcha_adam_config adam = captcha_adam_default();
+            adam.learning_rate =
+                learning_rate_at(&state.training, global_step, total_steps, warmup_steps);
+            adam.weight_decay = state.training.weight_decay;
+            if (captcha_network_forward_backward(network, input, targets, n, &loss, NULL, &err) !=
+                    CAPTCHA_OK ||
+                captcha_network_adam_step(network, &adam, &err) != CAPTCHA_OK) {
+                message("training step %lld: %s", (long long)global_step, err.message);
+                goto done;
+            }
+            if (!isfinite(loss)) {
+                message("training diverged: loss %g at epoch %d step %d (try a lower --lr)", loss,
+                        state.epoch + 1, state.step + 1);
+                goto done;
+            }
+            state.epoch_loss_sum += loss;
+            state.epoch_loss_steps++;
+            epoch_images += (size_t)n;
+            run_steps++;
+            if (interactive) {
+                double elapsed = now_seconds() - run_start;
+                int64_t left = total_steps - global_step - 1;
+                char eta[32];
+                format_duration(elapsed / (double)run_steps * (double)left, eta, sizeof eta);
+                fprintf(stderr,
+                        "\r" PROGRAM ": epoch %d/%d step %d/%d loss %.4f %.1f img/s ETA %s\033[K",
+                        state.epoch + 1, state.training.epochs, state.step + 1, steps,
+                        state.epoch_loss_sum / (double)state.epoch_loss_steps,
+                        (double)epoch_images / (now_seconds() - epoch_start), eta);
+                fflush(stderr);
+            }
+        }
+        if (stopped)
+            break;
+        double epoch_seconds = now_seconds() - epoch_start;
+        double mean_loss =
+            state.epoch_loss_sum / (double)(state.epoch_loss_steps ? state.epoch_loss_steps : 1);
+        fprintf(stderr, "%s" PROGRAM ": epoch %d/%d loss %.4f lr %.3g %.1f img/s %.1f s%s\n",
+                interactive ? "\r" : "", state.epoch + 1, state.training.epochs, mean_loss,
+                learning_rate_at(&state.training, (int64_t)(state.epoch + 1) * steps - 1,
+                                 total_steps, warmup_steps),
+                epoch_seconds > 0 ? (double)epoch_images / epoch_seconds : 0.0, epoch_seconds,
+                interactive ? "\033[K" : "");
+        if (!interactive)
+            fflush(stderr);
+        state.step = 0;
+        state.epoch_loss_sum = 0.0;
+        state.epoch_loss_steps = 0;
+
+        accuracy acc;
+        int save = 1;
+        if (opt.val_dir) {
+            if (evaluate(network, &val, input, logits, eval_batch, &acc, &err) != CAPTCHA_OK) {
+                message("validation: %s", err.message);
+                goto done;
+            }
+            save = acc.full > state.best_accuracy;
+            if (save) {
+                state.best_accuracy = acc.full;
+                state.best_epoch = state.epoch + 1;
+            }
+            message("epoch %d/%d validation: full %.4f char %.4f (%zu images; best full %.4f at "
+                    "epoch %d)",
+                    state.epoch + 1, state.training.epochs, acc.full, acc.chars, val.count,
+                    state.best_accuracy, state.best_epoch);
+        }
+        if (save) {
+            if (save_model(network, &opt, &state, train.count, state.epoch + 1,
+                           opt.val_dir ? &acc : NULL, &err) != CAPTCHA_OK) {
+                message("%s", err.message);
+                goto done;
+            }
+        }
+        /* state.epoch + 1: the epoch just finished is done */
+        state.epoch++;
+        captcha_status saved = save_checkpoint(checkpoint_path, network, &state, &err);
+        state.epoch--;
+        if (saved != CAPTCHA_OK) {
+            message("%s", err.message);
+            goto done;
+        }
+    }
+    if (stopped) {
+        if (interactive)
+            fputc('\n', stderr);
+        if (save_checkpoint(checkpoint_path, network, &state, &err) != CAPTCHA_OK) {
+            message("interrupted, and the checkpoint could not be written: %s", err.message);
+            goto done;
+        }
+        message("interrupted (signal %d) at epoch %d step %d: checkpoint written to %s; "
+                "continue with --resume %s",
+                (int)stop_signal, state.epoch + 1, state.step, checkpoint_path, checkpoint_path);
+        code = 128 + (int)stop_signal;
+        goto done;
+    }
+    char took[32];
+    format_duration(now_seconds() - run_start, took, sizeof took);
+    if (opt.val_dir)
+        message("done in %s: %s holds epoch %d (validation full accuracy %.4f)", took, opt.out_path,
+                state.best_epoch, state.best_accuracy);
+    else
+        message("done in %s: %s holds the last epoch", took, opt.out_path);
+    code = 0;
+
+done:
+    free(input);
+    free(targets);
+    free(logits);
+    free(order);
+    free(keys);
+    free(scratch);
+    free(checkpoint_path);
+    for (int i = 0; i < 4; i++)
+        free(resume_buffers[i]);
+    captcha_network_destroy(network);
+    captcha_backend_destroy(backend);
+    captcha_dataset_free(&train);
+    captcha_dataset_free(&val);
+    return code;
+}

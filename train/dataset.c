@@ -1,0 +1,273 @@
+/* A labelled image folder in memory, batches, augmentation (see dataset.h). */
+#include "dataset.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decode.h"
+#include "preprocess.h"
+
+captcha_status captcha_dataset_load(const char *dir, const char *program, FILE *warnings,
+                                    captcha_dataset *dataset, captcha_error *err)
+{
+    memset(dataset, 0, sizeof *dataset);
+    captcha_path_list list = {0};
+    captcha_status status = captcha_path_list_add_folder(&list, dir, err);
+    if (status != CAPTCHA_OK)
+        goto done;
+    dataset->images = calloc(list.count ? list.count : 1, sizeof *dataset->images);
+    dataset->labels = calloc(list.count ? list.count : 1, sizeof *dataset->labels);
+    dataset->paths = calloc(list.count ? list.count : 1, sizeof *dataset->paths);
+    if (!dataset->images || !dataset->labels || !dataset->paths) {
+        status = captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "out of memory reading %s", dir);
+        goto done;
+    }
+    for (size_t i = 0; i < list.count; i++) {
+        const char *path = list.paths[i];
+        char *label = dataset->labels[dataset->count];
+        int length = captcha_label_from_path(path, label, sizeof dataset->labels[0]);
+        captcha_error image_err = {0};
+        captcha_rgb_image image;
+        if (captcha_rgb_image_read(path, &image, &image_err) != CAPTCHA_OK) {
+            if (warnings)
+                fprintf(warnings, "%s: warning: skipping %s\n", program, image_err.message);
+            dataset->skipped++;
+            continue;
+        }
+        if (length <= 0) {
+            captcha_rgb_image_free(&image);
+            status =
+                captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                             "%s: the file name gives %s label (at most %d characters "
+                             "before the first '_' and the extension)",
+                             path, length == 0 ? "an empty" : "too long a", CAPTCHA_MAX_LENGTH);
+            goto done;
+        }
+        dataset->images[dataset->count] = image;
+        dataset->paths[dataset->count] = list.paths[i];
+        list.paths[i] = NULL;
+        dataset->count++;
+    }
+    if (dataset->count == 0)
+        status = captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                              "%s: no readable image in the folder (%zu file(s) skipped)", dir,
+                              dataset->skipped);
+done:
+    captcha_path_list_free(&list);
+    if (status != CAPTCHA_OK)
+        captcha_dataset_free(dataset);
+    return status;
+}
+
+void captcha_dataset_free(captcha_dataset *dataset)
+{
+    if (!dataset)
+        return;
+    for (size_t i = 0; i < dataset->count; i++) {
+        captcha_rgb_image_free(&dataset->images[i]);
+        free(dataset->paths[i]);
+    }
+    free(dataset->images);
+    free(dataset->labels);
+    free(dataset->paths);
+    size_t skipped = dataset->skipped;
+    memset(dataset, 0, sizeof *dataset);
+    dataset->skipped = skipped;
+}
+
+captcha_status captcha_dataset_label_length(const captcha_dataset *dataset, int *length,
+                                            captcha_error *err)
+{
+    *length = (int)strlen(dataset->labels[0]);
+    for (size_t i = 1; i < dataset->count; i++) {
+        int n = (int)strlen(dataset->labels[i]);
+        if (n != *length)
+            return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                                "labels of different lengths: %s has %d characters (\"%s\"), "
+                                "%s has %d (\"%s\")",
+                                dataset->paths[0], *length, dataset->labels[0], dataset->paths[i],
+                                n, dataset->labels[i]);
+    }
+    return CAPTCHA_OK;
+}
+
+void captcha_dataset_charset(const captcha_dataset *dataset, char *charset)
+{
+    unsigned char used[256] = {0};
+    for (size_t i = 0; i < dataset->count; i++)
+        for (const char *c = dataset->labels[i]; *c; c++)
+            used[(unsigned char)*c] = 1;
+    int n = 0;
+    for (int c = 1; c < 256 && n < CAPTCHA_MAX_CHARSET; c++)
+        if (used[c])
+            charset[n++] = (char)c;
+    charset[n] = '\0';
+}
+
+captcha_status captcha_dataset_check_labels(const captcha_dataset *dataset,
+                                            const captcha_config *config, captcha_error *err)
+{
+    for (size_t i = 0; i < dataset->count; i++) {
+        const char *label = dataset->labels[i];
+        int n = (int)strlen(label);
+        if (n != config->length)
+            return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                                "%s: label \"%s\" has %d characters, the model reads %d",
+                                dataset->paths[i], label, n, config->length);
+        for (int p = 0; p < n; p++) {
+            if (captcha_config_char_index(config, label[p]) < 0) {
+                unsigned char c = (unsigned char)label[p];
+                char shown[16];
+                if (c > 0x20 && c < 0x7f)
+                    snprintf(shown, sizeof shown, "'%c'", c);
+                else
+                    snprintf(shown, sizeof shown, "byte 0x%02x", c);
+                return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                                    "%s: label \"%s\": character %s (position %d) is not in the "
+                                    "charset \"%s\"",
+                                    dataset->paths[i], label, shown, p + 1, config->charset);
+            }
+        }
+    }
+    return CAPTCHA_OK;
+}
+
+uint64_t captcha_mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* Uniform in [-1, 1) from the n-th draw of key. */
+static float symmetric(uint64_t key, uint64_t n)
+{
+    uint64_t bits = captcha_mix64(key ^ captcha_mix64(n));
+    return (float)((double)(bits >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0);
+}
+
+static uint8_t clamp_byte(float v)
+{
+    if (v <= 0.0f)
+        return 0;
+    if (v >= 255.0f)
+        return 255;
+    return (uint8_t)lrintf(v);
+}
+
+void captcha_augment_image(const captcha_rgb_image *src, const captcha_augment *augment,
+                           uint64_t key, uint8_t *dst)
+{
+    const int width = src->width, height = src->height;
+    const float theta = augment->rotate_degrees * symmetric(key, 0) * (float)M_PI / 180.0f;
+    const float scale = 1.0f + augment->scale * symmetric(key, 1);
+    const float scale_x = scale * (1.0f + augment->aspect * symmetric(key, 2));
+    const float scale_y = scale;
+    const float shear = augment->shear * symmetric(key, 3);
+    const float shift_x = augment->shift_x * symmetric(key, 4) * (float)width;
+    const float shift_y = augment->shift_y * symmetric(key, 5) * (float)height;
+    const float contrast = 1.0f + augment->contrast * symmetric(key, 6);
+    const float brightness = augment->brightness * symmetric(key, 7) * 255.0f;
+    const uint64_t noise_key = captcha_mix64(key ^ 0x6e6f697365ULL);
+
+    /* Forward map around the centre: dst = R(theta) * Shear * diag(sx, sy) * (src - c) + c + t.
+     * Inverted here once; each destination pixel samples src at M^-1 (dst - c - t) + c. */
+    const float cos_t = cosf(theta), sin_t = sinf(theta);
+    /* A = R * S * D with S = [[1, shear], [0, 1]], D = diag(sx, sy). */
+    const float a00 = cos_t * scale_x, a01 = (cos_t * shear - sin_t) * scale_y;
+    const float a10 = sin_t * scale_x, a11 = (sin_t * shear + cos_t) * scale_y;
+    const float det = a00 * a11 - a01 * a10;
+    const float i00 = a11 / det, i01 = -a01 / det, i10 = -a10 / det, i11 = a00 / det;
+    const float cx = 0.5f * (float)(width - 1), cy = 0.5f * (float)(height - 1);
+
+    for (int y = 0; y < height; y++) {
+        for (int x = 0; x < width; x++) {
+            float dx = (float)x - cx - shift_x, dy = (float)y - cy - shift_y;
+            float sx = i00 * dx + i01 * dy + cx;
+            float sy = i10 * dx + i11 * dy + cy;
+            if (sx < 0.0f)
+                sx = 0.0f;
+            if (sx > (float)(width - 1))
+                sx = (float)(width - 1);
+            if (sy < 0.0f)
+                sy = 0.0f;
+            if (sy > (float)(height - 1))
+                sy = (float)(height - 1);
+            int x0 = (int)sx, y0 = (int)sy;
+            int x1 = x0 + 1 < width ? x0 + 1 : x0, y1 = y0 + 1 < height ? y0 + 1 : y0;
+            float fx = sx - (float)x0, fy = sy - (float)y0;
+            const uint8_t *p00 = src->rgb + 3 * ((size_t)y0 * width + x0);
+            const uint8_t *p01 = src->rgb + 3 * ((size_t)y0 * width + x1);
+            const uint8_t *p10 = src->rgb + 3 * ((size_t)y1 * width + x0);
+            const uint8_t *p11 = src->rgb + 3 * ((size_t)y1 * width + x1);
+            uint8_t *out = dst + 3 * ((size_t)y * width + x);
+            float noise = 0.0f;
+            if (augment->noise > 0.0f)
+                noise = augment->noise * 255.0f *
+                        symmetric(noise_key, (uint64_t)y * (uint64_t)width + (uint64_t)x);
+            for (int c = 0; c < 3; c++) {
+                float top = (float)p00[c] + fx * (float)(p01[c] - p00[c]);
+                float bottom = (float)p10[c] + fx * (float)(p11[c] - p10[c]);
+                float v = top + fy * (bottom - top);
+                v = (v - 128.0f) * contrast + 128.0f + brightness + noise;
+                out[c] = clamp_byte(v);
+            }
+        }
+    }
+}
+
+int captcha_correct_chars(const char *label, const char *text, int length)
+{
+    int correct = 0;
+    for (int p = 0; p < length; p++)
+        correct += label[p] == text[p];
+    return correct;
+}
+
+size_t captcha_dataset_scratch_size(const captcha_dataset *dataset)
+{
+    size_t largest = 0;
+    for (size_t i = 0; i < dataset->count; i++) {
+        size_t bytes = 3 * (size_t)dataset->images[i].width * (size_t)dataset->images[i].height;
+        if (bytes > largest)
+            largest = bytes;
+    }
+    return largest;
+}
+
+captcha_status captcha_dataset_batch(const captcha_dataset *dataset, const size_t *indices,
+                                     int batch, const captcha_config *config,
+                                     const captcha_augment *augment, const uint64_t *keys,
+                                     uint8_t *scratch, float *input, float *targets,
+                                     captcha_error *err)
+{
+    const size_t image_floats = 3 * (size_t)config->input_height * (size_t)config->input_width;
+    const size_t classes = (size_t)captcha_config_classes(config);
+    uint8_t *owned = NULL;
+    if (augment && !scratch) {
+        owned = malloc(captcha_dataset_scratch_size(dataset));
+        if (!owned)
+            return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "out of memory building a batch");
+        scratch = owned;
+    }
+    captcha_status status = CAPTCHA_OK;
+    for (int i = 0; i < batch && status == CAPTCHA_OK; i++) {
+        size_t index = indices[i];
+        captcha_rgb_image image = dataset->images[index];
+        if (augment) {
+            captcha_augment_image(&dataset->images[index], augment, keys[i], scratch);
+            image.rgb = scratch;
+        }
+        captcha_image view = captcha_rgb_image_view(&image);
+        status = captcha_preprocess(&view, NULL, config, input + (size_t)i * image_floats, err);
+        if (status == CAPTCHA_OK && targets)
+            status = captcha_encode_label(config, dataset->labels[index],
+                                          targets + (size_t)i * classes, err);
+        if (status != CAPTCHA_OK)
+            captcha_error_prefix(err, "%s: ", dataset->paths[index]);
+    }
+    free(owned);
+    return status;
+}

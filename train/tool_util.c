@@ -1,0 +1,32 @@
+/* Helpers shared by the command-line tools (see tool_util.h). */
+#include "tool_util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+void captcha_tool_message(const char *program, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    fprintf(stderr, "%s: ", program);
+    vfprintf(stderr, format, args);
+    fputc('\n', stderr);
+    va_end(args);
+}
+
+int captcha_tool_parse_long(const char *program, const char *name, const char *text, long minimum,
+                            long maximum, long *out)
+{
+    char *end;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    if (errno || end == text || *end || value < minimum || value > maximum) {
+        captcha_tool_message(program, "%s: expected an integer in %ld..%ld, got \"%s\"", name,
+                             minimum, maximum, text);
+        return 0;
+    }
+    *out = value;
+    return 1;
+}
