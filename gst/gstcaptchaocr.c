@@ -738,7 +738,7 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
     GST_OBJECT_UNLOCK (self);
     if (warn_fallback)
       GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
-          ("No usable GPU, running on the CPU: %s", fallback_reason), (NULL));
+          ("No usable GPU (device=auto): %s", fallback_reason), (NULL));
     else
       GST_INFO_OBJECT (self, "running on the CPU: %s", fallback_reason);
   }
