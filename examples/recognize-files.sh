@@ -2,7 +2,9 @@
 # Reads captcha image files with the captchaocr element, one gst-launch-1.0
 # pipeline per file, and prints one line per file:
 #     path<TAB>text<TAB>confidence
-# (text and confidence empty when the element gave no result).
+# (text and confidence empty when the element gave no result), the
+# confidence with 4 decimals, as captcha-predict prints it, so that the two
+# outputs can be compared with diff.
 #
 # Usage: recognize-files.sh [--model FILE] [--device auto|cpu|cuda] [FILE|DIR]...
 #   Without FILE/DIR: the shared test split ../shared/data/captcha-v2/test
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ $# -eq 0 ]; then
-    default_dir=$source_dir/../shared/data/captcha-v2/test
+    default_dir=$(cd "$source_dir/.." && pwd)/shared/data/captcha-v2/test
     if [ ! -d "$default_dir" ]; then
         echo "no input given and $default_dir is absent" >&2
         exit 2
@@ -59,6 +61,9 @@ recognize() {
         fakesink 2>&1 | grep '(element): captcha,' | head -n 1) || true
     text=$(printf '%s\n' "$line" | sed -n 's/.*text\\=\\(string\\)\([^\\]*\)\\,.*/\1/p')
     confidence=$(printf '%s\n' "$line" | sed -n 's/.*confidence\\=\\(double\\)\([^\\]*\)\\,.*/\1/p')
+    if [ -n "$confidence" ]; then
+        confidence=$(printf '%.4f' "$confidence")
+    fi
     printf '%s\t%s\t%s\n' "$1" "$text" "$confidence"
 }
 
