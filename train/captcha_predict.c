@@ -52,14 +52,11 @@ static void usage(FILE *stream)
           "A file that cannot be read or decoded is reported on stderr and skipped; the others\n"
           "are still read.\n"
           "Exit status: 0 every image read; 1 some image skipped, or the model does not load\n"
-          "(the reason is printed); 2 usage error.\n",
+          "(the reason is printed); 2 usage error.\n"
+          "Environment: OMP_WAIT_POLICY, when unset, is set to PASSIVE (the program restarts\n"
+          "itself once): spinning OpenMP threads waste most of the time on a busy machine.\n",
           stream);
 }
-
-typedef struct {
-    char *path;
-    captcha_rgb_image image;
-} pending_image;
 
 int main(int argc, char **argv)
 {
@@ -68,6 +65,7 @@ int main(int argc, char **argv)
         {"batch", required_argument, NULL, 'b'}, {"threads", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
     };
+    captcha_tool_prefer_passive_openmp(argv);
     const char *model_path = NULL;
     captcha_device device = CAPTCHA_DEVICE_AUTO;
     long batch = 32, threads = 0;
@@ -111,7 +109,6 @@ int main(int argc, char **argv)
     captcha_backend *backend = NULL;
     captcha_network *network = NULL;
     captcha_path_list paths = {0};
-    pending_image *pending = NULL;
     float *input = NULL, *logits = NULL;
     captcha_result *results = NULL;
     char(*labels)[CAPTCHA_MAX_LENGTH + 1] = NULL;
@@ -151,13 +148,12 @@ int main(int argc, char **argv)
     const int classes = captcha_config_classes(config);
     const size_t image_floats = 3 * (size_t)config->input_height * (size_t)config->input_width;
 
-    pending = calloc((size_t)batch, sizeof *pending);
     input = malloc((size_t)batch * image_floats * sizeof *input);
     logits = malloc((size_t)batch * (size_t)classes * sizeof *logits);
     results = calloc(paths.count ? paths.count : 1, sizeof *results);
     labels = calloc(paths.count ? paths.count : 1, sizeof *labels);
     char *read_ok = calloc(paths.count ? paths.count : 1, 1);
-    if (!pending || !input || !logits || !results || !labels || !read_ok) {
+    if (!input || !logits || !results || !labels || !read_ok) {
         free(read_ok);
         message("out of memory");
         goto done;
@@ -173,16 +169,17 @@ int main(int argc, char **argv)
         while (n < batch && next < paths.count) {
             const char *path = paths.paths[next];
             captcha_error image_err = {0};
-            if (captcha_rgb_image_read(path, &pending[n].image, &image_err) != CAPTCHA_OK) {
+            captcha_rgb_image image;
+            if (captcha_rgb_image_read(path, &image, &image_err) != CAPTCHA_OK) {
                 message("warning: skipping %s", image_err.message);
                 skipped++;
                 next++;
                 continue;
             }
-            captcha_image view = captcha_rgb_image_view(&pending[n].image);
+            captcha_image view = captcha_rgb_image_view(&image);
             captcha_status status =
                 captcha_preprocess(&view, NULL, config, input + (size_t)n * image_floats, &err);
-            captcha_rgb_image_free(&pending[n].image);
+            captcha_rgb_image_free(&image);
             if (status != CAPTCHA_OK) {
                 message("warning: skipping %s: %s", path, err.message);
                 skipped++;
@@ -238,7 +235,6 @@ done:
         message("cannot write the output: %s", strerror(errno));
         code = EXIT_RUNTIME;
     }
-    free(pending);
     free(input);
     free(logits);
     free(results);

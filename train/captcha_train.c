@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -94,7 +95,7 @@ typedef struct {
     const char *charset; /* NULL: reference charset; "auto": from the labels */
     recipe_id recipe_kind;
     recipe training;
-    int epochs_given, batch_given, lr_given, weight_decay_given, seed_given;
+    int recipe_given, epochs_given, batch_given, lr_given, weight_decay_given, seed_given;
     uint64_t seed;
     captcha_device device;
     int threads;
@@ -150,7 +151,9 @@ static void usage(FILE *stream)
         "Errors in labels (characters outside the charset, different lengths) stop before\n"
         "training. SIGINT/SIGTERM: the checkpoint is written at the next step boundary and\n"
         "the program exits with 128 + the signal number; --resume continues the run.\n"
-        "Exit status: 0 done, 1 runtime error, 2 usage error, 130/143 interrupted.\n",
+        "Exit status: 0 done, 1 runtime error, 2 usage error, 130/143 interrupted.\n"
+        "Environment: OMP_WAIT_POLICY, when unset, is set to PASSIVE (the program restarts\n"
+        "itself once): spinning OpenMP threads waste most of the time on a busy machine.\n",
         CAPTCHA_REFERENCE_CHARSET);
 }
 
@@ -231,6 +234,7 @@ static int parse_options(int argc, char **argv, options *opt)
         case OPT_CHECKPOINT: opt->checkpoint_path = optarg; break;
         case OPT_RESUME: opt->resume_path = optarg; break;
         case OPT_RECIPE:
+            opt->recipe_given = 1;
             if (!strcmp(optarg, "default"))
                 opt->recipe_kind = RECIPE_DEFAULT;
             else if (!strcmp(optarg, "reference"))
@@ -753,6 +757,7 @@ static captcha_status save_model(captcha_network *network, const options *opt,
 
 int main(int argc, char **argv)
 {
+    captcha_tool_prefer_passive_openmp(argv);
     options opt;
     int code = parse_options(argc, argv, &opt);
     if (code >= 0)
@@ -767,7 +772,8 @@ int main(int argc, char **argv)
     size_t *order = NULL;
     uint64_t *keys = NULL;
     uint8_t *scratch = NULL;
-    char *checkpoint_path = NULL;
+    char *checkpoint_path = NULL, *lock_path = NULL;
+    int lock_fd = -1;
     code = EXIT_RUNTIME;
 
     train_state state = {0};
@@ -786,7 +792,7 @@ int main(int argc, char **argv)
             message("%s", err.message);
             goto done;
         }
-        if (opt.recipe_kind != state.recipe_kind && opt.recipe_kind != RECIPE_DEFAULT)
+        if (opt.recipe_given && opt.recipe_kind != state.recipe_kind)
             message("warning: --recipe ignored: resuming the checkpoint's recipe %s",
                     recipe_names[state.recipe_kind]);
         if ((opt.batch_given && opt.training.batch != state.training.batch) ||
@@ -879,6 +885,21 @@ int main(int argc, char **argv)
     if (!checkpoint_path || !check_writable(opt.out_path, "--out") ||
         !check_writable(checkpoint_path, "checkpoint"))
         goto done;
+    /* One run per checkpoint: a second run (e.g. a --resume started while the
+     * interrupted run is still writing) would overwrite it. */
+    lock_path = malloc(strlen(checkpoint_path) + sizeof ".lock");
+    if (lock_path)
+        sprintf(lock_path, "%s.lock", checkpoint_path);
+    lock_fd = lock_path ? open(lock_path, O_WRONLY | O_CREAT, 0644) : -1;
+    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        message("%s: %s", lock_path ? lock_path : checkpoint_path,
+                errno == EWOULDBLOCK ? "another captcha-train run is using this checkpoint"
+                                     : strerror(errno));
+        if (lock_fd >= 0)
+            close(lock_fd);
+        lock_fd = -1;
+        goto done;
+    }
 
     /* ---- backend and network ---- */
     char fallback[512];
@@ -1090,6 +1111,11 @@ done:
     free(order);
     free(keys);
     free(scratch);
+    if (lock_fd >= 0) {
+        unlink(lock_path);
+        close(lock_fd);
+    }
+    free(lock_path);
     free(checkpoint_path);
     for (int i = 0; i < 4; i++)
         free(resume_buffers[i]);

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 void captcha_tool_message(const char *program, const char *format, ...)
 {
@@ -29,4 +30,14 @@ int captcha_tool_parse_long(const char *program, const char *name, const char *t
     }
     *out = value;
     return 1;
+}
+
+void captcha_tool_prefer_passive_openmp(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY"))
+        return;
+    if (setenv("OMP_WAIT_POLICY", "PASSIVE", 1) != 0)
+        return;
+    execv("/proc/self/exe", argv);
+    /* exec failed: carry on with the policy libgomp already read */
 }

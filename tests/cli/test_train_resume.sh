@@ -44,6 +44,16 @@ while ! grep -q "epoch 1/3 validation" "$T/d.log" 2>/dev/null && [ $i -lt 600 ];
     sleep 0.1
     i=$((i + 1))
 done
+# a second run on the same checkpoint while the first one runs is refused
+if kill -0 $pid 2>/dev/null; then
+    "$TRAIN" $ARGS --out "$T/d2.safetensors" --checkpoint "$T/d.safetensors.ckpt" \
+        --stop-after-steps 0 2>"$T/d2.log"
+    rc=$?
+    if kill -0 $pid 2>/dev/null; then
+        [ $rc -eq 1 ] && grep -q "another captcha-train run is using this checkpoint" "$T/d2.log" ||
+            fail "second run on a busy checkpoint: exit $rc, $(cat "$T/d2.log")"
+    fi
+fi
 kill -INT $pid 2>/dev/null
 wait $pid
 rc=$?
