@@ -144,7 +144,7 @@ static void expect_max_abs(const char *what, const char *backend, const float *g
                  tolerance * scale, scale);
 }
 
-/* relative L2 error of got against the device-downloaded device_got */
+/* ||got - ref|| / ||ref|| <= tolerance */
 static void expect_rel(const char *what, const char *backend, const float *got, const float *ref,
                        size_t n, double tolerance)
 {

@@ -10,7 +10,10 @@
  * (dnnl_format_tag_any); activations stay plain NCHW at the op boundary and are
  * reordered into/out of temporary buffers around the primitive. The blocked
  * copy of the weights of the fused inference convolution (bias given) is kept,
- * keyed by the weight pointer, until invalidate_cache().
+ * keyed by the weight pointer, until invalidate_cache(). Setting the
+ * environment variable CAPTCHA_CPU_CONV_LAYOUT=plain keeps every convolution in
+ * plain NCHW/OIHW (oneDNN then runs its slower im2col+GEMM kernels); it exists
+ * to measure the difference.
  *
  * Host memory only; ops run synchronously. A backend instance is not
  * thread-safe: use one per thread. */
