@@ -103,8 +103,7 @@ main (int argc, char **argv)
     return 2;
   }
   pad = gst_element_get_static_pad (ocr, "src");
-  gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, print_regions, NULL,
-      NULL);
+  gst_pad_add_probe (pad, GST_PAD_PROBE_TYPE_BUFFER, print_regions, NULL, NULL);
   gst_object_unref (pad);
   gst_object_unref (ocr);
 

@@ -767,7 +767,7 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
         (NULL));
 
   self->config = *captcha_network_config (self->network);
-  self->image_floats = (gsize) 3 * self->config.input_height *
+  self->image_floats = (gsize) self->config.input_height * 3 *
       self->config.input_width;
   self->classes = (gsize) captcha_config_classes (&self->config);
   gst_captcha_ocr_reserve (self, 1);
@@ -940,8 +940,7 @@ gst_captcha_ocr_collect_regions (GstCaptchaOcr * self, GstBuffer * buffer,
     return;
   }
 
-  if (captcha_roi_clip (roi, width, height, &entry.region, &err) !=
-      CAPTCHA_OK) {
+  if (captcha_roi_clip (roi, width, height, &entry.region, &err) != CAPTCHA_OK) {
     gst_captcha_ocr_warn_region (self, FALSE, &err);
     return;
   }
@@ -1108,8 +1107,7 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
     return GST_FLOW_OK;
   }
 
-  gst_captcha_ocr_collect_regions (self, buffer, width, height, roi_type,
-      &roi);
+  gst_captcha_ocr_collect_regions (self, buffer, width, height, roi_type, &roi);
   g_free (roi_type);
   n = self->regions->len;
 

@@ -23,11 +23,11 @@
 #include "model_file.h"
 #include "network.h"
 
-#define PICTURE_WIDTH 202       /* even (for NV12/I420); RGB rows padded */
+#define PICTURE_WIDTH 202 /* even (for NV12/I420); RGB rows padded */
 #define PICTURE_HEIGHT 50
 
 static gchar *tmpdir;
-static gchar *model_path;       /* valid model, seed 1 */
+static gchar *model_path; /* valid model, seed 1 */
 static gchar *truncated_header_path;
 static gchar *truncated_data_path;
 static gchar *wrong_shape_path;
@@ -35,782 +35,714 @@ static gchar *missing_path;
 
 /* ---- pictures ---------------------------------------------------------- */
 
-static guint32
-xorshift (guint32 * state)
+static guint32 xorshift(guint32 *state)
 {
-  guint32 x = *state;
-  x ^= x << 13;
-  x ^= x >> 17;
-  x ^= x << 5;
-  return *state = x;
+    guint32 x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return *state = x;
 }
 
 /* A captcha-like BGRx picture [height][width][4]: a slowly varying light
  * background with dark strokes (fine luma detail, smooth chroma, so that
  * 4:2:0 subsampling changes little). gray: all channels equal. */
-static guint8 *
-make_picture (gint width, gint height, guint32 seed, gboolean gray)
+static guint8 *make_picture(gint width, gint height, guint32 seed, gboolean gray)
 {
-  guint8 *bgrx = g_malloc (width * height * 4);
-  guint32 state = seed * 2654435761u + 1;
-  gint strokes[12][4];
-  gint x, y, k;
+    guint8 *bgrx = g_malloc(width * height * 4);
+    guint32 state = seed * 2654435761u + 1;
+    gint strokes[12][4];
+    gint x, y, k;
 
-  for (k = 0; k < 12; k++) {
-    strokes[k][0] = xorshift (&state) % width;  /* centre x */
-    strokes[k][1] = xorshift (&state) % height; /* centre y */
-    strokes[k][2] = 3 + xorshift (&state) % 12; /* half length */
-    strokes[k][3] = xorshift (&state) % 4;      /* direction */
-  }
-  for (y = 0; y < height; y++) {
-    for (x = 0; x < width; x++) {
-      guint8 *p = bgrx + (y * width + x) * 4;
-      gint b = 200 + (gint) (40 * sin (x / 37.0 + seed));
-      gint g = 190 + (gint) (50 * cos (y / 23.0 + x / 90.0 + seed));
-      gint r = 210 + (gint) (30 * sin ((x + y) / 51.0 - seed));
-      gboolean ink = FALSE;
-
-      for (k = 0; k < 12 && !ink; k++) {
-        gint dx = x - strokes[k][0], dy = y - strokes[k][1];
-        gint len = strokes[k][2];
-        switch (strokes[k][3]) {
-          case 0:
-            ink = ABS (dy) <= 1 && ABS (dx) <= len;
-            break;
-          case 1:
-            ink = ABS (dx) <= 1 && ABS (dy) <= len;
-            break;
-          case 2:
-            ink = ABS (dx - dy) <= 1 && ABS (dx) <= len;
-            break;
-          default:
-            ink = ABS (dx * dx + dy * dy - len * len) <= len;
-            break;
-        }
-      }
-      if (ink) {
-        b = 40 + seed * 13 % 40;
-        g = 30;
-        r = 60;
-      }
-      if (gray)
-        b = g = r = (b + g + r) / 3;
-      p[0] = CLAMP (b, 0, 255);
-      p[1] = CLAMP (g, 0, 255);
-      p[2] = CLAMP (r, 0, 255);
-      p[3] = 255;
+    for (k = 0; k < 12; k++) {
+        strokes[k][0] = xorshift(&state) % width;  /* centre x */
+        strokes[k][1] = xorshift(&state) % height; /* centre y */
+        strokes[k][2] = 3 + xorshift(&state) % 12; /* half length */
+        strokes[k][3] = xorshift(&state) % 4;      /* direction */
     }
-  }
-  return bgrx;
+    for (y = 0; y < height; y++) {
+        for (x = 0; x < width; x++) {
+            guint8 *p = bgrx + (y * width + x) * 4;
+            gint b = 200 + (gint)(40 * sin(x / 37.0 + seed));
+            gint g = 190 + (gint)(50 * cos(y / 23.0 + x / 90.0 + seed));
+            gint r = 210 + (gint)(30 * sin((x + y) / 51.0 - seed));
+            gboolean ink = FALSE;
+
+            for (k = 0; k < 12 && !ink; k++) {
+                gint dx = x - strokes[k][0], dy = y - strokes[k][1];
+                gint len = strokes[k][2];
+                switch (strokes[k][3]) {
+                case 0: ink = ABS(dy) <= 1 && ABS(dx) <= len; break;
+                case 1: ink = ABS(dx) <= 1 && ABS(dy) <= len; break;
+                case 2: ink = ABS(dx - dy) <= 1 && ABS(dx) <= len; break;
+                default: ink = ABS(dx * dx + dy * dy - len * len) <= len; break;
+                }
+            }
+            if (ink) {
+                b = 40 + seed * 13 % 40;
+                g = 30;
+                r = 60;
+            }
+            if (gray)
+                b = g = r = (b + g + r) / 3;
+            p[0] = CLAMP(b, 0, 255);
+            p[1] = CLAMP(g, 0, 255);
+            p[2] = CLAMP(r, 0, 255);
+            p[3] = 255;
+        }
+    }
+    return bgrx;
 }
 
 /* A BGRx frame [height][width][4] of noise with pictures pasted in. */
-static guint8 *
-make_frame (gint width, gint height, guint32 seed)
+static guint8 *make_frame(gint width, gint height, guint32 seed)
 {
-  guint8 *bgrx = g_malloc (width * height * 4);
-  guint32 state = seed + 12345;
-  gint i;
+    guint8 *bgrx = g_malloc(width * height * 4);
+    guint32 state = seed + 12345;
+    gint i;
 
-  for (i = 0; i < width * height * 4; i++)
-    bgrx[i] = xorshift (&state) & 0xff;
-  return bgrx;
+    for (i = 0; i < width * height * 4; i++)
+        bgrx[i] = xorshift(&state) & 0xff;
+    return bgrx;
 }
 
-static void
-paste (guint8 * frame, gint frame_width, const guint8 * picture, gint width,
-    gint height, gint x, gint y)
+static void paste(guint8 *frame, gint frame_width, const guint8 *picture, gint width, gint height,
+                  gint x, gint y)
 {
-  gint row;
+    gint row;
 
-  for (row = 0; row < height; row++)
-    memcpy (frame + ((y + row) * frame_width + x) * 4,
-        picture + row * width * 4, width * 4);
+    for (row = 0; row < height; row++)
+        memcpy(frame + ((y + row) * frame_width + x) * 4, picture + row * width * 4, width * 4);
 }
 
 /* A buffer holding the BGRx image converted to format by GStreamer's own
  * converter (default strides of GstVideoInfo; BT.601 limited range for the
  * YUV formats, as the caps of the same size imply). GRAY8 takes the first
  * channel (the picture must be gray). */
-static GstBuffer *
-make_buffer (const guint8 * bgrx, gint width, gint height,
-    GstVideoFormat format)
+static GstBuffer *make_buffer(const guint8 *bgrx, gint width, gint height, GstVideoFormat format)
 {
-  GstVideoInfo in_info, out_info;
-  GstVideoFrame in_frame, out_frame;
-  GstBuffer *in, *out;
-  GstVideoConverter *converter;
-  gint x, y;
+    GstVideoInfo in_info, out_info;
+    GstVideoFrame in_frame, out_frame;
+    GstBuffer *in, *out;
+    GstVideoConverter *converter;
+    gint x, y;
 
-  gst_video_info_set_format (&out_info, format, width, height);
-  out = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (&out_info), NULL);
-  fail_unless (gst_video_frame_map (&out_frame, &out_info, out, GST_MAP_WRITE));
+    gst_video_info_set_format(&out_info, format, width, height);
+    out = gst_buffer_new_allocate(NULL, GST_VIDEO_INFO_SIZE(&out_info), NULL);
+    fail_unless(gst_video_frame_map(&out_frame, &out_info, out, GST_MAP_WRITE));
 
-  if (format == GST_VIDEO_FORMAT_GRAY8) {
-    for (y = 0; y < height; y++) {
-      guint8 *row = GST_VIDEO_FRAME_PLANE_DATA (&out_frame, 0) +
-          y * GST_VIDEO_FRAME_PLANE_STRIDE (&out_frame, 0);
-      for (x = 0; x < width; x++) {
-        const guint8 *p = bgrx + (y * width + x) * 4;
-        fail_unless (p[0] == p[1] && p[1] == p[2]);
-        row[x] = p[0];
-      }
+    if (format == GST_VIDEO_FORMAT_GRAY8) {
+        for (y = 0; y < height; y++) {
+            guint8 *row = GST_VIDEO_FRAME_PLANE_DATA(&out_frame, 0) +
+                          y * GST_VIDEO_FRAME_PLANE_STRIDE(&out_frame, 0);
+            for (x = 0; x < width; x++) {
+                const guint8 *p = bgrx + (y * width + x) * 4;
+                fail_unless(p[0] == p[1] && p[1] == p[2]);
+                row[x] = p[0];
+            }
+        }
+        gst_video_frame_unmap(&out_frame);
+        return out;
     }
-    gst_video_frame_unmap (&out_frame);
-    return out;
-  }
 
-  gst_video_info_set_format (&in_info, GST_VIDEO_FORMAT_BGRx, width, height);
-  in = gst_buffer_new_memdup (bgrx, width * height * 4);
-  fail_unless (gst_video_frame_map (&in_frame, &in_info, in, GST_MAP_READ));
-  converter = gst_video_converter_new (&in_info, &out_info,
-      gst_structure_new ("options", GST_VIDEO_CONVERTER_OPT_DITHER_METHOD,
-          GST_TYPE_VIDEO_DITHER_METHOD, GST_VIDEO_DITHER_NONE, NULL));
-  fail_unless (converter != NULL);
-  gst_video_converter_frame (converter, &in_frame, &out_frame);
-  gst_video_converter_free (converter);
-  gst_video_frame_unmap (&in_frame);
-  gst_video_frame_unmap (&out_frame);
-  gst_buffer_unref (in);
-  return out;
+    gst_video_info_set_format(&in_info, GST_VIDEO_FORMAT_BGRx, width, height);
+    in = gst_buffer_new_memdup(bgrx, width * height * 4);
+    fail_unless(gst_video_frame_map(&in_frame, &in_info, in, GST_MAP_READ));
+    converter = gst_video_converter_new(
+        &in_info, &out_info,
+        gst_structure_new("options", GST_VIDEO_CONVERTER_OPT_DITHER_METHOD,
+                          GST_TYPE_VIDEO_DITHER_METHOD, GST_VIDEO_DITHER_NONE, NULL));
+    fail_unless(converter != NULL);
+    gst_video_converter_frame(converter, &in_frame, &out_frame);
+    gst_video_converter_free(converter);
+    gst_video_frame_unmap(&in_frame);
+    gst_video_frame_unmap(&out_frame);
+    gst_buffer_unref(in);
+    return out;
 }
 
-static gchar *
-caps_string (GstVideoFormat format, gint width, gint height)
+static gchar *caps_string(GstVideoFormat format, gint width, gint height)
 {
-  return g_strdup_printf ("video/x-raw,format=%s,width=%d,height=%d,"
-      "framerate=0/1", gst_video_format_to_string (format), width, height);
+    return g_strdup_printf("video/x-raw,format=%s,width=%d,height=%d,"
+                           "framerate=0/1",
+                           gst_video_format_to_string(format), width, height);
 }
 
 /* ---- element and results ---------------------------------------------- */
 
 /* A captchaocr with the test model on the CPU, properties set, in a
  * harness; bus (may be NULL) receives its messages. */
-static GstHarness *
-harness_new (GstBus ** bus, const gchar * first_property, ...)
+static GstHarness *harness_new(GstBus **bus, const gchar *first_property, ...)
 {
-  GstElement *element;
-  GstHarness *h;
-  va_list args;
+    GstElement *element;
+    GstHarness *h;
+    va_list args;
 
-  element = gst_object_ref_sink (gst_element_factory_make ("captchaocr",
-          NULL));
-  fail_unless (element != NULL, "captchaocr not found (GST_PLUGIN_PATH?)");
-  g_object_set (element, "model", model_path, "device", 1 /* cpu */ , NULL);
-  if (first_property) {
-    va_start (args, first_property);
-    g_object_set_valist (G_OBJECT (element), first_property, args);
-    va_end (args);
-  }
-  if (bus) {
-    *bus = gst_bus_new ();
-    gst_element_set_bus (element, *bus);
-  }
-  h = gst_harness_new_with_element (element, "sink", "src");
-  gst_object_unref (element);
-  return h;
+    element = gst_object_ref_sink(gst_element_factory_make("captchaocr", NULL));
+    fail_unless(element != NULL, "captchaocr not found (GST_PLUGIN_PATH?)");
+    g_object_set(element, "model", model_path, "device", 1 /* cpu */, NULL);
+    if (first_property) {
+        va_start(args, first_property);
+        g_object_set_valist(G_OBJECT(element), first_property, args);
+        va_end(args);
+    }
+    if (bus) {
+        *bus = gst_bus_new();
+        gst_element_set_bus(element, *bus);
+    }
+    h = gst_harness_new_with_element(element, "sink", "src");
+    gst_object_unref(element);
+    return h;
 }
 
-static void
-harness_set_caps (GstHarness * h, GstVideoFormat format, gint width,
-    gint height)
+static void harness_set_caps(GstHarness *h, GstVideoFormat format, gint width, gint height)
 {
-  gchar *caps = caps_string (format, width, height);
-  gst_harness_set_src_caps_str (h, caps);
-  g_free (caps);
+    gchar *caps = caps_string(format, width, height);
+    gst_harness_set_src_caps_str(h, caps);
+    g_free(caps);
 }
 
-typedef struct
-{
-  gint id, parent_id;
-  guint x, y, width, height;
-  gchar text[64];
-  gchar label[64];
-  gdouble confidence;
-  gdouble char_product;         /* product of char-confidences */
-  guint chars;                  /* entries in char-confidences */
-  gboolean reused;
+typedef struct {
+    gint id, parent_id;
+    guint x, y, width, height;
+    gchar text[64];
+    gchar label[64];
+    gdouble confidence;
+    gdouble char_product; /* product of char-confidences */
+    guint chars;          /* entries in char-confidences */
+    gboolean reused;
 } Result;
 
 /* The "captcha" region metas of buffer, in the order they were added. */
-static guint
-results_of (GstBuffer * buffer, Result * out, guint max)
+static guint results_of(GstBuffer *buffer, Result *out, guint max)
 {
-  gpointer state = NULL;
-  GstMeta *meta;
-  guint n = 0, i;
+    gpointer state = NULL;
+    GstMeta *meta;
+    guint n = 0, i;
 
-  while ((meta = gst_buffer_iterate_meta_filtered (buffer, &state,
-              GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
-    GstVideoRegionOfInterestMeta *roi = (GstVideoRegionOfInterestMeta *) meta;
-    GstStructure *s;
-    const GValue *array;
-    Result *r;
+    while ((meta = gst_buffer_iterate_meta_filtered(buffer, &state,
+                                                    GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
+        GstVideoRegionOfInterestMeta *roi = (GstVideoRegionOfInterestMeta *)meta;
+        GstStructure *s;
+        const GValue *array;
+        Result *r;
 
-    if (roi->roi_type != g_quark_from_string ("captcha"))
-      continue;
-    fail_unless (n < max);
-    r = &out[n++];
-    memset (r, 0, sizeof (*r));
-    r->id = roi->id;
-    r->parent_id = roi->parent_id;
-    r->x = roi->x;
-    r->y = roi->y;
-    r->width = roi->w;
-    r->height = roi->h;
-    s = gst_video_region_of_interest_meta_get_param (roi, "captcha");
-    fail_unless (s != NULL, "region meta without a \"captcha\" param");
-    g_strlcpy (r->text, gst_structure_get_string (s, "text"),
-        sizeof (r->text));
-    g_strlcpy (r->label, gst_structure_get_string (s, "label"),
-        sizeof (r->label));
-    fail_unless (gst_structure_get_double (s, "confidence", &r->confidence));
-    fail_unless (gst_structure_get_boolean (s, "reused", &r->reused));
-    array = gst_structure_get_value (s, "char-confidences");
-    fail_unless (array != NULL && GST_VALUE_HOLDS_ARRAY (array));
-    r->chars = gst_value_array_get_size (array);
-    r->char_product = 1.0;
-    for (i = 0; i < r->chars; i++)
-      r->char_product *=
-          g_value_get_double (gst_value_array_get_value (array, i));
-  }
-  /* metas iterate newest first */
-  for (i = 0; i < n / 2; i++) {
-    Result swap = out[i];
-    out[i] = out[n - 1 - i];
-    out[n - 1 - i] = swap;
-  }
-  return n;
+        if (roi->roi_type != g_quark_from_string("captcha"))
+            continue;
+        fail_unless(n < max);
+        r = &out[n++];
+        memset(r, 0, sizeof(*r));
+        r->id = roi->id;
+        r->parent_id = roi->parent_id;
+        r->x = roi->x;
+        r->y = roi->y;
+        r->width = roi->w;
+        r->height = roi->h;
+        s = gst_video_region_of_interest_meta_get_param(roi, "captcha");
+        fail_unless(s != NULL, "region meta without a \"captcha\" param");
+        g_strlcpy(r->text, gst_structure_get_string(s, "text"), sizeof(r->text));
+        g_strlcpy(r->label, gst_structure_get_string(s, "label"), sizeof(r->label));
+        fail_unless(gst_structure_get_double(s, "confidence", &r->confidence));
+        fail_unless(gst_structure_get_boolean(s, "reused", &r->reused));
+        array = gst_structure_get_value(s, "char-confidences");
+        fail_unless(array != NULL && GST_VALUE_HOLDS_ARRAY(array));
+        r->chars = gst_value_array_get_size(array);
+        r->char_product = 1.0;
+        for (i = 0; i < r->chars; i++)
+            r->char_product *= g_value_get_double(gst_value_array_get_value(array, i));
+    }
+    /* metas iterate newest first */
+    for (i = 0; i < n / 2; i++) {
+        Result swap = out[i];
+        out[i] = out[n - 1 - i];
+        out[n - 1 - i] = swap;
+    }
+    return n;
 }
 
-static GstBuffer *
-push_pull (GstHarness * h, GstBuffer * buffer)
+static GstBuffer *push_pull(GstHarness *h, GstBuffer *buffer)
 {
-  fail_unless_equals_int (gst_harness_push (h, buffer), GST_FLOW_OK);
-  return gst_harness_pull (h);
+    fail_unless_equals_int(gst_harness_push(h, buffer), GST_FLOW_OK);
+    return gst_harness_pull(h);
 }
 
 /* Reads one buffer in a fresh element; returns its single result. */
-static Result
-read_once (const guint8 * bgrx, gint width, gint height,
-    GstVideoFormat format)
+static Result read_once(const guint8 *bgrx, gint width, gint height, GstVideoFormat format)
 {
-  GstHarness *h = harness_new (NULL, NULL);
-  GstBuffer *out;
-  Result r[4];
+    GstHarness *h = harness_new(NULL, NULL);
+    GstBuffer *out;
+    Result r[4];
 
-  harness_set_caps (h, format, width, height);
-  out = push_pull (h, make_buffer (bgrx, width, height, format));
-  fail_unless_equals_int (results_of (out, r, 4), 1);
-  gst_buffer_unref (out);
-  gst_harness_teardown (h);
-  return r[0];
+    harness_set_caps(h, format, width, height);
+    out = push_pull(h, make_buffer(bgrx, width, height, format));
+    fail_unless_equals_int(results_of(out, r, 4), 1);
+    gst_buffer_unref(out);
+    gst_harness_teardown(h);
+    return r[0];
 }
 
-static void
-assert_same_reading (const Result * a, const Result * b, const gchar * what)
+static void assert_same_reading(const Result *a, const Result *b, const gchar *what)
 {
-  fail_unless (strcmp (a->text, b->text) == 0, "%s: text \"%s\" != \"%s\"",
-      what, a->text, b->text);
-  fail_unless (fabs (a->confidence - b->confidence) <=
-      1e-5 * b->confidence, "%s: confidence %g != %g", what, a->confidence,
-      b->confidence);
+    fail_unless(strcmp(a->text, b->text) == 0, "%s: text \"%s\" != \"%s\"", what, a->text, b->text);
+    fail_unless(fabs(a->confidence - b->confidence) <= 1e-5 * b->confidence,
+                "%s: confidence %g != %g", what, a->confidence, b->confidence);
 }
 
 /* Pops the "captcha" element messages from bus (up to max). */
-static guint
-pop_captcha_messages (GstBus * bus, GstStructure ** out, guint max)
+static guint pop_captcha_messages(GstBus *bus, GstStructure **out, guint max)
 {
-  GstMessage *msg;
-  guint n = 0;
+    GstMessage *msg;
+    guint n = 0;
 
-  while ((msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ELEMENT))) {
-    const GstStructure *s = gst_message_get_structure (msg);
-    if (gst_structure_has_name (s, "captcha")) {
-      fail_unless (n < max);
-      out[n++] = gst_structure_copy (s);
+    while ((msg = gst_bus_pop_filtered(bus, GST_MESSAGE_ELEMENT))) {
+        const GstStructure *s = gst_message_get_structure(msg);
+        if (gst_structure_has_name(s, "captcha")) {
+            fail_unless(n < max);
+            out[n++] = gst_structure_copy(s);
+        }
+        gst_message_unref(msg);
     }
-    gst_message_unref (msg);
-  }
-  return n;
+    return n;
 }
 
-static void
-free_structures (GstStructure ** s, guint n)
+static void free_structures(GstStructure **s, guint n)
 {
-  guint i;
-  for (i = 0; i < n; i++)
-    gst_structure_free (s[i]);
+    guint i;
+    for (i = 0; i < n; i++)
+        gst_structure_free(s[i]);
 }
 
-static const GstStructure *
-message_result (const GstStructure * message, guint index)
+static const GstStructure *message_result(const GstStructure *message, guint index)
 {
-  const GValue *list = gst_structure_get_value (message, "results");
-  fail_unless (list != NULL && GST_VALUE_HOLDS_LIST (list));
-  fail_unless (index < gst_value_list_get_size (list));
-  return gst_value_get_structure (gst_value_list_get_value (list, index));
+    const GValue *list = gst_structure_get_value(message, "results");
+    fail_unless(list != NULL && GST_VALUE_HOLDS_LIST(list));
+    fail_unless(index < gst_value_list_get_size(list));
+    return gst_value_get_structure(gst_value_list_get_value(list, index));
 }
 
-static guint
-count_messages (GstBus * bus, GstMessageType type)
+static guint count_messages(GstBus *bus, GstMessageType type)
 {
-  GstMessage *msg;
-  guint n = 0;
+    GstMessage *msg;
+    guint n = 0;
 
-  while ((msg = gst_bus_pop_filtered (bus, type))) {
-    n++;
-    gst_message_unref (msg);
-  }
-  return n;
+    while ((msg = gst_bus_pop_filtered(bus, type))) {
+        n++;
+        gst_message_unref(msg);
+    }
+    return n;
 }
 
 /* ---- tests ------------------------------------------------------------- */
 
-GST_START_TEST (test_formats)
+GST_START_TEST(test_formats)
 {
-  static const GstVideoFormat rgb_formats[] = {
-    GST_VIDEO_FORMAT_BGRA, GST_VIDEO_FORMAT_RGBx, GST_VIDEO_FORMAT_RGBA,
-    GST_VIDEO_FORMAT_xRGB, GST_VIDEO_FORMAT_ARGB, GST_VIDEO_FORMAT_xBGR,
-    GST_VIDEO_FORMAT_ABGR, GST_VIDEO_FORMAT_RGB, GST_VIDEO_FORMAT_BGR,
-  };
-  static const GstVideoFormat yuv_formats[] = {
-    GST_VIDEO_FORMAT_NV12, GST_VIDEO_FORMAT_I420,
-  };
-  guint8 *color = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
-  guint8 *gray = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 1, TRUE);
-  Result reference, gray_reference, r;
-  guint i;
+    static const GstVideoFormat rgb_formats[] = {
+        GST_VIDEO_FORMAT_BGRA, GST_VIDEO_FORMAT_RGBx, GST_VIDEO_FORMAT_RGBA,
+        GST_VIDEO_FORMAT_xRGB, GST_VIDEO_FORMAT_ARGB, GST_VIDEO_FORMAT_xBGR,
+        GST_VIDEO_FORMAT_ABGR, GST_VIDEO_FORMAT_RGB,  GST_VIDEO_FORMAT_BGR,
+    };
+    static const GstVideoFormat yuv_formats[] = {
+        GST_VIDEO_FORMAT_NV12,
+        GST_VIDEO_FORMAT_I420,
+    };
+    guint8 *color = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    guint8 *gray = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, TRUE);
+    Result reference, gray_reference, r;
+    guint i;
 
-  reference = read_once (color, PICTURE_WIDTH, PICTURE_HEIGHT,
-      GST_VIDEO_FORMAT_BGRx);
-  fail_unless_equals_int (strlen (reference.text), 5);
-  fail_unless_equals_int (reference.chars, 5);
-  fail_unless (reference.confidence > 0.0 && reference.confidence <= 1.0);
-  fail_unless (fabs (reference.char_product - reference.confidence) <=
-      1e-5 * reference.confidence);
-  fail_unless_equals_string (reference.label, reference.text);
+    reference = read_once(color, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    fail_unless_equals_int(strlen(reference.text), 5);
+    fail_unless_equals_int(reference.chars, 5);
+    fail_unless(reference.confidence > 0.0 && reference.confidence <= 1.0);
+    fail_unless(fabs(reference.char_product - reference.confidence) <= 1e-5 * reference.confidence);
+    fail_unless_equals_string(reference.label, reference.text);
 
-  for (i = 0; i < G_N_ELEMENTS (rgb_formats); i++) {
-    r = read_once (color, PICTURE_WIDTH, PICTURE_HEIGHT, rgb_formats[i]);
-    assert_same_reading (&r, &reference,
-        gst_video_format_to_string (rgb_formats[i]));
-  }
-  for (i = 0; i < G_N_ELEMENTS (yuv_formats); i++) {
-    r = read_once (color, PICTURE_WIDTH, PICTURE_HEIGHT, yuv_formats[i]);
-    fail_unless_equals_string (r.text, reference.text);
-  }
+    for (i = 0; i < G_N_ELEMENTS(rgb_formats); i++) {
+        r = read_once(color, PICTURE_WIDTH, PICTURE_HEIGHT, rgb_formats[i]);
+        assert_same_reading(&r, &reference, gst_video_format_to_string(rgb_formats[i]));
+    }
+    for (i = 0; i < G_N_ELEMENTS(yuv_formats); i++) {
+        r = read_once(color, PICTURE_WIDTH, PICTURE_HEIGHT, yuv_formats[i]);
+        fail_unless_equals_string(r.text, reference.text);
+    }
 
-  gray_reference = read_once (gray, PICTURE_WIDTH, PICTURE_HEIGHT,
-      GST_VIDEO_FORMAT_BGRx);
-  r = read_once (gray, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_GRAY8);
-  assert_same_reading (&r, &gray_reference, "GRAY8");
+    gray_reference = read_once(gray, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    r = read_once(gray, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_GRAY8);
+    assert_same_reading(&r, &gray_reference, "GRAY8");
 
-  g_free (color);
-  g_free (gray);
+    g_free(color);
+    g_free(gray);
 }
 
 GST_END_TEST;
 
 /* A padded stride given by a GstVideoMeta reads as the packed picture. */
-GST_START_TEST (test_stride)
+GST_START_TEST(test_stride)
 {
-  const gint stride = 1024;
-  guint8 *picture = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
-  Result reference = read_once (picture, PICTURE_WIDTH, PICTURE_HEIGHT,
-      GST_VIDEO_FORMAT_BGRx);
-  gsize offsets[GST_VIDEO_MAX_PLANES] = { 0 };
-  gint strides[GST_VIDEO_MAX_PLANES] = { stride };
-  GstHarness *h = harness_new (NULL, NULL);
-  GstBuffer *in, *out;
-  GstMapInfo map;
-  Result r[2];
-  gint y;
+    const gint stride = 1024;
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    Result reference = read_once(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    gsize offsets[GST_VIDEO_MAX_PLANES] = {0};
+    gint strides[GST_VIDEO_MAX_PLANES] = {stride};
+    GstHarness *h = harness_new(NULL, NULL);
+    GstBuffer *in, *out;
+    GstMapInfo map;
+    Result r[2];
+    gint y;
 
-  in = gst_buffer_new_allocate (NULL, stride * PICTURE_HEIGHT, NULL);
-  fail_unless (gst_buffer_map (in, &map, GST_MAP_WRITE));
-  memset (map.data, 0x5a, map.size);
-  for (y = 0; y < PICTURE_HEIGHT; y++)
-    memcpy (map.data + y * stride, picture + y * PICTURE_WIDTH * 4,
-        PICTURE_WIDTH * 4);
-  gst_buffer_unmap (in, &map);
-  gst_buffer_add_video_meta_full (in, GST_VIDEO_FRAME_FLAG_NONE,
-      GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT, 1, offsets,
-      strides);
+    in = gst_buffer_new_allocate(NULL, stride * PICTURE_HEIGHT, NULL);
+    fail_unless(gst_buffer_map(in, &map, GST_MAP_WRITE));
+    memset(map.data, 0x5a, map.size);
+    for (y = 0; y < PICTURE_HEIGHT; y++)
+        memcpy(map.data + y * stride, picture + y * PICTURE_WIDTH * 4, PICTURE_WIDTH * 4);
+    gst_buffer_unmap(in, &map);
+    gst_buffer_add_video_meta_full(in, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_FORMAT_BGRx,
+                                   PICTURE_WIDTH, PICTURE_HEIGHT, 1, offsets, strides);
 
-  harness_set_caps (h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
-  out = push_pull (h, in);
-  fail_unless_equals_int (results_of (out, r, 2), 1);
-  assert_same_reading (&r[0], &reference, "stride 1024");
-  gst_buffer_unref (out);
-  gst_harness_teardown (h);
-  g_free (picture);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+    out = push_pull(h, in);
+    fail_unless_equals_int(results_of(out, r, 2), 1);
+    assert_same_reading(&r[0], &reference, "stride 1024");
+    gst_buffer_unref(out);
+    gst_harness_teardown(h);
+    g_free(picture);
 }
 
 GST_END_TEST;
 
 /* The frame is never written nor copied: read-only memory comes out as
  * the same memory with the same bytes. */
-GST_START_TEST (test_frame_untouched)
+GST_START_TEST(test_frame_untouched)
 {
-  guint8 *picture = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
-  gsize size = PICTURE_WIDTH * PICTURE_HEIGHT * 4;
-  guint8 *copy = g_memdup2 (picture, size);
-  GstHarness *h = harness_new (NULL, NULL);
-  GstBuffer *in, *out;
-  GstMapInfo map;
-  Result r[2];
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    gsize size = PICTURE_WIDTH * PICTURE_HEIGHT * 4;
+    guint8 *copy = g_memdup2(picture, size);
+    GstHarness *h = harness_new(NULL, NULL);
+    GstBuffer *in, *out;
+    GstMapInfo map;
+    Result r[2];
 
-  in = gst_buffer_new_wrapped_full (GST_MEMORY_FLAG_READONLY, picture, size,
-      0, size, NULL, NULL);
-  harness_set_caps (h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
-  out = push_pull (h, in);
-  fail_unless_equals_int (results_of (out, r, 2), 1);
-  fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
-  fail_unless (map.data == picture, "the frame's memory was copied");
-  fail_unless (memcmp (map.data, copy, size) == 0);
-  gst_buffer_unmap (out, &map);
-  gst_buffer_unref (out);
-  gst_harness_teardown (h);
-  g_free (picture);
-  g_free (copy);
+    in = gst_buffer_new_wrapped_full(GST_MEMORY_FLAG_READONLY, picture, size, 0, size, NULL, NULL);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+    out = push_pull(h, in);
+    fail_unless_equals_int(results_of(out, r, 2), 1);
+    fail_unless(gst_buffer_map(out, &map, GST_MAP_READ));
+    fail_unless(map.data == picture, "the frame's memory was copied");
+    fail_unless(memcmp(map.data, copy, size) == 0);
+    gst_buffer_unmap(out, &map);
+    gst_buffer_unref(out);
+    gst_harness_teardown(h);
+    g_free(picture);
+    g_free(copy);
 }
 
 GST_END_TEST;
 
 /* roi-* properties: the picture pasted into a larger frame reads as the
  * picture alone; a region partly outside is clipped. */
-GST_START_TEST (test_roi_property)
+GST_START_TEST(test_roi_property)
 {
-  const gint fw = 640, fh = 360, px = 100, py = 200;
-  guint8 *picture = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
-  guint8 *frame = make_frame (fw, fh, 7);
-  Result reference = read_once (picture, PICTURE_WIDTH, PICTURE_HEIGHT,
-      GST_VIDEO_FORMAT_BGRx);
-  GstHarness *h;
-  GstBuffer *out;
-  Result r[2];
+    const gint fw = 640, fh = 360, px = 100, py = 200;
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    guint8 *frame = make_frame(fw, fh, 7);
+    Result reference = read_once(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    GstHarness *h;
+    GstBuffer *out;
+    Result r[2];
 
-  paste (frame, fw, picture, PICTURE_WIDTH, PICTURE_HEIGHT, px, py);
-  h = harness_new (NULL, "roi-x", px, "roi-y", py, "roi-width", PICTURE_WIDTH,
-      "roi-height", PICTURE_HEIGHT, NULL);
-  harness_set_caps (h, GST_VIDEO_FORMAT_BGRx, fw, fh);
-  out = push_pull (h, make_buffer (frame, fw, fh, GST_VIDEO_FORMAT_BGRx));
-  fail_unless_equals_int (results_of (out, r, 2), 1);
-  assert_same_reading (&r[0], &reference, "region of a 640x360 frame");
-  fail_unless_equals_int (r[0].x, px);
-  fail_unless_equals_int (r[0].y, py);
-  fail_unless_equals_int (r[0].width, PICTURE_WIDTH);
-  fail_unless_equals_int (r[0].height, PICTURE_HEIGHT);
-  fail_unless_equals_int (r[0].parent_id, -1);
-  fail_unless_equals_int (r[0].reused, FALSE);
-  gst_buffer_unref (out);
+    paste(frame, fw, picture, PICTURE_WIDTH, PICTURE_HEIGHT, px, py);
+    h = harness_new(NULL, "roi-x", px, "roi-y", py, "roi-width", PICTURE_WIDTH, "roi-height",
+                    PICTURE_HEIGHT, NULL);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, fw, fh);
+    out = push_pull(h, make_buffer(frame, fw, fh, GST_VIDEO_FORMAT_BGRx));
+    fail_unless_equals_int(results_of(out, r, 2), 1);
+    assert_same_reading(&r[0], &reference, "region of a 640x360 frame");
+    fail_unless_equals_int(r[0].x, px);
+    fail_unless_equals_int(r[0].y, py);
+    fail_unless_equals_int(r[0].width, PICTURE_WIDTH);
+    fail_unless_equals_int(r[0].height, PICTURE_HEIGHT);
+    fail_unless_equals_int(r[0].parent_id, -1);
+    fail_unless_equals_int(r[0].reused, FALSE);
+    gst_buffer_unref(out);
 
-  /* 600 + 202 > 640: clipped to 40 columns */
-  g_object_set (h->element, "roi-x", 600, NULL);
-  out = push_pull (h, make_buffer (frame, fw, fh, GST_VIDEO_FORMAT_BGRx));
-  fail_unless_equals_int (results_of (out, r, 2), 1);
-  fail_unless_equals_int (r[0].x, 600);
-  fail_unless_equals_int (r[0].width, fw - 600);
-  fail_unless_equals_int (r[0].height, PICTURE_HEIGHT);
-  gst_buffer_unref (out);
+    /* 600 + 202 > 640: clipped to 40 columns */
+    g_object_set(h->element, "roi-x", 600, NULL);
+    out = push_pull(h, make_buffer(frame, fw, fh, GST_VIDEO_FORMAT_BGRx));
+    fail_unless_equals_int(results_of(out, r, 2), 1);
+    fail_unless_equals_int(r[0].x, 600);
+    fail_unless_equals_int(r[0].width, fw - 600);
+    fail_unless_equals_int(r[0].height, PICTURE_HEIGHT);
+    gst_buffer_unref(out);
 
-  gst_harness_teardown (h);
-  g_free (picture);
-  g_free (frame);
+    gst_harness_teardown(h);
+    g_free(picture);
+    g_free(frame);
 }
 
 GST_END_TEST;
 
-static void
-add_upstream_region (GstBuffer * buffer, const gchar * type, gint id,
-    guint x, guint y, guint w, guint hh)
+static void add_upstream_region(GstBuffer *buffer, const gchar *type, gint id, guint x, guint y,
+                                guint w, guint hh)
 {
-  GstVideoRegionOfInterestMeta *meta =
-      gst_buffer_add_video_region_of_interest_meta (buffer, type, x, y, w, hh);
-  meta->id = id;
+    GstVideoRegionOfInterestMeta *meta =
+        gst_buffer_add_video_region_of_interest_meta(buffer, type, x, y, w, hh);
+    meta->id = id;
 }
 
 /* roi-type: two upstream regions in one frame give two results (one
  * batch), distinct ids, parent_id set; other types are ignored. */
-GST_START_TEST (test_roi_meta)
+GST_START_TEST(test_roi_meta)
 {
-  const gint fw = 640, fh = 360;
-  guint8 *a = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
-  guint8 *b = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
-  guint8 *frame = make_frame (fw, fh, 9);
-  Result ref_a = read_once (a, PICTURE_WIDTH, PICTURE_HEIGHT,
-      GST_VIDEO_FORMAT_BGRx);
-  Result ref_b = read_once (b, PICTURE_WIDTH, PICTURE_HEIGHT,
-      GST_VIDEO_FORMAT_BGRx);
-  GstStructure *messages[4];
-  GstHarness *h;
-  GstBuffer *in, *out;
-  GstBus *bus;
-  Result r[4];
-  guint i;
+    const gint fw = 640, fh = 360;
+    guint8 *a = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    guint8 *b = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
+    guint8 *frame = make_frame(fw, fh, 9);
+    Result ref_a = read_once(a, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    Result ref_b = read_once(b, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    GstStructure *messages[4];
+    GstHarness *h;
+    GstBuffer *in, *out;
+    GstBus *bus;
+    Result r[4];
+    guint i;
 
-  fail_if (strcmp (ref_a.text, ref_b.text) == 0,
-      "pictures 1 and 2 read alike (\"%s\"): the test cannot tell regions "
-      "apart", ref_a.text);
-  paste (frame, fw, a, PICTURE_WIDTH, PICTURE_HEIGHT, 20, 30);
-  paste (frame, fw, b, PICTURE_WIDTH, PICTURE_HEIGHT, 300, 200);
+    fail_if(strcmp(ref_a.text, ref_b.text) == 0,
+            "pictures 1 and 2 read alike (\"%s\"): the test cannot tell regions "
+            "apart",
+            ref_a.text);
+    paste(frame, fw, a, PICTURE_WIDTH, PICTURE_HEIGHT, 20, 30);
+    paste(frame, fw, b, PICTURE_WIDTH, PICTURE_HEIGHT, 300, 200);
 
-  h = harness_new (&bus, "roi-type", "plate", NULL);
-  harness_set_caps (h, GST_VIDEO_FORMAT_BGRx, fw, fh);
-  in = make_buffer (frame, fw, fh, GST_VIDEO_FORMAT_BGRx);
-  add_upstream_region (in, "plate", 7, 20, 30, PICTURE_WIDTH, PICTURE_HEIGHT);
-  add_upstream_region (in, "face", 3, 0, 0, 50, 50);
-  add_upstream_region (in, "plate", 9, 300, 200, PICTURE_WIDTH,
-      PICTURE_HEIGHT);
-  out = push_pull (h, in);
-  fail_unless_equals_int (results_of (out, r, 4), 2);
-  fail_unless (r[0].id != r[1].id);
-  for (i = 0; i < 2; i++) {
-    fail_unless (r[i].id != 7 && r[i].id != 3 && r[i].id != 9,
-        "result id %d repeats an upstream id", r[i].id);
-    if (r[i].parent_id == 7) {
-      assert_same_reading (&r[i], &ref_a, "region 7");
-      fail_unless_equals_int (r[i].x, 20);
-      fail_unless_equals_int (r[i].y, 30);
-    } else {
-      fail_unless_equals_int (r[i].parent_id, 9);
-      assert_same_reading (&r[i], &ref_b, "region 9");
-      fail_unless_equals_int (r[i].x, 300);
-      fail_unless_equals_int (r[i].y, 200);
+    h = harness_new(&bus, "roi-type", "plate", NULL);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, fw, fh);
+    in = make_buffer(frame, fw, fh, GST_VIDEO_FORMAT_BGRx);
+    add_upstream_region(in, "plate", 7, 20, 30, PICTURE_WIDTH, PICTURE_HEIGHT);
+    add_upstream_region(in, "face", 3, 0, 0, 50, 50);
+    add_upstream_region(in, "plate", 9, 300, 200, PICTURE_WIDTH, PICTURE_HEIGHT);
+    out = push_pull(h, in);
+    fail_unless_equals_int(results_of(out, r, 4), 2);
+    fail_unless(r[0].id != r[1].id);
+    for (i = 0; i < 2; i++) {
+        fail_unless(r[i].id != 7 && r[i].id != 3 && r[i].id != 9,
+                    "result id %d repeats an upstream id", r[i].id);
+        if (r[i].parent_id == 7) {
+            assert_same_reading(&r[i], &ref_a, "region 7");
+            fail_unless_equals_int(r[i].x, 20);
+            fail_unless_equals_int(r[i].y, 30);
+        } else {
+            fail_unless_equals_int(r[i].parent_id, 9);
+            assert_same_reading(&r[i], &ref_b, "region 9");
+            fail_unless_equals_int(r[i].x, 300);
+            fail_unless_equals_int(r[i].y, 200);
+        }
     }
-  }
-  fail_unless (r[0].parent_id != r[1].parent_id);
-  gst_buffer_unref (out);
+    fail_unless(r[0].parent_id != r[1].parent_id);
+    gst_buffer_unref(out);
 
-  fail_unless_equals_int (pop_captcha_messages (bus, messages, 4), 1);
-  fail_unless_equals_int (gst_value_list_get_size (gst_structure_get_value
-          (messages[0], "results")), 2);
-  for (i = 0; i < 2; i++) {
-    const GstStructure *s = message_result (messages[0], i);
-    gint parent, x;
-    fail_unless (gst_structure_get_int (s, "parent-id", &parent));
-    fail_unless (gst_structure_get_int (s, "x", &x));
-    fail_unless_equals_string (gst_structure_get_string (s, "text"),
-        parent == 7 ? ref_a.text : ref_b.text);
-    fail_unless_equals_int (x, parent == 7 ? 20 : 300);
-  }
-  free_structures (messages, 1);
+    fail_unless_equals_int(pop_captcha_messages(bus, messages, 4), 1);
+    fail_unless_equals_int(gst_value_list_get_size(gst_structure_get_value(messages[0], "results")),
+                           2);
+    for (i = 0; i < 2; i++) {
+        const GstStructure *s = message_result(messages[0], i);
+        gint parent, x;
+        fail_unless(gst_structure_get_int(s, "parent-id", &parent));
+        fail_unless(gst_structure_get_int(s, "x", &x));
+        fail_unless_equals_string(gst_structure_get_string(s, "text"),
+                                  parent == 7 ? ref_a.text : ref_b.text);
+        fail_unless_equals_int(x, parent == 7 ? 20 : 300);
+    }
+    free_structures(messages, 1);
 
-  /* Upstream ids left at 0 (the 1.22 default): ours are still distinct. */
-  in = make_buffer (frame, fw, fh, GST_VIDEO_FORMAT_BGRx);
-  add_upstream_region (in, "plate", 0, 20, 30, PICTURE_WIDTH, PICTURE_HEIGHT);
-  add_upstream_region (in, "plate", 0, 300, 200, PICTURE_WIDTH,
-      PICTURE_HEIGHT);
-  out = push_pull (h, in);
-  fail_unless_equals_int (results_of (out, r, 4), 2);
-  fail_unless (r[0].id != r[1].id && r[0].id != 0 && r[1].id != 0);
-  gst_buffer_unref (out);
+    /* Upstream ids left at 0 (the 1.22 default): ours are still distinct. */
+    in = make_buffer(frame, fw, fh, GST_VIDEO_FORMAT_BGRx);
+    add_upstream_region(in, "plate", 0, 20, 30, PICTURE_WIDTH, PICTURE_HEIGHT);
+    add_upstream_region(in, "plate", 0, 300, 200, PICTURE_WIDTH, PICTURE_HEIGHT);
+    out = push_pull(h, in);
+    fail_unless_equals_int(results_of(out, r, 4), 2);
+    fail_unless(r[0].id != r[1].id && r[0].id != 0 && r[1].id != 0);
+    gst_buffer_unref(out);
 
-  /* No region of that type: no result. */
-  in = make_buffer (frame, fw, fh, GST_VIDEO_FORMAT_BGRx);
-  add_upstream_region (in, "face", 0, 20, 30, PICTURE_WIDTH, PICTURE_HEIGHT);
-  out = push_pull (h, in);
-  fail_unless_equals_int (results_of (out, r, 4), 0);
-  gst_buffer_unref (out);
+    /* No region of that type: no result. */
+    in = make_buffer(frame, fw, fh, GST_VIDEO_FORMAT_BGRx);
+    add_upstream_region(in, "face", 0, 20, 30, PICTURE_WIDTH, PICTURE_HEIGHT);
+    out = push_pull(h, in);
+    fail_unless_equals_int(results_of(out, r, 4), 0);
+    gst_buffer_unref(out);
 
-  gst_harness_teardown (h);
-  gst_object_unref (bus);
-  g_free (a);
-  g_free (b);
-  g_free (frame);
+    gst_harness_teardown(h);
+    gst_object_unref(bus);
+    g_free(a);
+    g_free(b);
+    g_free(frame);
 }
 
 GST_END_TEST;
 
 /* interval=3 reads frames 0, 3, 6; the others carry the last reading
  * marked reused (even though their picture changed). */
-GST_START_TEST (test_interval)
+GST_START_TEST(test_interval)
 {
-  guint8 *a = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
-  guint8 *b = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
-  Result ref_a = read_once (a, PICTURE_WIDTH, PICTURE_HEIGHT,
-      GST_VIDEO_FORMAT_BGRx);
-  Result ref_b = read_once (b, PICTURE_WIDTH, PICTURE_HEIGHT,
-      GST_VIDEO_FORMAT_BGRx);
-  /* picture per frame, and the reading expected on it */
-  const guint8 *shown[7] = { a, b, b, b, a, a, a };
-  const Result *expected[7] = { &ref_a, &ref_a, &ref_a, &ref_b, &ref_b,
-    &ref_b, &ref_a
-  };
-  const gboolean reused[7] = { FALSE, TRUE, TRUE, FALSE, TRUE, TRUE, FALSE };
-  GstStructure *messages[8];
-  GstHarness *h;
-  GstBus *bus;
-  guint64 processed;
-  guint i;
+    guint8 *a = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    guint8 *b = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
+    Result ref_a = read_once(a, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    Result ref_b = read_once(b, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    /* picture per frame, and the reading expected on it */
+    const guint8 *shown[7] = {a, b, b, b, a, a, a};
+    const Result *expected[7] = {&ref_a, &ref_a, &ref_a, &ref_b, &ref_b, &ref_b, &ref_a};
+    const gboolean reused[7] = {FALSE, TRUE, TRUE, FALSE, TRUE, TRUE, FALSE};
+    GstStructure *messages[8];
+    GstHarness *h;
+    GstBus *bus;
+    guint64 processed;
+    guint i;
 
-  fail_if (strcmp (ref_a.text, ref_b.text) == 0);
-  h = harness_new (&bus, "interval", 3, NULL);
-  harness_set_caps (h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
-  for (i = 0; i < 7; i++) {
-    GstBuffer *out = push_pull (h, make_buffer (shown[i], PICTURE_WIDTH,
-            PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx));
-    Result r[2];
+    fail_if(strcmp(ref_a.text, ref_b.text) == 0);
+    h = harness_new(&bus, "interval", 3, NULL);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+    for (i = 0; i < 7; i++) {
+        GstBuffer *out = push_pull(
+            h, make_buffer(shown[i], PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx));
+        Result r[2];
 
-    fail_unless_equals_int (results_of (out, r, 2), 1);
-    fail_unless_equals_string (r[0].text, expected[i]->text);
-    fail_unless (r[0].reused == reused[i], "frame %u: reused %d", i,
-        r[0].reused);
-    gst_buffer_unref (out);
-  }
-  g_object_get (h->element, "frames-processed", &processed, NULL);
-  fail_unless_equals_uint64 (processed, 3);
-  fail_unless_equals_int (pop_captcha_messages (bus, messages, 8), 3);
-  free_structures (messages, 3);
+        fail_unless_equals_int(results_of(out, r, 2), 1);
+        fail_unless_equals_string(r[0].text, expected[i]->text);
+        fail_unless(r[0].reused == reused[i], "frame %u: reused %d", i, r[0].reused);
+        gst_buffer_unref(out);
+    }
+    g_object_get(h->element, "frames-processed", &processed, NULL);
+    fail_unless_equals_uint64(processed, 3);
+    fail_unless_equals_int(pop_captcha_messages(bus, messages, 8), 3);
+    free_structures(messages, 3);
 
-  gst_harness_teardown (h);
-  gst_object_unref (bus);
-  g_free (a);
-  g_free (b);
+    gst_harness_teardown(h);
+    gst_object_unref(bus);
+    g_free(a);
+    g_free(b);
 }
 
 GST_END_TEST;
 
-static guint
-run_message_sequence (gboolean message, gboolean on_change,
-    GstStructure ** messages, guint max, Result * ref_a, Result * ref_b)
+static guint run_message_sequence(gboolean message, gboolean on_change, GstStructure **messages,
+                                  guint max, Result *ref_a, Result *ref_b)
 {
-  guint8 *a = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
-  guint8 *b = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
-  const guint8 *shown[5] = { a, a, b, b, a };
-  GstHarness *h;
-  GstBus *bus;
-  guint i, n;
+    guint8 *a = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    guint8 *b = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
+    const guint8 *shown[5] = {a, a, b, b, a};
+    GstHarness *h;
+    GstBus *bus;
+    guint i, n;
 
-  *ref_a = read_once (a, PICTURE_WIDTH, PICTURE_HEIGHT,
-      GST_VIDEO_FORMAT_BGRx);
-  *ref_b = read_once (b, PICTURE_WIDTH, PICTURE_HEIGHT,
-      GST_VIDEO_FORMAT_BGRx);
-  fail_if (strcmp (ref_a->text, ref_b->text) == 0);
-  h = harness_new (&bus, "message", message, "message-on-change", on_change,
-      NULL);
-  harness_set_caps (h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
-  for (i = 0; i < 5; i++) {
-    GstBuffer *in = make_buffer (shown[i], PICTURE_WIDTH, PICTURE_HEIGHT,
-        GST_VIDEO_FORMAT_BGRx);
-    GST_BUFFER_PTS (in) = i * GST_SECOND;
-    GST_BUFFER_DURATION (in) = GST_SECOND;
-    gst_buffer_unref (push_pull (h, in));
-  }
-  n = pop_captcha_messages (bus, messages, max);
-  gst_harness_teardown (h);
-  gst_object_unref (bus);
-  g_free (a);
-  g_free (b);
-  return n;
+    *ref_a = read_once(a, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    *ref_b = read_once(b, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    fail_if(strcmp(ref_a->text, ref_b->text) == 0);
+    h = harness_new(&bus, "message", message, "message-on-change", on_change, NULL);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+    for (i = 0; i < 5; i++) {
+        GstBuffer *in = make_buffer(shown[i], PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+        GST_BUFFER_PTS(in) = i * GST_SECOND;
+        GST_BUFFER_DURATION(in) = GST_SECOND;
+        gst_buffer_unref(push_pull(h, in));
+    }
+    n = pop_captcha_messages(bus, messages, max);
+    gst_harness_teardown(h);
+    gst_object_unref(bus);
+    g_free(a);
+    g_free(b);
+    return n;
 }
 
-GST_START_TEST (test_message)
+GST_START_TEST(test_message)
 {
-  GstStructure *messages[8];
-  Result ref_a, ref_b;
-  const gchar *texts[5];
-  guint i;
+    GstStructure *messages[8];
+    Result ref_a, ref_b;
+    const gchar *texts[5];
+    guint i;
 
-  fail_unless_equals_int (run_message_sequence (TRUE, FALSE, messages, 8,
-          &ref_a, &ref_b), 5);
-  texts[0] = texts[1] = texts[4] = ref_a.text;
-  texts[2] = texts[3] = ref_b.text;
-  for (i = 0; i < 5; i++) {
-    const GstStructure *r = message_result (messages[i], 0);
-    guint64 timestamp, running_time, stream_time;
-    gint width, height;
-    gdouble confidence;
+    fail_unless_equals_int(run_message_sequence(TRUE, FALSE, messages, 8, &ref_a, &ref_b), 5);
+    texts[0] = texts[1] = texts[4] = ref_a.text;
+    texts[2] = texts[3] = ref_b.text;
+    for (i = 0; i < 5; i++) {
+        const GstStructure *r = message_result(messages[i], 0);
+        guint64 timestamp, running_time, stream_time;
+        gint width, height;
+        gdouble confidence;
 
-    fail_unless (gst_structure_get_uint64 (messages[i], "timestamp",
-            &timestamp));
-    fail_unless (gst_structure_get_uint64 (messages[i], "running-time",
-            &running_time));
-    fail_unless (gst_structure_get_uint64 (messages[i], "stream-time",
-            &stream_time));
-    fail_unless_equals_uint64 (timestamp, i * GST_SECOND);
-    fail_unless_equals_uint64 (running_time, i * GST_SECOND);
-    fail_unless_equals_uint64 (stream_time, i * GST_SECOND);
-    fail_unless_equals_string (gst_structure_get_string (r, "text"),
-        texts[i]);
-    fail_unless (gst_structure_get_double (r, "confidence", &confidence));
-    fail_unless (fabs (confidence - (texts[i] == ref_a.text ?
-                ref_a.confidence : ref_b.confidence)) < 1e-5 * confidence);
-    fail_unless (gst_structure_get_int (r, "width", &width));
-    fail_unless (gst_structure_get_int (r, "height", &height));
-    fail_unless_equals_int (width, PICTURE_WIDTH);
-    fail_unless_equals_int (height, PICTURE_HEIGHT);
-  }
-  free_structures (messages, 5);
+        fail_unless(gst_structure_get_uint64(messages[i], "timestamp", &timestamp));
+        fail_unless(gst_structure_get_uint64(messages[i], "running-time", &running_time));
+        fail_unless(gst_structure_get_uint64(messages[i], "stream-time", &stream_time));
+        fail_unless_equals_uint64(timestamp, i * GST_SECOND);
+        fail_unless_equals_uint64(running_time, i * GST_SECOND);
+        fail_unless_equals_uint64(stream_time, i * GST_SECOND);
+        fail_unless_equals_string(gst_structure_get_string(r, "text"), texts[i]);
+        fail_unless(gst_structure_get_double(r, "confidence", &confidence));
+        fail_unless(
+            fabs(confidence - (texts[i] == ref_a.text ? ref_a.confidence : ref_b.confidence)) <
+            1e-5 * confidence);
+        fail_unless(gst_structure_get_int(r, "width", &width));
+        fail_unless(gst_structure_get_int(r, "height", &height));
+        fail_unless_equals_int(width, PICTURE_WIDTH);
+        fail_unless_equals_int(height, PICTURE_HEIGHT);
+    }
+    free_structures(messages, 5);
 }
 
 GST_END_TEST;
 
-GST_START_TEST (test_message_on_change)
+GST_START_TEST(test_message_on_change)
 {
-  GstStructure *messages[8];
-  Result ref_a, ref_b;
-  guint64 timestamp;
-  guint i;
-  /* frames a a b b a: the text changes at frames 0, 2 and 4 */
-  const guint64 frames[3] = { 0, 2, 4 };
+    GstStructure *messages[8];
+    Result ref_a, ref_b;
+    guint64 timestamp;
+    guint i;
+    /* frames a a b b a: the text changes at frames 0, 2 and 4 */
+    const guint64 frames[3] = {0, 2, 4};
 
-  fail_unless_equals_int (run_message_sequence (TRUE, TRUE, messages, 8,
-          &ref_a, &ref_b), 3);
-  for (i = 0; i < 3; i++) {
-    gboolean changed;
-    fail_unless (gst_structure_get_uint64 (messages[i], "timestamp",
-            &timestamp));
-    fail_unless_equals_uint64 (timestamp, frames[i] * GST_SECOND);
-    fail_unless_equals_string (gst_structure_get_string (message_result
-            (messages[i], 0), "text"), i == 1 ? ref_b.text : ref_a.text);
-    fail_unless (gst_structure_get_boolean (message_result (messages[i], 0),
-            "changed", &changed));
-    fail_unless (changed);
-  }
-  free_structures (messages, 3);
+    fail_unless_equals_int(run_message_sequence(TRUE, TRUE, messages, 8, &ref_a, &ref_b), 3);
+    for (i = 0; i < 3; i++) {
+        gboolean changed;
+        fail_unless(gst_structure_get_uint64(messages[i], "timestamp", &timestamp));
+        fail_unless_equals_uint64(timestamp, frames[i] * GST_SECOND);
+        fail_unless_equals_string(gst_structure_get_string(message_result(messages[i], 0), "text"),
+                                  i == 1 ? ref_b.text : ref_a.text);
+        fail_unless(gst_structure_get_boolean(message_result(messages[i], 0), "changed", &changed));
+        fail_unless(changed);
+    }
+    free_structures(messages, 3);
 
-  fail_unless_equals_int (run_message_sequence (FALSE, FALSE, messages, 8,
-          &ref_a, &ref_b), 0);
+    fail_unless_equals_int(run_message_sequence(FALSE, FALSE, messages, 8, &ref_a, &ref_b), 0);
 }
 
 GST_END_TEST;
 
 /* Results below min-confidence are neither attached nor posted. */
-GST_START_TEST (test_min_confidence)
+GST_START_TEST(test_min_confidence)
 {
-  guint8 *picture = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
-  Result reference = read_once (picture, PICTURE_WIDTH, PICTURE_HEIGHT,
-      GST_VIDEO_FORMAT_BGRx);
-  gdouble thresholds[2] = { reference.confidence * 0.5,
-    reference.confidence * 2.0
-  };
-  guint i;
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    Result reference = read_once(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    gdouble thresholds[2] = {reference.confidence * 0.5, reference.confidence * 2.0};
+    guint i;
 
-  fail_unless (thresholds[1] < 1.0);
-  for (i = 0; i < 2; i++) {
-    GstStructure *messages[2];
-    GstHarness *h;
-    GstBus *bus;
-    GstBuffer *out;
-    Result r[2];
-    guint expected = i == 0 ? 1 : 0;
+    fail_unless(thresholds[1] < 1.0);
+    for (i = 0; i < 2; i++) {
+        GstStructure *messages[2];
+        GstHarness *h;
+        GstBus *bus;
+        GstBuffer *out;
+        Result r[2];
+        guint expected = i == 0 ? 1 : 0;
 
-    h = harness_new (&bus, "min-confidence", thresholds[i], NULL);
-    harness_set_caps (h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH,
-        PICTURE_HEIGHT);
-    out = push_pull (h, make_buffer (picture, PICTURE_WIDTH, PICTURE_HEIGHT,
-            GST_VIDEO_FORMAT_BGRx));
-    fail_unless_equals_int (results_of (out, r, 2), expected);
-    fail_unless_equals_int (pop_captcha_messages (bus, messages, 2),
-        expected);
-    free_structures (messages, expected);
-    gst_buffer_unref (out);
-    gst_harness_teardown (h);
-    gst_object_unref (bus);
-  }
-  g_free (picture);
+        h = harness_new(&bus, "min-confidence", thresholds[i], NULL);
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        out = push_pull(h,
+                        make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx));
+        fail_unless_equals_int(results_of(out, r, 2), expected);
+        fail_unless_equals_int(pop_captcha_messages(bus, messages, 2), expected);
+        free_structures(messages, expected);
+        gst_buffer_unref(out);
+        gst_harness_teardown(h);
+        gst_object_unref(bus);
+    }
+    g_free(picture);
 }
 
 GST_END_TEST;
@@ -818,398 +750,367 @@ GST_END_TEST;
 /* Starts a captchaocr with the given model (NULL: none set) and device;
  * returns the error message of the failed start, or NULL when it started.
  * *warnings receives the number of warnings posted. */
-static GstMessage *
-try_start (const gchar * model, gint device, guint * warnings)
+static GstMessage *try_start(const gchar *model, gint device, guint *warnings)
 {
-  GstElement *element = gst_element_factory_make ("captchaocr", NULL);
-  GstBus *bus = gst_bus_new ();
-  GstStateChangeReturn ret;
-  GstMessage *error;
+    GstElement *element = gst_element_factory_make("captchaocr", NULL);
+    GstBus *bus = gst_bus_new();
+    GstStateChangeReturn ret;
+    GstMessage *error;
 
-  g_object_set (element, "model", model, "device", device, NULL);
-  gst_element_set_bus (element, bus);
-  ret = gst_element_set_state (element, GST_STATE_PAUSED);
-  error = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
-  if (ret == GST_STATE_CHANGE_FAILURE)
-    fail_unless (error != NULL, "start failed without an error message");
-  else
-    fail_unless (error == NULL, "error message but the start succeeded");
-  gst_element_set_state (element, GST_STATE_NULL);
-  if (warnings)
-    *warnings = count_messages (bus, GST_MESSAGE_WARNING);
-  gst_element_set_bus (element, NULL);
-  gst_object_unref (bus);
-  gst_object_unref (element);
-  return error;
+    g_object_set(element, "model", model, "device", device, NULL);
+    gst_element_set_bus(element, bus);
+    ret = gst_element_set_state(element, GST_STATE_PAUSED);
+    error = gst_bus_pop_filtered(bus, GST_MESSAGE_ERROR);
+    if (ret == GST_STATE_CHANGE_FAILURE)
+        fail_unless(error != NULL, "start failed without an error message");
+    else
+        fail_unless(error == NULL, "error message but the start succeeded");
+    gst_element_set_state(element, GST_STATE_NULL);
+    if (warnings)
+        *warnings = count_messages(bus, GST_MESSAGE_WARNING);
+    gst_element_set_bus(element, NULL);
+    gst_object_unref(bus);
+    gst_object_unref(element);
+    return error;
 }
 
-static void
-assert_error (GstMessage * msg, GstResourceError code, const gchar * needle)
+static void assert_error(GstMessage *msg, GstResourceError code, const gchar *needle)
 {
-  GError *error = NULL;
-  gchar *debug = NULL;
+    GError *error = NULL;
+    gchar *debug = NULL;
 
-  fail_unless (msg != NULL, "expected an error");
-  gst_message_parse_error (msg, &error, &debug);
-  GST_INFO ("error: %s", error->message);
-  fail_unless (error->domain == GST_RESOURCE_ERROR, "domain %s",
-      g_quark_to_string (error->domain));
-  fail_unless (error->code == (gint) code, "code %d, expected %d: %s",
-      error->code, code, error->message);
-  fail_unless (strstr (error->message, needle) != NULL,
-      "\"%s\" does not name \"%s\"", error->message, needle);
-  g_error_free (error);
-  g_free (debug);
-  gst_message_unref (msg);
+    fail_unless(msg != NULL, "expected an error");
+    gst_message_parse_error(msg, &error, &debug);
+    GST_INFO("error: %s", error->message);
+    fail_unless(error->domain == GST_RESOURCE_ERROR, "domain %s", g_quark_to_string(error->domain));
+    fail_unless(error->code == (gint)code, "code %d, expected %d: %s", error->code, code,
+                error->message);
+    fail_unless(strstr(error->message, needle) != NULL, "\"%s\" does not name \"%s\"",
+                error->message, needle);
+    g_error_free(error);
+    g_free(debug);
+    gst_message_unref(msg);
 }
 
-GST_START_TEST (test_error_model)
+GST_START_TEST(test_error_model)
 {
-  GstMessage *msg;
+    GstMessage *msg;
 
-  assert_error (try_start (missing_path, 1, NULL),
-      GST_RESOURCE_ERROR_OPEN_READ, missing_path);
+    assert_error(try_start(missing_path, 1, NULL), GST_RESOURCE_ERROR_OPEN_READ, missing_path);
 
-  msg = try_start (truncated_header_path, 1, NULL);
-  fail_unless (msg != NULL);
-  {
-    GError *error = NULL;
-    gst_message_parse_error (msg, &error, NULL);
-    fail_unless (error->domain == GST_RESOURCE_ERROR);
-    fail_unless (error->code == GST_RESOURCE_ERROR_OPEN_READ ||
-        error->code == GST_RESOURCE_ERROR_SETTINGS);
-    fail_unless (strstr (error->message, truncated_header_path) != NULL,
-        "%s", error->message);
-    g_error_free (error);
-    gst_message_unref (msg);
-  }
-  msg = try_start (truncated_data_path, 1, NULL);
-  fail_unless (msg != NULL);
-  {
-    GError *error = NULL;
-    gst_message_parse_error (msg, &error, NULL);
-    fail_unless (error->domain == GST_RESOURCE_ERROR);
-    fail_unless (strstr (error->message, truncated_data_path) != NULL,
-        "%s", error->message);
-    g_error_free (error);
-    gst_message_unref (msg);
-  }
-  /* length 4 in the metadata: fc_layers.0.weight should be [144, 1024] */
-  assert_error (try_start (wrong_shape_path, 1, NULL),
-      GST_RESOURCE_ERROR_SETTINGS, "fc_layers.0");
+    msg = try_start(truncated_header_path, 1, NULL);
+    fail_unless(msg != NULL);
+    {
+        GError *error = NULL;
+        gst_message_parse_error(msg, &error, NULL);
+        fail_unless(error->domain == GST_RESOURCE_ERROR);
+        fail_unless(error->code == GST_RESOURCE_ERROR_OPEN_READ ||
+                    error->code == GST_RESOURCE_ERROR_SETTINGS);
+        fail_unless(strstr(error->message, truncated_header_path) != NULL, "%s", error->message);
+        g_error_free(error);
+        gst_message_unref(msg);
+    }
+    msg = try_start(truncated_data_path, 1, NULL);
+    fail_unless(msg != NULL);
+    {
+        GError *error = NULL;
+        gst_message_parse_error(msg, &error, NULL);
+        fail_unless(error->domain == GST_RESOURCE_ERROR);
+        fail_unless(strstr(error->message, truncated_data_path) != NULL, "%s", error->message);
+        g_error_free(error);
+        gst_message_unref(msg);
+    }
+    /* length 4 in the metadata: fc_layers.0.weight should be [144, 1024] */
+    assert_error(try_start(wrong_shape_path, 1, NULL), GST_RESOURCE_ERROR_SETTINGS, "fc_layers.0");
 
-  /* a good model after a bad one, set while stopped */
-  fail_unless (try_start (model_path, 1, NULL) == NULL);
+    /* a good model after a bad one, set while stopped */
+    fail_unless(try_start(model_path, 1, NULL) == NULL);
 }
 
 GST_END_TEST;
 
 /* No model property: $CAPTCHA_MODEL, else the bundled model, else an
  * error naming where it was looked for. */
-GST_START_TEST (test_default_model)
+GST_START_TEST(test_default_model)
 {
-  const gchar *installed =
-      CAPTCHA_MODEL_INSTALL_DIR "/captcha-default.safetensors";
-  const gchar *source = CAPTCHA_SOURCE_DIR "/model/captcha-default.safetensors";
-  GstMessage *msg;
+    const gchar *installed = CAPTCHA_MODEL_INSTALL_DIR "/captcha-default.safetensors";
+    const gchar *source = CAPTCHA_SOURCE_DIR "/model/captcha-default.safetensors";
+    GstMessage *msg;
 
-  g_setenv ("CAPTCHA_MODEL", model_path, TRUE);
-  fail_unless (try_start (NULL, 1, NULL) == NULL);
-  g_setenv ("CAPTCHA_MODEL", missing_path, TRUE);
-  assert_error (try_start (NULL, 1, NULL), GST_RESOURCE_ERROR_OPEN_READ,
-      missing_path);
-  g_unsetenv ("CAPTCHA_MODEL");
-  msg = try_start (NULL, 1, NULL);
-  if (g_file_test (installed, G_FILE_TEST_EXISTS)
-      || g_file_test (source, G_FILE_TEST_EXISTS))
-    fail_unless (msg == NULL, "the bundled model does not load");
-  else
-    assert_error (msg, GST_RESOURCE_ERROR_SETTINGS,
-        "captcha-default.safetensors");
+    g_setenv("CAPTCHA_MODEL", model_path, TRUE);
+    fail_unless(try_start(NULL, 1, NULL) == NULL);
+    g_setenv("CAPTCHA_MODEL", missing_path, TRUE);
+    assert_error(try_start(NULL, 1, NULL), GST_RESOURCE_ERROR_OPEN_READ, missing_path);
+    g_unsetenv("CAPTCHA_MODEL");
+    msg = try_start(NULL, 1, NULL);
+    if (g_file_test(installed, G_FILE_TEST_EXISTS) || g_file_test(source, G_FILE_TEST_EXISTS))
+        fail_unless(msg == NULL, "the bundled model does not load");
+    else
+        assert_error(msg, GST_RESOURCE_ERROR_SETTINGS, "captcha-default.safetensors");
 }
 
 GST_END_TEST;
 
 /* device=cuda without a usable GPU is an error at start; auto falls back
  * to the CPU with one warning, not one per start. */
-GST_START_TEST (test_device)
+GST_START_TEST(test_device)
 {
-  captcha_backend *backend = NULL;
-  captcha_error err = { 0 };
-  GstElement *element;
-  GstBus *bus;
-  guint warnings, i;
+    captcha_backend *backend = NULL;
+    captcha_error err = {0};
+    GstElement *element;
+    GstBus *bus;
+    guint warnings, i;
 
-  if (captcha_backend_create (CAPTCHA_DEVICE_CUDA, 0, 0, &backend, NULL, 0,
-          &err) == CAPTCHA_OK) {
-    captcha_backend_destroy (backend);
-    fail_unless (try_start (model_path, 2, &warnings) == NULL);
-    fail_unless_equals_int (warnings, 0);
-    return;
-  }
-  assert_error (try_start (model_path, 2, NULL), GST_RESOURCE_ERROR_SETTINGS,
-      "cuda");
+    if (captcha_backend_create(CAPTCHA_DEVICE_CUDA, 0, 0, &backend, NULL, 0, &err) == CAPTCHA_OK) {
+        captcha_backend_destroy(backend);
+        fail_unless(try_start(model_path, 2, &warnings) == NULL);
+        fail_unless_equals_int(warnings, 0);
+        return;
+    }
+    assert_error(try_start(model_path, 2, NULL), GST_RESOURCE_ERROR_SETTINGS, "cuda");
 
-  element = gst_element_factory_make ("captchaocr", NULL);
-  bus = gst_bus_new ();
-  g_object_set (element, "model", model_path, "device", 0, NULL);
-  gst_element_set_bus (element, bus);
-  for (i = 0; i < 3; i++) {
-    fail_unless_equals_int (gst_element_set_state (element, GST_STATE_PAUSED),
-        GST_STATE_CHANGE_SUCCESS);
-    fail_unless_equals_int (gst_element_set_state (element, GST_STATE_NULL),
-        GST_STATE_CHANGE_SUCCESS);
-  }
-  fail_unless_equals_int (count_messages (bus, GST_MESSAGE_WARNING), 1);
-  gst_element_set_bus (element, NULL);
-  gst_object_unref (bus);
-  gst_object_unref (element);
+    element = gst_element_factory_make("captchaocr", NULL);
+    bus = gst_bus_new();
+    g_object_set(element, "model", model_path, "device", 0, NULL);
+    gst_element_set_bus(element, bus);
+    for (i = 0; i < 3; i++) {
+        fail_unless_equals_int(gst_element_set_state(element, GST_STATE_PAUSED),
+                               GST_STATE_CHANGE_SUCCESS);
+        fail_unless_equals_int(gst_element_set_state(element, GST_STATE_NULL),
+                               GST_STATE_CHANGE_SUCCESS);
+    }
+    fail_unless_equals_int(count_messages(bus, GST_MESSAGE_WARNING), 1);
+    gst_element_set_bus(element, NULL);
+    gst_object_unref(bus);
+    gst_object_unref(element);
 }
 
 GST_END_TEST;
 
 /* A region entirely outside the frame (or empty): one warning for the
  * stream, no result, buffers still flow. */
-GST_START_TEST (test_region_outside)
+GST_START_TEST(test_region_outside)
 {
-  guint8 *picture = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
-  struct
-  {
-    gint x, width;
-    const gchar *roi_type;
-  } cases[] = {
-    {1000, 50, NULL},           /* right of the frame */
-    {PICTURE_WIDTH, 0, NULL},   /* to the right edge from the right edge: empty */
-    {0, 0, "plate"},            /* upstream region outside */
-  };
-  guint c, i;
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    struct {
+        gint x, width;
+        const gchar *roi_type;
+    } cases[] = {
+        {1000, 50, NULL},         /* right of the frame */
+        {PICTURE_WIDTH, 0, NULL}, /* to the right edge from the right edge: empty */
+        {0, 0, "plate"},          /* upstream region outside */
+    };
+    guint c, i;
 
-  for (c = 0; c < G_N_ELEMENTS (cases); c++) {
-    GstHarness *h;
-    GstBus *bus;
+    for (c = 0; c < G_N_ELEMENTS(cases); c++) {
+        GstHarness *h;
+        GstBus *bus;
 
-    h = harness_new (&bus, "roi-x", cases[c].x, "roi-width", cases[c].width,
-        "roi-type", cases[c].roi_type, NULL);
-    harness_set_caps (h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH,
-        PICTURE_HEIGHT);
-    for (i = 0; i < 3; i++) {
-      GstBuffer *in = make_buffer (picture, PICTURE_WIDTH, PICTURE_HEIGHT,
-          GST_VIDEO_FORMAT_BGRx);
-      GstBuffer *out;
-      Result r[2];
+        h = harness_new(&bus, "roi-x", cases[c].x, "roi-width", cases[c].width, "roi-type",
+                        cases[c].roi_type, NULL);
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        for (i = 0; i < 3; i++) {
+            GstBuffer *in =
+                make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+            GstBuffer *out;
+            Result r[2];
 
-      if (cases[c].roi_type)
-        add_upstream_region (in, cases[c].roi_type, 4, 500, 10, 20, 20);
-      out = push_pull (h, in);
-      fail_unless_equals_int (results_of (out, r, 2), 0);
-      gst_buffer_unref (out);
+            if (cases[c].roi_type)
+                add_upstream_region(in, cases[c].roi_type, 4, 500, 10, 20, 20);
+            out = push_pull(h, in);
+            fail_unless_equals_int(results_of(out, r, 2), 0);
+            gst_buffer_unref(out);
+        }
+        fail_unless_equals_int(count_messages(bus, GST_MESSAGE_WARNING), 1);
+        fail_unless_equals_int(count_messages(bus, GST_MESSAGE_ERROR), 0);
+        gst_harness_teardown(h);
+        gst_object_unref(bus);
     }
-    fail_unless_equals_int (count_messages (bus, GST_MESSAGE_WARNING), 1);
-    fail_unless_equals_int (count_messages (bus, GST_MESSAGE_ERROR), 0);
-    gst_harness_teardown (h);
-    gst_object_unref (bus);
-  }
-  g_free (picture);
+    g_free(picture);
 }
 
 GST_END_TEST;
 
 /* Caps change mid-stream (size and format): each stage reads as a fresh
  * element reads it. */
-GST_START_TEST (test_renegotiation)
+GST_START_TEST(test_renegotiation)
 {
-  struct
-  {
-    GstVideoFormat format;
-    gint width, height;
-    guint32 seed;
-  } stages[] = {
-    {GST_VIDEO_FORMAT_BGRx, 200, 50, 1},
-    {GST_VIDEO_FORMAT_RGB, 321, 97, 2},
-    {GST_VIDEO_FORMAT_NV12, 160, 40, 3},
-    {GST_VIDEO_FORMAT_GRAY8, 150, 60, 4},
-    {GST_VIDEO_FORMAT_BGRx, 200, 50, 1},
-  };
-  GstHarness *h = harness_new (NULL, NULL);
-  guint s;
+    struct {
+        GstVideoFormat format;
+        gint width, height;
+        guint32 seed;
+    } stages[] = {
+        {GST_VIDEO_FORMAT_BGRx, 200, 50, 1}, {GST_VIDEO_FORMAT_RGB, 321, 97, 2},
+        {GST_VIDEO_FORMAT_NV12, 160, 40, 3}, {GST_VIDEO_FORMAT_GRAY8, 150, 60, 4},
+        {GST_VIDEO_FORMAT_BGRx, 200, 50, 1},
+    };
+    GstHarness *h = harness_new(NULL, NULL);
+    guint s;
 
-  for (s = 0; s < G_N_ELEMENTS (stages); s++) {
-    gboolean gray = stages[s].format == GST_VIDEO_FORMAT_GRAY8;
-    guint8 *picture = make_picture (stages[s].width, stages[s].height,
-        stages[s].seed, gray);
-    Result expected = read_once (picture, stages[s].width, stages[s].height,
-        stages[s].format);
-    GstBuffer *out;
-    Result r[2];
+    for (s = 0; s < G_N_ELEMENTS(stages); s++) {
+        gboolean gray = stages[s].format == GST_VIDEO_FORMAT_GRAY8;
+        guint8 *picture = make_picture(stages[s].width, stages[s].height, stages[s].seed, gray);
+        Result expected = read_once(picture, stages[s].width, stages[s].height, stages[s].format);
+        GstBuffer *out;
+        Result r[2];
 
-    harness_set_caps (h, stages[s].format, stages[s].width, stages[s].height);
-    out = push_pull (h, make_buffer (picture, stages[s].width,
-            stages[s].height, stages[s].format));
-    fail_unless_equals_int (results_of (out, r, 2), 1);
-    assert_same_reading (&r[0], &expected, "after renegotiation");
-    fail_unless_equals_int (r[0].width, stages[s].width);
-    fail_unless_equals_int (r[0].height, stages[s].height);
-    gst_buffer_unref (out);
-    g_free (picture);
-  }
-  gst_harness_teardown (h);
+        harness_set_caps(h, stages[s].format, stages[s].width, stages[s].height);
+        out =
+            push_pull(h, make_buffer(picture, stages[s].width, stages[s].height, stages[s].format));
+        fail_unless_equals_int(results_of(out, r, 2), 1);
+        assert_same_reading(&r[0], &expected, "after renegotiation");
+        fail_unless_equals_int(r[0].width, stages[s].width);
+        fail_unless_equals_int(r[0].height, stages[s].height);
+        gst_buffer_unref(out);
+        g_free(picture);
+    }
+    gst_harness_teardown(h);
 }
 
 GST_END_TEST;
 
 /* latency and frames-processed follow the frames read. */
-GST_START_TEST (test_statistics)
+GST_START_TEST(test_statistics)
 {
-  guint8 *picture = make_picture (PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
-  GstHarness *h = harness_new (NULL, NULL);
-  guint64 processed;
-  gdouble latency;
-  guint i;
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    GstHarness *h = harness_new(NULL, NULL);
+    guint64 processed;
+    gdouble latency;
+    guint i;
 
-  g_object_get (h->element, "frames-processed", &processed, "latency",
-      &latency, NULL);
-  fail_unless_equals_uint64 (processed, 0);
-  fail_unless_equals_float (latency, 0.0);
-  harness_set_caps (h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
-  for (i = 0; i < 4; i++)
-    gst_buffer_unref (push_pull (h, make_buffer (picture, PICTURE_WIDTH,
-                PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx)));
-  g_object_get (h->element, "frames-processed", &processed, "latency",
-      &latency, NULL);
-  fail_unless_equals_uint64 (processed, 4);
-  fail_unless (latency > 0.0);
-  gst_harness_teardown (h);
-  g_free (picture);
+    g_object_get(h->element, "frames-processed", &processed, "latency", &latency, NULL);
+    fail_unless_equals_uint64(processed, 0);
+    fail_unless_equals_float(latency, 0.0);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+    for (i = 0; i < 4; i++)
+        gst_buffer_unref(push_pull(
+            h, make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx)));
+    g_object_get(h->element, "frames-processed", &processed, "latency", &latency, NULL);
+    fail_unless_equals_uint64(processed, 4);
+    fail_unless(latency > 0.0);
+    gst_harness_teardown(h);
+    g_free(picture);
 }
 
 GST_END_TEST;
 
 /* 200 start/stop cycles (leaks: run under valgrind or ASan in CI). */
-GST_START_TEST (test_state_cycles)
+GST_START_TEST(test_state_cycles)
 {
-  GstElement *element = gst_element_factory_make ("captchaocr", NULL);
-  guint i, cycles = 200;
+    GstElement *element = gst_element_factory_make("captchaocr", NULL);
+    guint i, cycles = 200;
 
-  if (g_getenv ("CAPTCHA_TEST_CYCLES"))
-    cycles = atoi (g_getenv ("CAPTCHA_TEST_CYCLES"));
-  g_object_set (element, "model", model_path, "device", 1, NULL);
-  for (i = 0; i < cycles; i++) {
-    fail_unless_equals_int (gst_element_set_state (element,
-            GST_STATE_PLAYING), GST_STATE_CHANGE_SUCCESS);
-    fail_unless_equals_int (gst_element_set_state (element, GST_STATE_NULL),
-        GST_STATE_CHANGE_SUCCESS);
-  }
-  gst_object_unref (element);
+    if (g_getenv("CAPTCHA_TEST_CYCLES"))
+        cycles = atoi(g_getenv("CAPTCHA_TEST_CYCLES"));
+    g_object_set(element, "model", model_path, "device", 1, NULL);
+    for (i = 0; i < cycles; i++) {
+        fail_unless_equals_int(gst_element_set_state(element, GST_STATE_PLAYING),
+                               GST_STATE_CHANGE_SUCCESS);
+        fail_unless_equals_int(gst_element_set_state(element, GST_STATE_NULL),
+                               GST_STATE_CHANGE_SUCCESS);
+    }
+    gst_object_unref(element);
 }
 
 GST_END_TEST;
 
 /* ---- model files ------------------------------------------------------- */
 
-static void
-write_part (const gchar * path, const gchar * data, gsize size)
+static void write_part(const gchar *path, const gchar *data, gsize size)
 {
-  GError *error = NULL;
+    GError *error = NULL;
 
-  if (!g_file_set_contents (path, data, size, &error))
-    g_error ("%s", error->message);
+    if (!g_file_set_contents(path, data, size, &error))
+        g_error("%s", error->message);
 }
 
-static void
-make_models (void)
+static void make_models(void)
 {
-  captcha_backend *backend = NULL;
-  captcha_network *network = NULL;
-  captcha_config config;
-  captcha_error err = { 0 };
-  gchar *data, *length;
-  gsize size;
-  guint64 header_size;
+    captcha_backend *backend = NULL;
+    captcha_network *network = NULL;
+    captcha_config config;
+    captcha_error err = {0};
+    gchar *data, *length;
+    gsize size;
+    guint64 header_size;
 
-  tmpdir = g_dir_make_tmp ("captchaocr-test-XXXXXX", NULL);
-  g_assert (tmpdir != NULL);
-  model_path = g_build_filename (tmpdir, "model.safetensors", NULL);
-  truncated_header_path = g_build_filename (tmpdir, "header.safetensors",
-      NULL);
-  truncated_data_path = g_build_filename (tmpdir, "data.safetensors", NULL);
-  wrong_shape_path = g_build_filename (tmpdir, "shape.safetensors", NULL);
-  missing_path = g_build_filename (tmpdir, "missing.safetensors", NULL);
+    tmpdir = g_dir_make_tmp("captchaocr-test-XXXXXX", NULL);
+    g_assert(tmpdir != NULL);
+    model_path = g_build_filename(tmpdir, "model.safetensors", NULL);
+    truncated_header_path = g_build_filename(tmpdir, "header.safetensors", NULL);
+    truncated_data_path = g_build_filename(tmpdir, "data.safetensors", NULL);
+    wrong_shape_path = g_build_filename(tmpdir, "shape.safetensors", NULL);
+    missing_path = g_build_filename(tmpdir, "missing.safetensors", NULL);
 
-  captcha_config_reference (&config);
-  if (captcha_backend_create (CAPTCHA_DEVICE_CPU, 0, 0, &backend, NULL, 0,
-          &err) != CAPTCHA_OK
-      || captcha_network_create (backend, &config, 1, &network,
-          &err) != CAPTCHA_OK
-      || captcha_model_save (network, model_path, NULL, &err) != CAPTCHA_OK)
-    g_error ("cannot make the test model: %s", err.message);
-  captcha_network_destroy (network);
-  captcha_backend_destroy (backend);
+    captcha_config_reference(&config);
+    if (captcha_backend_create(CAPTCHA_DEVICE_CPU, 0, 0, &backend, NULL, 0, &err) != CAPTCHA_OK ||
+        captcha_network_create(backend, &config, 1, &network, &err) != CAPTCHA_OK ||
+        captcha_model_save(network, model_path, NULL, &err) != CAPTCHA_OK)
+        g_error("cannot make the test model: %s", err.message);
+    captcha_network_destroy(network);
+    captcha_backend_destroy(backend);
 
-  g_assert (g_file_get_contents (model_path, &data, &size, NULL));
-  g_assert (size > 8);
-  memcpy (&header_size, data, 8);       /* little-endian hosts */
-  g_assert (header_size + 8 < size);
-  /* cut inside the JSON header, and inside the tensor data */
-  write_part (truncated_header_path, data, 8 + header_size / 2);
-  write_part (truncated_data_path, data, size - 1000);
-  /* metadata length 5 -> 4: same bytes, tensors now of the wrong shape */
-  length = g_strstr_len (data + 8, header_size, "\"length\":\"5\"");
-  if (!length)
-    g_error ("the model header has no \"length\":\"5\" to edit");
-  length[10] = '4';
-  write_part (wrong_shape_path, data, size);
-  g_free (data);
+    g_assert(g_file_get_contents(model_path, &data, &size, NULL));
+    g_assert(size > 8);
+    memcpy(&header_size, data, 8); /* little-endian hosts */
+    g_assert(header_size + 8 < size);
+    /* cut inside the JSON header, and inside the tensor data */
+    write_part(truncated_header_path, data, 8 + header_size / 2);
+    write_part(truncated_data_path, data, size - 1000);
+    /* metadata length 5 -> 4: same bytes, tensors now of the wrong shape */
+    length = g_strstr_len(data + 8, header_size, "\"length\":\"5\"");
+    if (!length)
+        g_error("the model header has no \"length\":\"5\" to edit");
+    length[10] = '4';
+    write_part(wrong_shape_path, data, size);
+    g_free(data);
 }
 
-static void
-remove_models (void)
+static void remove_models(void)
 {
-  const gchar *paths[] = { model_path, truncated_header_path,
-    truncated_data_path, wrong_shape_path
-  };
-  guint i;
+    const gchar *paths[] = {model_path, truncated_header_path, truncated_data_path,
+                            wrong_shape_path};
+    guint i;
 
-  for (i = 0; i < G_N_ELEMENTS (paths); i++)
-    g_unlink (paths[i]);
-  g_rmdir (tmpdir);
+    for (i = 0; i < G_N_ELEMENTS(paths); i++)
+        g_unlink(paths[i]);
+    g_rmdir(tmpdir);
 }
 
-static Suite *
-captchaocr_suite (void)
+static Suite *captchaocr_suite(void)
 {
-  Suite *s = suite_create ("captchaocr");
-  TCase *tc = tcase_create ("general");
+    Suite *s = suite_create("captchaocr");
+    TCase *tc = tcase_create("general");
 
-  /* valgrind multiplies the time: CK_TIMEOUT_MULTIPLIER scales this */
-  tcase_set_timeout (tc, 120);
-  suite_add_tcase (s, tc);
-  tcase_add_test (tc, test_formats);
-  tcase_add_test (tc, test_stride);
-  tcase_add_test (tc, test_frame_untouched);
-  tcase_add_test (tc, test_roi_property);
-  tcase_add_test (tc, test_roi_meta);
-  tcase_add_test (tc, test_interval);
-  tcase_add_test (tc, test_message);
-  tcase_add_test (tc, test_message_on_change);
-  tcase_add_test (tc, test_min_confidence);
-  tcase_add_test (tc, test_error_model);
-  tcase_add_test (tc, test_default_model);
-  tcase_add_test (tc, test_device);
-  tcase_add_test (tc, test_region_outside);
-  tcase_add_test (tc, test_renegotiation);
-  tcase_add_test (tc, test_statistics);
-  tcase_add_test (tc, test_state_cycles);
-  return s;
+    /* valgrind multiplies the time: CK_TIMEOUT_MULTIPLIER scales this */
+    tcase_set_timeout(tc, 120);
+    suite_add_tcase(s, tc);
+    tcase_add_test(tc, test_formats);
+    tcase_add_test(tc, test_stride);
+    tcase_add_test(tc, test_frame_untouched);
+    tcase_add_test(tc, test_roi_property);
+    tcase_add_test(tc, test_roi_meta);
+    tcase_add_test(tc, test_interval);
+    tcase_add_test(tc, test_message);
+    tcase_add_test(tc, test_message_on_change);
+    tcase_add_test(tc, test_min_confidence);
+    tcase_add_test(tc, test_error_model);
+    tcase_add_test(tc, test_default_model);
+    tcase_add_test(tc, test_device);
+    tcase_add_test(tc, test_region_outside);
+    tcase_add_test(tc, test_renegotiation);
+    tcase_add_test(tc, test_statistics);
+    tcase_add_test(tc, test_state_cycles);
+    return s;
 }
 
-int
-main (int argc, char **argv)
+int main(int argc, char **argv)
 {
-  int failed;
+    int failed;
 
-  gst_check_init (&argc, &argv);
-  make_models ();
-  failed = gst_check_run_suite (captchaocr_suite (), "captchaocr", __FILE__);
-  remove_models ();
-  return failed ? 1 : 0;
+    gst_check_init(&argc, &argv);
+    make_models();
+    failed = gst_check_run_suite(captchaocr_suite(), "captchaocr", __FILE__);
+    remove_models();
+    return failed ? 1 : 0;
 }
