@@ -195,6 +195,16 @@ static GstHarness *harness_new(GstBus **bus, const gchar *first_property, ...)
     return h;
 }
 
+/* Tears down a harness made with a bus: the bus stops queueing first, as
+ * queued messages (state changes during teardown) hold the element, which
+ * holds the bus. */
+static void harness_teardown_with_bus(GstHarness *h, GstBus *bus)
+{
+    gst_bus_set_flushing(bus, TRUE);
+    gst_harness_teardown(h);
+    gst_object_unref(bus);
+}
+
 static void harness_set_caps(GstHarness *h, GstVideoFormat format, gint width, gint height)
 {
     gchar *caps = caps_string(format, width, height);
@@ -569,8 +579,7 @@ GST_START_TEST(test_roi_meta)
     fail_unless_equals_int(results_of(out, r, 4), 0);
     gst_buffer_unref(out);
 
-    gst_harness_teardown(h);
-    gst_object_unref(bus);
+    harness_teardown_with_bus(h, bus);
     g_free(a);
     g_free(b);
     g_free(frame);
@@ -614,8 +623,7 @@ GST_START_TEST(test_interval)
     fail_unless_equals_int(pop_captcha_messages(bus, messages, 8), 3);
     free_structures(messages, 3);
 
-    gst_harness_teardown(h);
-    gst_object_unref(bus);
+    harness_teardown_with_bus(h, bus);
     g_free(a);
     g_free(b);
 }
@@ -644,8 +652,7 @@ static guint run_message_sequence(gboolean message, gboolean on_change, GstStruc
         gst_buffer_unref(push_pull(h, in));
     }
     n = pop_captcha_messages(bus, messages, max);
-    gst_harness_teardown(h);
-    gst_object_unref(bus);
+    harness_teardown_with_bus(h, bus);
     g_free(a);
     g_free(b);
     return n;
@@ -739,8 +746,7 @@ GST_START_TEST(test_min_confidence)
         fail_unless_equals_int(pop_captcha_messages(bus, messages, 2), expected);
         free_structures(messages, expected);
         gst_buffer_unref(out);
-        gst_harness_teardown(h);
-        gst_object_unref(bus);
+        harness_teardown_with_bus(h, bus);
     }
     g_free(picture);
 }
@@ -923,8 +929,7 @@ GST_START_TEST(test_region_outside)
         }
         fail_unless_equals_int(count_messages(bus, GST_MESSAGE_WARNING), 1);
         fail_unless_equals_int(count_messages(bus, GST_MESSAGE_ERROR), 0);
-        gst_harness_teardown(h);
-        gst_object_unref(bus);
+        harness_teardown_with_bus(h, bus);
     }
     g_free(picture);
 }
