@@ -1,7 +1,12 @@
 #include "backend.h"
 
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "captcha-build-config.h"
 
@@ -40,15 +45,60 @@ int captcha_backend_cuda_built(void)
     return CAPTCHA_HAVE_CUDA;
 }
 
-#if !CAPTCHA_HAVE_CUDA
+typedef captcha_status (*cuda_module_create_fn)(int gpu_id, captcha_backend **out,
+                                                captcha_error *err);
+
+/* Loads the CUDA backend module once per process (it stays loaded): $CAPTCHA_CUDA_MODULE,
+ * else the build tree's, else the installed one. NULL with the reason in err. */
+static cuda_module_create_fn load_cuda_module(captcha_error *err)
+{
+    static cuda_module_create_fn create;
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    if (!create) {
+        const char *env = getenv("CAPTCHA_CUDA_MODULE");
+        const char *candidates[3] = {env && *env ? env : NULL,
+                                     CAPTCHA_BUILD_DIR "/model/libcaptcha-cuda.so",
+                                     CAPTCHA_CUDA_MODULE_INSTALL_DIR "/libcaptcha-cuda.so"};
+        char reasons[CAPTCHA_ERROR_MESSAGE_SIZE] = "";
+        for (int i = 0; i < 3 && !create; i++) {
+            if (!candidates[i] || access(candidates[i], F_OK) != 0)
+                continue;
+            void *module = dlopen(candidates[i], RTLD_NOW | RTLD_LOCAL);
+            if (!module) {
+                /* typically a CUDA library (libcudnn.so.9, ...) is missing */
+                snprintf(reasons, sizeof reasons, "%s", dlerror());
+                continue;
+            }
+            create = (cuda_module_create_fn)(uintptr_t)dlsym(module, "captcha_cuda_module_create");
+            if (!create) {
+                snprintf(reasons, sizeof reasons, "%s has no captcha_cuda_module_create",
+                         candidates[i]);
+                dlclose(module);
+            }
+        }
+        if (!create)
+            captcha_fail(err, CAPTCHA_ERROR_UNAVAILABLE,
+                         "the CUDA backend module could not be loaded: %s",
+                         reasons[0] ? reasons
+                                    : "libcaptcha-cuda.so not found (set CAPTCHA_CUDA_MODULE)");
+    }
+    pthread_mutex_unlock(&lock);
+    return create;
+}
+
 captcha_status captcha_backend_cuda_create(int gpu_id, captcha_backend **out, captcha_error *err)
 {
-    (void)gpu_id;
     *out = NULL;
-    return captcha_fail(err, CAPTCHA_ERROR_UNAVAILABLE,
-                        "this build of gst-captcha has no CUDA backend (configured without CUDA)");
+    if (!CAPTCHA_HAVE_CUDA)
+        return captcha_fail(err, CAPTCHA_ERROR_UNAVAILABLE,
+                            "this build of gst-captcha has no CUDA backend (configured without "
+                            "CUDA)");
+    cuda_module_create_fn create = load_cuda_module(err);
+    if (!create)
+        return CAPTCHA_ERROR_UNAVAILABLE;
+    return create(gpu_id, out, err);
 }
-#endif
 
 captcha_status captcha_backend_create(captcha_device device, int gpu_id, int threads,
                                       captcha_backend **out, char *fallback_reason,

@@ -210,7 +210,10 @@ captcha_status captcha_backend_create(captcha_device device, int gpu_id, int thr
 
 void captcha_backend_destroy(captcha_backend *backend);
 
-/* Per-backend constructors (backend_cpu.c, backend_cuda.cu). */
+/* Per-backend constructors. The CUDA backend lives in a module, libcaptcha-cuda.so
+ * (model/cuda/backend_cuda.cu), loaded on first use from $CAPTCHA_CUDA_MODULE, the build
+ * tree or the install directory, so programs linking this library start on machines
+ * without the CUDA libraries; a missing module or library is CAPTCHA_ERROR_UNAVAILABLE. */
 captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, captcha_error *err);
 captcha_status captcha_backend_cuda_create(int gpu_id, captcha_backend **out, captcha_error *err);
 

@@ -26,7 +26,7 @@
 #include "network.h"
 #include "test_util.h"
 
-static char fixture_root[4096];
+static char fixture_root[3500];
 
 static const char *python(void)
 {
@@ -79,7 +79,7 @@ static int case_setup(void **state, const char *name)
         free(c);
         return -1;
     }
-    char weights[8192], notice[256];
+    char weights[8400], notice[256];
     snprintf(weights, sizeof weights, "%s/weights.safetensors", c->dir);
     if (captcha_model_load(weights, c->backend, &c->network, notice, sizeof notice, &err) !=
         CAPTCHA_OK) {

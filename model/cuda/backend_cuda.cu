@@ -1507,8 +1507,11 @@ captcha_status cuda_setup(cuda_backend *b, captcha_error *err)
 
 } // namespace
 
-extern "C" captcha_status captcha_backend_cuda_create(int gpu_id, captcha_backend **out,
-                                                      captcha_error *err)
+/* The module's one exported symbol, looked up by captcha_backend_cuda_create (backend.c)
+ * after dlopen, so that nothing that links the model library needs the CUDA libraries
+ * to load. */
+extern "C" __attribute__((visibility("default"))) captcha_status
+captcha_cuda_module_create(int gpu_id, captcha_backend **out, captcha_error *err)
 {
     *out = nullptr;
     int count = 0;
