@@ -100,6 +100,9 @@ grep -q "2 file(s) skipped" "$T/err.txt" || fail "predict does not count skipped
 expect 1 "warning: skipping $T/nofile.png: cannot open" "$PREDICT" --model "$T/mixed.safetensors" "$T/nofile.png" "$T/good/$first"
 [ "$(wc -l <"$T/out.txt")" -eq 2 ] || fail "expected one result + accuracy line: $(cat "$T/out.txt")"
 
+# --- resume from a truncated checkpoint ---
+head -c 5000 "$T/mixed.safetensors.ckpt" >"$T/truncated.ckpt"
+expect 1 "$T/truncated.ckpt: truncated or corrupt checkpoint" "$TRAIN" --train "$T/mixed" --out "$T/r.safetensors" --resume "$T/truncated.ckpt" $COMMON
 # --- resume from something that is not a checkpoint ---
 expect 1 "not a captcha-train checkpoint" "$TRAIN" --train "$T/good" --out "$T/r.safetensors" --resume "$T/existing.safetensors" $COMMON
 
