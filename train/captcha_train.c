@@ -848,13 +848,13 @@ int main(int argc, char **argv)
         message("%s", err.message);
         goto done;
     }
-    state.image_count = train.count;
     if (opt.resume_path && label_hash(&train) != state.label_hash) {
         message("%s: the training images differ from those of the checkpoint %s (%llu images "
                 "then, %zu now): resuming would not reproduce the run",
                 opt.train_dir, opt.resume_path, (unsigned long long)state.image_count, train.count);
         goto done;
     }
+    state.image_count = train.count;
     state.label_hash = label_hash(&train);
     if (opt.val_dir) {
         if (captcha_dataset_load(opt.val_dir, PROGRAM, stderr, &val, &err) != CAPTCHA_OK) {
