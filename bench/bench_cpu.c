@@ -17,24 +17,12 @@
 #include <unistd.h>
 
 #include "captcha-build-config.h"
+#include "bench_util.h"
 #include "backend.h"
 #include "model_file.h"
 #include "network.h"
 
 #define FORWARD_GFLOP 0.31 /* per 32x128 image, forward */
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int compare_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static void fill(float *x, size_t n, unsigned seed)
 {
@@ -55,16 +43,16 @@ static double bench_eval(captcha_network *net, int batch, int iters)
     captcha_error err;
     double rates[5];
     for (int r = -2; r < 5; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         for (int i = 0; i < (r < 0 ? 1 : iters); i++)
             if (captcha_network_forward(net, x, batch, CAPTCHA_MODE_EVAL, y, &err)) {
                 fprintf(stderr, "forward: %s\n", err.message);
                 exit(1);
             }
         if (r >= 0)
-            rates[r] = batch * iters / (now() - t0);
+            rates[r] = batch * iters / (bench_now() - t0);
     }
-    qsort(rates, 5, sizeof *rates, compare_double);
+    qsort(rates, 5, sizeof *rates, bench_compare_double);
     free(x);
     free(y);
     return rates[2];
@@ -85,7 +73,7 @@ static double bench_train(captcha_network *net, int steps)
     captcha_error err;
     double rates[3];
     for (int r = -1; r < 3; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         for (int i = 0; i < (r < 0 ? 2 : steps); i++) {
             float loss;
             if (captcha_network_forward_backward(net, x, t, batch, &loss, NULL, &err) ||
@@ -95,9 +83,9 @@ static double bench_train(captcha_network *net, int steps)
             }
         }
         if (r >= 0)
-            rates[r] = batch * steps / (now() - t0);
+            rates[r] = batch * steps / (bench_now() - t0);
     }
-    qsort(rates, 3, sizeof *rates, compare_double);
+    qsort(rates, 3, sizeof *rates, bench_compare_double);
     free(x);
     free(t);
     return rates[1];

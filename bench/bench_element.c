@@ -15,12 +15,7 @@
 #include <string.h>
 
 #include "captcha-build-config.h"
-
-static int compare_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
+#include "bench_util.h"
 
 int main(int argc, char **argv)
 {
@@ -93,7 +88,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < frames; i++)
         mean += times[i];
     mean /= frames;
-    qsort(times, (size_t)frames, sizeof *times, compare_double);
+    qsort(times, (size_t)frames, sizeof *times, bench_compare_double);
     printf("captchaocr device=%s, 1280x720 BGRx frames, 200x50 region, %d frames\n", device,
            frames);
     printf("per frame (us): mean %.0f  median %.0f  p99 %.0f  max %.0f  (element's latency "

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "captcha-build-config.h"
+#include "bench_util.h"
 #include "backend.h"
 #include "decode.h"
 #include "model_file.h"
@@ -35,19 +36,6 @@
 #define TRAIN_IMAGES 936 /* captcha-v2's train split */
 #define TRAIN_BATCH 16
 #define TRAIN_EPOCHS 3
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-static int compare_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static unsigned next_random(unsigned *seed)
 {
@@ -101,7 +89,7 @@ static void bench_latency(captcha_network *net, int iters, double *sorted, char 
     captcha_result result;
     const int warmup = iters / 10 > 50 ? iters / 10 : 50;
     for (int i = -warmup; i < iters; i++) {
-        double t0 = now();
+        double t0 = bench_now();
         if (ops->preprocess) {
             check(ops->preprocess(backend, &image, &roi, c, input, &err), "preprocess", &err);
         } else { /* a backend without device preprocessing: on the host, then upload */
@@ -115,9 +103,9 @@ static void bench_latency(captcha_network *net, int iters, double *sorted, char 
               "download", &err);
         check(captcha_decode(c, host_logits, &result, &err), "decode", &err);
         if (i >= 0)
-            sorted[i] = (now() - t0) * 1e6;
+            sorted[i] = (bench_now() - t0) * 1e6;
     }
-    qsort(sorted, iters, sizeof *sorted, compare_double);
+    qsort(sorted, iters, sizeof *sorted, bench_compare_double);
     snprintf(text, text_size, "%s", result.text);
     ops->free(backend, input);
     ops->free(backend, logits);
@@ -142,14 +130,14 @@ static double bench_throughput(captcha_network *net, int batch, int iters)
     double rates[5];
     for (int r = -1; r < 5; r++) {
         check(backend->ops->synchronize(backend, &err), "synchronize", &err);
-        double t0 = now();
+        double t0 = bench_now();
         for (int i = 0; i < (r < 0 ? 3 : iters); i++)
             check(captcha_network_forward_device(net, input, batch, logits, &err), "forward", &err);
         check(backend->ops->synchronize(backend, &err), "synchronize", &err);
         if (r >= 0)
-            rates[r] = batch * iters / (now() - t0);
+            rates[r] = batch * iters / (bench_now() - t0);
     }
-    qsort(rates, 5, sizeof *rates, compare_double);
+    qsort(rates, 5, sizeof *rates, bench_compare_double);
     backend->ops->free(backend, input);
     backend->ops->free(backend, logits);
     free(host);
@@ -173,7 +161,7 @@ static double bench_train(captcha_network *net, int epochs)
     captcha_error err;
     double seconds[TRAIN_EPOCHS];
     for (int e = -1; e < epochs; e++) {
-        double t0 = now();
+        double t0 = bench_now();
         for (int start = 0; start < TRAIN_IMAGES; start += TRAIN_BATCH) {
             int batch = TRAIN_IMAGES - start < TRAIN_BATCH ? TRAIN_IMAGES - start : TRAIN_BATCH;
             float loss;
@@ -186,9 +174,9 @@ static double bench_train(captcha_network *net, int epochs)
         captcha_backend *backend = captcha_network_backend(net);
         check(backend->ops->synchronize(backend, &err), "synchronize", &err);
         if (e >= 0)
-            seconds[e] = now() - t0;
+            seconds[e] = bench_now() - t0;
     }
-    qsort(seconds, epochs, sizeof *seconds, compare_double);
+    qsort(seconds, epochs, sizeof *seconds, bench_compare_double);
     free(x);
     free(t);
     return seconds[epochs / 2];

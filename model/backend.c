@@ -26,6 +26,21 @@ void captcha_conv2d_shape_init(captcha_conv2d_shape *shape, int batch, int in_ch
     shape->out_width = (in_width + 2 * padding - kernel_size) / stride + 1;
 }
 
+size_t captcha_conv2d_input_count(const captcha_conv2d_shape *s)
+{
+    return (size_t)s->batch * s->in_channels * s->in_height * s->in_width;
+}
+
+size_t captcha_conv2d_output_count(const captcha_conv2d_shape *s)
+{
+    return (size_t)s->batch * s->out_channels * s->out_height * s->out_width;
+}
+
+size_t captcha_conv2d_weight_count(const captcha_conv2d_shape *s)
+{
+    return (size_t)s->out_channels * s->in_channels * s->kernel_size * s->kernel_size;
+}
+
 captcha_status captcha_device_parse(const char *text, captcha_device *out, captcha_error *err)
 {
     if (!text || !strcmp(text, "auto"))

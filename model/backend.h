@@ -45,6 +45,12 @@ void captcha_conv2d_shape_init(captcha_conv2d_shape *shape, int batch, int in_ch
                                int in_height, int in_width, int out_channels, int kernel_size,
                                int stride, int padding);
 
+/* Element counts of a conv shape: input [N, Cin, H, W], output [N, Cout, Ho, Wo],
+ * weight [Cout, Cin, k, k]. */
+size_t captcha_conv2d_input_count(const captcha_conv2d_shape *shape);
+size_t captcha_conv2d_output_count(const captcha_conv2d_shape *shape);
+size_t captcha_conv2d_weight_count(const captcha_conv2d_shape *shape);
+
 /* Hyper-parameters of torch.optim.Adam (L2 weight decay added to the
  * gradient, not decoupled as in AdamW). */
 typedef struct {

@@ -628,11 +628,6 @@ static captcha_status fold_batchnorm(captcha_network *net, captcha_error *err)
             return s_;                                                                             \
     } while (0)
 
-static size_t shape_count(const captcha_conv2d_shape *s)
-{
-    return (size_t)s->batch * s->out_channels * s->out_height * s->out_width;
-}
-
 /* Inference: three fused calls per block on the folded weights.
  * input [N, 3, H, W] -> logits [N, classes], both device memory. */
 static captcha_status forward_eval_ops(captcha_network *net, const float *input, int batch,
@@ -686,7 +681,7 @@ static captcha_status forward_train_ops(captcha_network *net, int batch, captcha
         block_activations *a = &net->act[i];
         int c = block_out[i];
         int spatial = b->conv1_shape.out_height * b->conv1_shape.out_width;
-        size_t n = shape_count(&b->conv1_shape);
+        size_t n = captcha_conv2d_output_count(&b->conv1_shape);
         TRY(ops->conv2d_forward(be, &b->conv1_shape, x, tensor_pointer(net, b->conv1), NULL, NULL,
                                 0, a->conv1_out, err));
         TRY(batchnorm_train(net, batch, c, spatial, a->conv1_out, b->bn1, a->saved_mean[0],
@@ -827,7 +822,7 @@ static captcha_status backward_ops(captcha_network *net, int batch, const float 
         const float *x = i ? net->act[i - 1].out : net->input;
         int c = block_out[i];
         int spatial = b->conv1_shape.out_height * b->conv1_shape.out_width;
-        size_t n = shape_count(&b->conv1_shape);
+        size_t n = captcha_conv2d_output_count(&b->conv1_shape);
         /* d(sum) = d(out) * (out > 0), in place [N, c, Ho, Wo] */
         TRY(ops->relu_backward(be, n, a->out, grad_out, grad_out, err));
         /* main path: bn2 -> conv2 -> relu -> bn1 -> conv1 */
@@ -851,8 +846,7 @@ static captcha_status backward_ops(captcha_network *net, int batch, const float 
         TRY(ops->conv2d_backward_weight(be, &b->skip_shape, x, tmp_a,
                                         gradient_pointer(net, b->skip_conv), err));
         if (i > 0) {
-            size_t n_in = (size_t)batch * b->skip_shape.in_channels * b->skip_shape.in_height *
-                          b->skip_shape.in_width;
+            size_t n_in = captcha_conv2d_input_count(&b->skip_shape);
             TRY(ops->conv2d_backward_data(be, &b->skip_shape, tmp_a,
                                           tensor_pointer(net, b->skip_conv), tmp_b, err));
             TRY(ops->add(be, n_in, grad_below, tmp_b, grad_below, err));

@@ -30,21 +30,6 @@ static double *zeros_f64(size_t n)
     return calloc(n ? n : 1, sizeof(double));
 }
 
-static size_t conv_in_count(const captcha_conv2d_shape *s)
-{
-    return (size_t)s->batch * s->in_channels * s->in_height * s->in_width;
-}
-
-static size_t conv_out_count(const captcha_conv2d_shape *s)
-{
-    return (size_t)s->batch * s->out_channels * s->out_height * s->out_width;
-}
-
-static size_t conv_weight_count(const captcha_conv2d_shape *s)
-{
-    return (size_t)s->out_channels * s->in_channels * s->kernel_size * s->kernel_size;
-}
-
 /* ---- convolution ---- */
 
 /* Index of x[n,c,h,w] or -1 when (h, w) falls in the zero padding. */
@@ -99,9 +84,9 @@ static void conv2d_backward_f64(const captcha_conv2d_shape *s, const double *x, 
 {
     int k = s->kernel_size;
     if (dx)
-        memset(dx, 0, sizeof(double) * conv_in_count(s));
+        memset(dx, 0, sizeof(double) * captcha_conv2d_input_count(s));
     if (dweight)
-        memset(dweight, 0, sizeof(double) * conv_weight_count(s));
+        memset(dweight, 0, sizeof(double) * captcha_conv2d_weight_count(s));
     for (int n = 0; n < s->batch; n++)
         for (int o = 0; o < s->out_channels; o++)
             for (int i = 0; i < s->out_height; i++)
@@ -138,11 +123,11 @@ void reference_conv2d_backward_weight_f64(const captcha_conv2d_shape *s, const d
 void reference_conv2d_forward(const captcha_conv2d_shape *s, const float *x, const float *weight,
                               const float *bias, const float *residual, int relu, float *y)
 {
-    double *xd = to_f64(x, conv_in_count(s)), *wd = to_f64(weight, conv_weight_count(s));
-    double *bd = to_f64(bias, (size_t)s->out_channels), *rd = to_f64(residual, conv_out_count(s));
-    double *yd = zeros_f64(conv_out_count(s));
+    double *xd = to_f64(x, captcha_conv2d_input_count(s)), *wd = to_f64(weight, captcha_conv2d_weight_count(s));
+    double *bd = to_f64(bias, (size_t)s->out_channels), *rd = to_f64(residual, captcha_conv2d_output_count(s));
+    double *yd = zeros_f64(captcha_conv2d_output_count(s));
     reference_conv2d_forward_f64(s, xd, wd, bd, rd, relu, yd);
-    to_f32(y, yd, conv_out_count(s));
+    to_f32(y, yd, captcha_conv2d_output_count(s));
     free(xd);
     free(wd);
     free(bd);
@@ -153,10 +138,10 @@ void reference_conv2d_forward(const captcha_conv2d_shape *s, const float *x, con
 void reference_conv2d_backward_data(const captcha_conv2d_shape *s, const float *dy,
                                     const float *weight, float *dx)
 {
-    double *dyd = to_f64(dy, conv_out_count(s)), *wd = to_f64(weight, conv_weight_count(s));
-    double *dxd = zeros_f64(conv_in_count(s));
+    double *dyd = to_f64(dy, captcha_conv2d_output_count(s)), *wd = to_f64(weight, captcha_conv2d_weight_count(s));
+    double *dxd = zeros_f64(captcha_conv2d_input_count(s));
     reference_conv2d_backward_data_f64(s, dyd, wd, dxd);
-    to_f32(dx, dxd, conv_in_count(s));
+    to_f32(dx, dxd, captcha_conv2d_input_count(s));
     free(dyd);
     free(wd);
     free(dxd);
@@ -165,10 +150,10 @@ void reference_conv2d_backward_data(const captcha_conv2d_shape *s, const float *
 void reference_conv2d_backward_weight(const captcha_conv2d_shape *s, const float *x,
                                       const float *dy, float *dweight)
 {
-    double *xd = to_f64(x, conv_in_count(s)), *dyd = to_f64(dy, conv_out_count(s));
-    double *dwd = zeros_f64(conv_weight_count(s));
+    double *xd = to_f64(x, captcha_conv2d_input_count(s)), *dyd = to_f64(dy, captcha_conv2d_output_count(s));
+    double *dwd = zeros_f64(captcha_conv2d_weight_count(s));
     reference_conv2d_backward_weight_f64(s, xd, dyd, dwd);
-    to_f32(dweight, dwd, conv_weight_count(s));
+    to_f32(dweight, dwd, captcha_conv2d_weight_count(s));
     free(xd);
     free(dyd);
     free(dwd);

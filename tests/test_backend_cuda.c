@@ -66,19 +66,6 @@ static void network_conv_shapes(int batch, captcha_conv2d_shape *shapes)
     }
 }
 
-static size_t conv_in_count(const captcha_conv2d_shape *s)
-{
-    return (size_t)s->batch * s->in_channels * s->in_height * s->in_width;
-}
-static size_t conv_out_count(const captcha_conv2d_shape *s)
-{
-    return (size_t)s->batch * s->out_channels * s->out_height * s->out_width;
-}
-static size_t conv_weight_count(const captcha_conv2d_shape *s)
-{
-    return (size_t)s->out_channels * s->in_channels * s->kernel_size * s->kernel_size;
-}
-
 /* ---- helpers: the same host data on both backends ---- */
 
 typedef struct {
@@ -217,11 +204,11 @@ static void conv_forward_case(const captcha_conv2d_shape *s, int with_bias, int 
                               int relu, uint64_t seed)
 {
     float bound = 1.0f / sqrtf((float)(s->in_channels * s->kernel_size * s->kernel_size));
-    pair x = pair_uniform(conv_in_count(s), -1, 1, seed);
-    pair w = pair_uniform(conv_weight_count(s), -bound, bound, seed + 1);
+    pair x = pair_uniform(captcha_conv2d_input_count(s), -1, 1, seed);
+    pair w = pair_uniform(captcha_conv2d_weight_count(s), -bound, bound, seed + 1);
     pair bias = pair_uniform(s->out_channels, -0.5f, 0.5f, seed + 2);
-    pair residual = pair_uniform(conv_out_count(s), -1, 1, seed + 3);
-    pair y = pair_new(conv_out_count(s), NULL);
+    pair residual = pair_uniform(captcha_conv2d_output_count(s), -1, 1, seed + 3);
+    pair y = pair_new(captcha_conv2d_output_count(s), NULL);
     pair *pb = with_bias ? &bias : NULL, *pr = with_residual ? &residual : NULL;
     BOTH(B->ops->conv2d_forward(B, s, X(x), X(w), XN(pb), XN(pr), relu, X(y), err));
     char what[128];
@@ -277,11 +264,11 @@ static void test_conv_backward(void **state)
     for (int i = 0; i < NUM_CONV_SHAPES; i++) {
         const captcha_conv2d_shape *s = &shapes[i];
         float bound = 1.0f / sqrtf((float)(s->in_channels * s->kernel_size * s->kernel_size));
-        pair x = pair_uniform(conv_in_count(s), -1, 1, 400 + i);
-        pair w = pair_uniform(conv_weight_count(s), -bound, bound, 500 + i);
-        pair dy = pair_uniform(conv_out_count(s), -1, 1, 600 + i);
-        pair dx = pair_uniform(conv_in_count(s), -9, 9, 700 + i); /* overwritten */
-        pair dw = pair_uniform(conv_weight_count(s), -9, 9, 800 + i);
+        pair x = pair_uniform(captcha_conv2d_input_count(s), -1, 1, 400 + i);
+        pair w = pair_uniform(captcha_conv2d_weight_count(s), -bound, bound, 500 + i);
+        pair dy = pair_uniform(captcha_conv2d_output_count(s), -1, 1, 600 + i);
+        pair dx = pair_uniform(captcha_conv2d_input_count(s), -9, 9, 700 + i); /* overwritten */
+        pair dw = pair_uniform(captcha_conv2d_weight_count(s), -9, 9, 800 + i);
         BOTH(B->ops->conv2d_backward_data(B, s, X(dy), X(w), X(dx), err));
         BOTH(B->ops->conv2d_backward_weight(B, s, X(x), X(dy), X(dw), err));
         char what[128];
@@ -309,7 +296,7 @@ static void test_batchnorm(void **state)
     for (int b = 0; b < CAPTCHA_NUM_BLOCKS; b++) {
         const captcha_conv2d_shape *s = &shapes[3 * b];
         int n = s->batch, c = s->out_channels, spatial = s->out_height * s->out_width;
-        size_t count = conv_out_count(s);
+        size_t count = captcha_conv2d_output_count(s);
         uint64_t seed = 1000 + 10 * b;
         /* non-zero mean and a spread unlike 1, as after a convolution */
         pair x = pair_uniform(count, -1.5f, 2.5f, seed);
@@ -594,21 +581,21 @@ static void test_graph_capture(void **state)
     captcha_conv2d_shape shapes[NUM_CONV_SHAPES];
     network_conv_shapes(4, shapes);
     const captcha_conv2d_shape *s1 = &shapes[3], *s2 = &shapes[4]; /* block 1: 32 -> 64 */
-    size_t nx = conv_in_count(s1), nh = conv_out_count(s1);
-    float *host_x = malloc(nx * sizeof(float)), *w1 = malloc(conv_weight_count(s1) * 4);
-    float *w2 = malloc(conv_weight_count(s2) * 4), *bias = malloc(64 * 4);
+    size_t nx = captcha_conv2d_input_count(s1), nh = captcha_conv2d_output_count(s1);
+    float *host_x = malloc(nx * sizeof(float)), *w1 = malloc(captcha_conv2d_weight_count(s1) * 4);
+    float *w2 = malloc(captcha_conv2d_weight_count(s2) * 4), *bias = malloc(64 * 4);
     float *eager = malloc(nh * 4), *replay = malloc(nh * 4), *replay2 = malloc(nh * 4);
     assert_true(host_x && w1 && w2 && bias && eager && replay && replay2);
     captcha_test_fill_uniform(host_x, nx, -1, 1, 7000);
-    captcha_test_fill_uniform(w1, conv_weight_count(s1), -0.06f, 0.06f, 7001);
-    captcha_test_fill_uniform(w2, conv_weight_count(s2), -0.04f, 0.04f, 7002);
+    captcha_test_fill_uniform(w1, captcha_conv2d_weight_count(s1), -0.06f, 0.06f, 7001);
+    captcha_test_fill_uniform(w2, captcha_conv2d_weight_count(s2), -0.04f, 0.04f, 7002);
     captcha_test_fill_uniform(bias, 64, -0.1f, 0.1f, 7003);
-    float *dx = must_alloc(gpu, nx), *dw1 = must_alloc(gpu, conv_weight_count(s1));
-    float *dw2 = must_alloc(gpu, conv_weight_count(s2)), *db = must_alloc(gpu, 64);
+    float *dx = must_alloc(gpu, nx), *dw1 = must_alloc(gpu, captcha_conv2d_weight_count(s1));
+    float *dw2 = must_alloc(gpu, captcha_conv2d_weight_count(s2)), *db = must_alloc(gpu, 64);
     float *h = must_alloc(gpu, nh), *y = must_alloc(gpu, nh);
     must_upload(gpu, dx, host_x, nx);
-    must_upload(gpu, dw1, w1, conv_weight_count(s1));
-    must_upload(gpu, dw2, w2, conv_weight_count(s2));
+    must_upload(gpu, dw1, w1, captcha_conv2d_weight_count(s1));
+    must_upload(gpu, dw2, w2, captcha_conv2d_weight_count(s2));
     must_upload(gpu, db, bias, 64);
 
 /* conv+bias+ReLU, conv+bias+residual(h)+ReLU, add, relu */
