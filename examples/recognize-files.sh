@@ -56,9 +56,17 @@ recognize() {
     # -m prints the element message as one line, e.g.
     # ... (element): captcha, timestamp=..., results=(structure){ "captcha-result\,\ text\=\(string\)226md\,\ confidence\=\(double\)0.93\,\ ..." };
     # (the first result only: one region, the whole image)
-    line=$(gst-launch-1.0 -m filesrc location="$1" ! decodebin ! videoconvert ! \
+    output=$(gst-launch-1.0 -m filesrc location="$1" ! decodebin ! videoconvert ! \
         imagefreeze num-buffers=1 ! captchaocr $model_arg device="$device" ! \
-        fakesink 2>&1 | grep '(element): captcha,' | head -n 1) || true
+        fakesink 2>&1) || true
+    case "$output" in
+    *'no element "captchaocr"'*)
+        echo "recognize-files: the captchaocr element is not found (GST_PLUGIN_PATH=${GST_PLUGIN_PATH:-unset}); build the project or set GST_PLUGIN_PATH" >&2
+        exit 1 ;;
+    *'ERROR: from element'*)
+        printf '%s\n' "$output" | grep -m 1 -A 1 'ERROR: from element' >&2 ;;
+    esac
+    line=$(printf '%s\n' "$output" | grep '(element): captcha,' | head -n 1) || true
     text=$(printf '%s\n' "$line" | sed -n 's/.*text\\=\\(string\\)\([^\\]*\)\\,.*/\1/p')
     confidence=$(printf '%s\n' "$line" | sed -n 's/.*confidence\\=\\(double\\)\([^\\]*\)\\,.*/\1/p')
     if [ -n "$confidence" ]; then
