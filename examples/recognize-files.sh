@@ -56,7 +56,7 @@ recognize() {
     # -m prints the element message as one line, e.g.
     # ... (element): captcha, timestamp=..., results=(structure){ "captcha-result\,\ text\=\(string\)226md\,\ confidence\=\(double\)0.93\,\ ..." };
     # (the first result only: one region, the whole image)
-    output=$(gst-launch-1.0 -m filesrc location="$1" ! decodebin ! videoconvert ! \
+    output=$(timeout 30 gst-launch-1.0 -m filesrc location="$1" ! decodebin ! videoconvert ! \
         imagefreeze num-buffers=1 ! captchaocr $model_arg device="$device" ! \
         fakesink 2>&1) || true
     case "$output" in
@@ -73,13 +73,24 @@ recognize() {
         confidence=$(printf '%.4f' "$confidence")
     fi
     printf '%s\t%s\t%s\n' "$1" "$text" "$confidence"
+    if [ -z "$text" ]; then
+        echo "recognize-files: $1: no result (unreadable file, no region read, or a 30 s timeout)" >&2
+        return 1
+    fi
 }
+
+status=0
 
 for input in "$@"; do
     if [ -d "$input" ]; then
         find "$input" -maxdepth 1 -type f \( -name '*.png' -o -name '*.jpg' -o -name '*.jpeg' \) |
-            LC_ALL=C sort | while IFS= read -r file; do recognize "$file"; done
+            LC_ALL=C sort > "${TMPDIR:-/tmp}/recognize-files.$$"
+        while IFS= read -r file; do
+            recognize "$file" || status=1
+        done < "${TMPDIR:-/tmp}/recognize-files.$$"
+        rm -f "${TMPDIR:-/tmp}/recognize-files.$$"
     else
-        recognize "$input"
+        recognize "$input" || status=1
     fi
 done
+exit $status
