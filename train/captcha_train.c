@@ -91,7 +91,7 @@ static const captcha_augment default_augment = {
 };
 
 typedef struct {
-    const char *train_dir, *val_dir, *out_path, *checkpoint_path, *resume_path;
+    const char *train_dir, *val_dir, *out_path, *checkpoint_path, *resume_path, *init_path;
     const char *charset; /* NULL: reference charset; "auto": from the labels */
     recipe_id recipe_kind;
     recipe training;
@@ -99,7 +99,7 @@ typedef struct {
     uint64_t seed;
     captcha_device device;
     int threads;
-    int input_width, input_height;
+    int input_width, input_height, input_given;
     long stop_after_steps; /* hidden test option: behave as if interrupted before this step */
 } options;
 
@@ -125,6 +125,9 @@ static void usage(FILE *stream)
         "  --out FILE         model file to write (safetensors, required)\n"
         "  --checkpoint FILE  checkpoint written after every epoch and on interruption\n"
         "                     (default: FILE of --out + \".ckpt\")\n"
+        "  --init MODEL       start from the weights and running statistics of a model\n"
+        "                     file (fine-tuning; its charset, length and input size are\n"
+        "                     used; Adam starts afresh), e.g. the bundled model\n"
         "  --resume FILE      continue from a checkpoint (the recipe, seed and batch come\n"
         "                     from it; --epochs may extend the run)\n"
         "  --recipe NAME      default | reference (default: default)\n"
@@ -181,6 +184,7 @@ enum {
     OPT_OUT,
     OPT_CHECKPOINT,
     OPT_RESUME,
+    OPT_INIT,
     OPT_RECIPE,
     OPT_EPOCHS,
     OPT_BATCH,
@@ -203,6 +207,7 @@ static int parse_options(int argc, char **argv, options *opt)
         {"out", required_argument, NULL, OPT_OUT},
         {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
         {"resume", required_argument, NULL, OPT_RESUME},
+        {"init", required_argument, NULL, OPT_INIT},
         {"recipe", required_argument, NULL, OPT_RECIPE},
         {"epochs", required_argument, NULL, OPT_EPOCHS},
         {"batch", required_argument, NULL, OPT_BATCH},
@@ -233,6 +238,7 @@ static int parse_options(int argc, char **argv, options *opt)
         case OPT_OUT: opt->out_path = optarg; break;
         case OPT_CHECKPOINT: opt->checkpoint_path = optarg; break;
         case OPT_RESUME: opt->resume_path = optarg; break;
+        case OPT_INIT: opt->init_path = optarg; break;
         case OPT_RECIPE:
             opt->recipe_given = 1;
             if (!strcmp(optarg, "default"))
@@ -288,6 +294,7 @@ static int parse_options(int argc, char **argv, options *opt)
             }
             opt->input_width = w;
             opt->input_height = h;
+            opt->input_given = 1;
             break;
         }
         case OPT_DEVICE: {
@@ -324,6 +331,15 @@ static int parse_options(int argc, char **argv, options *opt)
     }
     if (!opt->train_dir || !opt->out_path) {
         message("%s is required (see --help)", !opt->train_dir ? "--train DIR" : "--out FILE");
+        return EXIT_USAGE;
+    }
+    if (opt->init_path && opt->resume_path) {
+        message("--init and --resume exclude each other (a checkpoint already holds weights)");
+        return EXIT_USAGE;
+    }
+    if (opt->init_path && (opt->charset || opt->input_given)) {
+        message("--charset/--input cannot be combined with --init: they come from %s",
+                opt->init_path);
         return EXIT_USAGE;
     }
     opt->training = opt->recipe_kind == RECIPE_REFERENCE ? reference_recipe : default_recipe;
@@ -819,7 +835,13 @@ int main(int argc, char **argv)
     if (train.skipped)
         message("warning: %zu file(s) of %s skipped (not images or unreadable)", train.skipped,
                 opt.train_dir);
-    if (!opt.resume_path) {
+    if (opt.init_path) {
+        /* Fine-tuning: the model's geometry, charset and length; the labels must fit them. */
+        if (captcha_model_read_config(opt.init_path, &config, NULL, 0, &err) != CAPTCHA_OK) {
+            message("--init: %s", err.message);
+            goto done;
+        }
+    } else if (!opt.resume_path) {
         int length;
         if (captcha_dataset_label_length(&train, &length, &err) != CAPTCHA_OK) {
             message("%s: %s", opt.train_dir, err.message);
@@ -911,7 +933,13 @@ int main(int argc, char **argv)
     }
     if (fallback[0])
         message("warning: CUDA not used: %s", fallback);
-    if (captcha_network_create(backend, &config, state.seed, &network, &err) != CAPTCHA_OK) {
+    if (opt.init_path) {
+        if (captcha_model_load(opt.init_path, backend, &network, NULL, 0, &err) != CAPTCHA_OK) {
+            message("--init: %s", err.message);
+            goto done;
+        }
+    } else if (captcha_network_create(backend, &config, state.seed, &network, &err) !=
+               CAPTCHA_OK) {
         message("%s", err.message);
         goto done;
     }

@@ -31,6 +31,11 @@ expect 2 "unknown option" "$TRAIN" --train "$T/good" --out "$T/x" --bogus
 expect 2 "--model FILE is required" "$PREDICT" "$T/good"
 expect 2 "no image or folder given" "$PREDICT" --model "$T/x"
 
+expect 2 "--init and --resume exclude each other" "$TRAIN" --train "$T/good" --out "$T/x" --init "$T/x" --resume "$T/y"
+expect 2 "--charset/--input cannot be combined with --init" "$TRAIN" --train "$T/good" --out "$T/x" --init "$T/x" --charset abc
+# --- --init from a file that is not a model ---
+expect 1 "--init: .*$T/existing.safetensors" "$TRAIN" --train "$T/good" --out "$T/x" --init "$T/existing.safetensors" --epochs 1 --threads 2 --device cpu
+
 # --- empty folder ---
 mkdir "$T/empty"
 expect 1 "$T/empty: no readable image" "$TRAIN" --train "$T/empty" --out "$T/existing.safetensors" $COMMON

@@ -73,9 +73,20 @@ head -c 8192 "$T/ref.safetensors" | grep -aq '"recipe":"reference"' || fail "ref
 head -c 8192 "$T/ref.safetensors" | grep -aq '"learning_rate":"0.01"' || fail "reference lr metadata"
 grep -q "3 steps of 16 per epoch" "$T/ref.log" || fail "reference batch is not 16 ($(grep steps "$T/ref.log"))"
 
+# --- fine-tuning: --init starts from the trained weights (not from a fresh initialization) ---
+"$TRAIN" --train "$T/train" --val "$T/val" --out "$T/ft.safetensors" --init "$T/m.safetensors" \
+    --epochs 1 --batch 8 --lr 1e-5 --threads 2 --device cpu 2>"$T/ft.log" || { cat "$T/ft.log"; fail "--init run"; }
+cat "$T/ft.log"
+head -c 8192 "$T/ft.safetensors" | grep -aq '"charset":"abc"' || fail "--init: charset not taken from the model"
+head -c 8192 "$T/ft.safetensors" | grep -aq '"input_width":"64"' || fail "--init: input size not taken from the model"
+ft=$(sed -n 's/.*epoch 1\/1 validation: full \([0-9.]*\).*/\1/p' "$T/ft.log")
+# one epoch at lr 1e-5 cannot learn the set from scratch: this is the trained model's accuracy
+awk -v f="$ft" -v m="$full" 'BEGIN { exit !(f != "" && f >= m - 0.2) }' ||
+    fail "--init: validation after one epoch is '$ft', the model it started from had $full"
+
 # --- --help lists every option with its default ---
 "$TRAIN" --help >"$T/help.txt" || fail "--help exit status"
-for o in --train --val --out --checkpoint --resume --recipe --epochs --batch --lr --seed \
+for o in --train --val --out --checkpoint --init --resume --recipe --epochs --batch --lr --seed \
     --charset --input --device --threads; do
     grep -q -- "$o" "$T/help.txt" || fail "--help does not list $o"
 done
