@@ -186,6 +186,19 @@ typedef struct {
     captcha_status (*capture_end)(captcha_backend *backend, void **graph, captcha_error *err);
     captcha_status (*graph_launch)(captcha_backend *backend, void *graph, captcha_error *err);
     void (*graph_destroy)(captcha_backend *backend, void *graph);
+    /* conv2d_forward with a choice of activation layout per side: x_native /
+     * y_native set means that tensor (and, for y, the residual) is in the
+     * backend's native activation layout for its channel count instead of
+     * NCHW. The native layout holds exactly the elements of NCHW (same byte
+     * size) but their order is the backend's own (CPU: oneDNN's nChw16c on
+     * AVX-512 / nChw8c, or NCHW when the channels are not a multiple of the
+     * block); only another native op can read it. Chaining convolutions in it
+     * skips the layout conversions at every op boundary (the inference path). */
+    captcha_status (*conv2d_forward_native)(captcha_backend *backend,
+                                            const captcha_conv2d_shape *shape, const float *x,
+                                            int x_native, const float *weight, const float *bias,
+                                            const float *residual, int relu, float *y,
+                                            int y_native, captcha_error *err);
 } captcha_backend_ops;
 
 /* The common head of every backend instance; each backend embeds it first. */

@@ -640,6 +640,23 @@ static captcha_status forward_eval_ops(captcha_network *net, const float *input,
         block_layout *b = &net->blocks[i];
         block_activations *a = &net->act[i];
         const float *f = net->folded;
+        if (ops->conv2d_forward_native) {
+            /* activations between convolutions stay in the backend's native
+             * layout: NCHW only at the input and the last block's output */
+            int in_native = i > 0, out_native = i < CAPTCHA_NUM_BLOCKS - 1;
+            TRY(ops->conv2d_forward_native(be, &b->conv1_shape, x, in_native, f + b->folded_conv1,
+                                           f + b->folded_bias1, NULL, 1, a->conv1_out, 1, err));
+            /* the shortcut is written straight into the block's output, which
+             * conv2 then accumulates into in place (no copy of the residual) */
+            TRY(ops->conv2d_forward_native(be, &b->skip_shape, x, in_native, f + b->folded_skip,
+                                           f + b->folded_skip_bias, NULL, 0, a->out, out_native,
+                                           err));
+            TRY(ops->conv2d_forward_native(be, &b->conv2_shape, a->conv1_out, 1,
+                                           f + b->folded_conv2, f + b->folded_bias2, a->out, 1,
+                                           a->out, out_native, err));
+            x = a->out;
+            continue;
+        }
         /* conv1_out [N, out, Ho, Wo] = relu(conv1'(x) + b1') */
         TRY(ops->conv2d_forward(be, &b->conv1_shape, x, f + b->folded_conv1, f + b->folded_bias1,
                                 NULL, 1, a->conv1_out, err));

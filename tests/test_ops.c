@@ -520,6 +520,84 @@ static void test_conv2d_weight_cache(void **state)
     }
 }
 
+/* conv2d_forward_native: a residual block's chain as the inference path runs it, the
+ * intermediate tensors in the backend's native layout (only native ops can read them),
+ * NCHW at both ends; against the reference on NCHW. Channel counts that are and are not
+ * multiples of the CPU's layout block (16/8). */
+typedef struct {
+    int batch, in_channels, height, width, channels, stride;
+} native_case;
+
+static void run_native_case(captcha_backend *b, const native_case *c)
+{
+    captcha_conv2d_shape s1, s2, sk, s3;
+    captcha_conv2d_shape_init(&s1, c->batch, c->in_channels, c->height, c->width, c->channels, 3,
+                              c->stride, 1);
+    captcha_conv2d_shape_init(&sk, c->batch, c->in_channels, c->height, c->width, c->channels, 1,
+                              c->stride, 0);
+    captcha_conv2d_shape_init(&s2, c->batch, c->channels, s1.out_height, s1.out_width,
+                              c->channels, 3, 1, 1);
+    captcha_conv2d_shape_init(&s3, c->batch, c->channels, s1.out_height, s1.out_width,
+                              c->channels, 3, 2, 1);
+    size_t nx = captcha_conv2d_input_count(&s1), ny = captcha_conv2d_output_count(&s1);
+    size_t n3 = captcha_conv2d_output_count(&s3);
+    float *x = host_uniform(nx, -1, 1, 11);
+    float *w1 = host_uniform(captcha_conv2d_weight_count(&s1), -0.2f, 0.2f, 12);
+    float *wk = host_uniform(captcha_conv2d_weight_count(&sk), -0.5f, 0.5f, 13);
+    float *w2 = host_uniform(captcha_conv2d_weight_count(&s2), -0.1f, 0.1f, 14);
+    float *w3 = host_uniform(captcha_conv2d_weight_count(&s3), -0.1f, 0.1f, 15);
+    float *bias = host_uniform((size_t)c->channels, -0.5f, 0.5f, 16);
+    float *h1 = host_zeros(ny), *hout = host_zeros(ny), *ref = host_zeros(n3);
+    /* reference: h1 = relu(conv1 x + b); out = relu(conv2 h1 + b + (skip x + b));
+     * y = conv3 out + b (stride 2, no relu) */
+    reference_conv2d_forward(&s1, x, w1, bias, NULL, 1, h1);
+    reference_conv2d_forward(&sk, x, wk, bias, NULL, 0, hout);
+    reference_conv2d_forward(&s2, h1, w2, bias, hout, 1, hout);
+    reference_conv2d_forward(&s3, hout, w3, bias, NULL, 0, ref);
+
+    float *dx_ = device_from(b, x, nx), *dw1 = device_from(b, w1, captcha_conv2d_weight_count(&s1));
+    float *dwk = device_from(b, wk, captcha_conv2d_weight_count(&sk));
+    float *dw2 = device_from(b, w2, captcha_conv2d_weight_count(&s2));
+    float *dw3 = device_from(b, w3, captcha_conv2d_weight_count(&s3));
+    float *dbias = device_from(b, bias, (size_t)c->channels);
+    float *dh1 = device_from(b, NULL, ny), *dout = device_from(b, NULL, ny);
+    float *dy = device_from(b, NULL, n3);
+    ASSERT_OK(b->ops->conv2d_forward_native(b, &s1, dx_, 0, dw1, dbias, NULL, 1, dh1, 1, err));
+    ASSERT_OK(b->ops->conv2d_forward_native(b, &sk, dx_, 0, dwk, dbias, NULL, 0, dout, 1, err));
+    ASSERT_OK(b->ops->conv2d_forward_native(b, &s2, dh1, 1, dw2, dbias, dout, 1, dout, 1, err));
+    ASSERT_OK(b->ops->conv2d_forward_native(b, &s3, dout, 1, dw3, dbias, NULL, 0, dy, 0, err));
+    char what[128];
+    snprintf(what, sizeof what, "native chain N%d %d->%d %dx%d s%d", c->batch, c->in_channels,
+             c->channels, c->height, c->width, c->stride);
+    expect_device(b, what, dy, ref, n3, 0, FORWARD_TOLERANCE);
+    float *device[] = {dx_, dw1, dwk, dw2, dw3, dbias, dh1, dout, dy};
+    for (size_t i = 0; i < sizeof device / sizeof device[0]; i++)
+        b->ops->free(b, device[i]);
+    float *host[] = {x, w1, wk, w2, w3, bias, h1, hout, ref};
+    for (size_t i = 0; i < sizeof host / sizeof host[0]; i++)
+        free(host[i]);
+}
+
+static void test_conv2d_native(void **state)
+{
+    (void)state;
+    static const native_case cases[] = {
+        {1, 3, 32, 128, 32, 1}, /* the first block, batch 1 */
+        {3, 32, 16, 20, 64, 2}, /* blocked on both sides */
+        {2, 5, 9, 11, 24, 2},   /* 24 channels: not a multiple of 16 (NCHW on AVX-512) */
+        {2, 8, 6, 10, 8, 1},
+    };
+    int tested = 0;
+    for (int k = 0; k < backend_count; k++) {
+        if (!backends[k]->ops->conv2d_forward_native)
+            continue;
+        tested++;
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+            run_native_case(backends[k], &cases[i]);
+    }
+    assert_true(tested >= 1); /* the CPU backend has it */
+}
+
 static void run_batchnorm_case(captcha_backend *b, int batch, int channels, int spatial)
 {
     size_t n = (size_t)batch * channels * spatial, c = (size_t)channels;
@@ -844,6 +922,7 @@ int main(void)
     };
     const struct CMUnitTest backend_tests[] = {
         cmocka_unit_test(test_conv2d),      cmocka_unit_test(test_conv2d_weight_cache),
+        cmocka_unit_test(test_conv2d_native),
         cmocka_unit_test(test_batchnorm),   cmocka_unit_test(test_linear),
         cmocka_unit_test(test_elementwise), cmocka_unit_test(test_loss),
         cmocka_unit_test(test_adam),        cmocka_unit_test(test_invalid_arguments),

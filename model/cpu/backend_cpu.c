@@ -8,7 +8,9 @@
  *
  * Convolutions let oneDNN pick its preferred (blocked) layouts
  * (dnnl_format_tag_any); activations stay plain NCHW at the op boundary and are
- * reordered into/out of temporary buffers around the primitive. The blocked
+ * reordered into/out of temporary buffers around the primitive, except through
+ * conv2d_forward_native (the inference path), whose activations stay in
+ * oneDNN's blocked nChw16c/nChw8c from one convolution to the next. The blocked
  * copy of the weights of the fused inference convolution (bias given) is kept,
  * keyed by the weight pointer, until invalidate_cache(). Setting the
  * environment variable CAPTCHA_CPU_CONV_LAYOUT=plain keeps every convolution in
@@ -62,7 +64,13 @@ enum op_kind {
     OP_LINEAR_BACKWARD_WEIGHT,
 };
 
-enum { CONV_FLAG_BIAS = 1, CONV_FLAG_RESIDUAL = 2, CONV_FLAG_RELU = 4 };
+enum {
+    CONV_FLAG_BIAS = 1,
+    CONV_FLAG_RESIDUAL = 2,
+    CONV_FLAG_RELU = 4,
+    CONV_FLAG_SRC_NATIVE = 8,  /* x in the native activation layout (native_tag) */
+    CONV_FLAG_DST_NATIVE = 16, /* y (and the residual) in the native activation layout */
+};
 
 typedef struct {
     int kind;
@@ -109,6 +117,7 @@ typedef struct {
     op_entry *entries;
     weight_copy *weight_copies;
     int prefer_blocked; /* convolutions: let oneDNN choose layouts (default 1) */
+    int native_block;   /* channel block of the native activation layout: 16 (AVX-512), 8 */
     /* temporary buffers, one per argument slot, shared by all ops (they run
      * one after the other) */
     void *temp[MAX_OP_ARGS];
@@ -391,14 +400,29 @@ static void conv_key(op_key *key, int kind, const captcha_conv2d_shape *s, int f
     key->flags = flags;
 }
 
+/* The native activation layout of conv2d_forward_native for a tensor of
+ * `channels` channels: oneDNN's blocked nChw16c (AVX-512) or nChw8c, the
+ * layouts its direct convolutions compute in, when channels is a multiple of
+ * the block (same size as NCHW then); plain NCHW otherwise and when
+ * CAPTCHA_CPU_CONV_LAYOUT=plain. */
+static dnnl_format_tag_t native_tag(const cpu_backend *cpu, int channels)
+{
+    if (!cpu->prefer_blocked || channels % cpu->native_block)
+        return dnnl_nchw;
+    return cpu->native_block == 16 ? dnnl_nChw16c : dnnl_nChw8c;
+}
+
 typedef struct {
-    dnnl_memory_desc_t src, weights, bias, dst;       /* plain (user) layouts */
+    dnnl_memory_desc_t src, weights, bias, dst;       /* caller's layouts */
     dnnl_memory_desc_t src_any, weights_any, dst_any; /* what the primitive may choose */
     dnnl_dims_t strides, padding;
 } conv_mds;
 
+/* flags: CONV_FLAG_SRC_NATIVE / CONV_FLAG_DST_NATIVE fix that side to the
+ * native layout (the primitive must compute in it: no reorder); otherwise the
+ * caller's side is NCHW and the primitive may choose (format any). */
 static dnnl_status_t conv_mds_init(const cpu_backend *cpu, const captcha_conv2d_shape *s,
-                                   conv_mds *m)
+                                   int flags, conv_mds *m)
 {
     dnnl_status_t first = dnnl_success;
     dnnl_dims_t src = {s->batch, s->in_channels, s->in_height, s->in_width};
@@ -406,14 +430,18 @@ static dnnl_status_t conv_mds_init(const cpu_backend *cpu, const captcha_conv2d_
     dnnl_dims_t bias = {s->out_channels};
     dnnl_dims_t dst = {s->batch, s->out_channels, s->out_height, s->out_width};
     dnnl_format_tag_t any = cpu->prefer_blocked ? dnnl_format_tag_any : dnnl_nchw;
-    init_md(&m->src, 4, src, dnnl_nchw, &first);
+    dnnl_format_tag_t src_tag =
+        (flags & CONV_FLAG_SRC_NATIVE) ? native_tag(cpu, s->in_channels) : dnnl_nchw;
+    dnnl_format_tag_t dst_tag =
+        (flags & CONV_FLAG_DST_NATIVE) ? native_tag(cpu, s->out_channels) : dnnl_nchw;
+    init_md(&m->src, 4, src, src_tag, &first);
     init_md(&m->weights, 4, weights, dnnl_oihw, &first);
     init_md(&m->bias, 1, bias, dnnl_a, &first);
-    init_md(&m->dst, 4, dst, dnnl_nchw, &first);
-    init_md(&m->src_any, 4, src, any, &first);
+    init_md(&m->dst, 4, dst, dst_tag, &first);
+    init_md(&m->src_any, 4, src, (flags & CONV_FLAG_SRC_NATIVE) ? src_tag : any, &first);
     init_md(&m->weights_any, 4, weights, cpu->prefer_blocked ? dnnl_format_tag_any : dnnl_oihw,
             &first);
-    init_md(&m->dst_any, 4, dst, any, &first);
+    init_md(&m->dst_any, 4, dst, (flags & CONV_FLAG_DST_NATIVE) ? dst_tag : any, &first);
     m->strides[0] = m->strides[1] = s->stride;
     m->padding[0] = m->padding[1] = s->padding;
     return first;
@@ -436,7 +464,7 @@ static captcha_status conv_forward_entry(cpu_backend *cpu, const captcha_conv2d_
     if (!entry)
         return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CPU backend: out of memory");
     entry->key = key;
-    DNNL_CHECK(conv_mds_init(cpu, s, &m));
+    DNNL_CHECK(conv_mds_init(cpu, s, flags, &m));
     DNNL_CHECK(dnnl_convolution_forward_desc_init(
         &desc, (flags & CONV_FLAG_BIAS) ? dnnl_forward_inference : dnnl_forward_training,
         dnnl_convolution_direct, &m.src_any, &m.weights_any,
@@ -477,11 +505,12 @@ fail:
     return status;
 }
 
-static captcha_status cpu_conv2d_forward(captcha_backend *backend,
-                                         const captcha_conv2d_shape *shape, const float *x,
-                                         const float *weight, const float *bias,
-                                         const float *residual, int relu, float *y,
-                                         captcha_error *err)
+static captcha_status cpu_conv2d_forward_native(captcha_backend *backend,
+                                                const captcha_conv2d_shape *shape, const float *x,
+                                                int x_native, const float *weight,
+                                                const float *bias, const float *residual,
+                                                int relu, float *y, int y_native,
+                                                captcha_error *err)
 {
     cpu_backend *cpu = (cpu_backend *)backend;
     captcha_status status = check_conv_shape("conv2d_forward", shape, err);
@@ -491,7 +520,8 @@ static captcha_status cpu_conv2d_forward(captcha_backend *backend,
     REQUIRE_POINTER(weight, "conv2d_forward");
     REQUIRE_POINTER(y, "conv2d_forward");
     int flags = (bias ? CONV_FLAG_BIAS : 0) | (residual ? CONV_FLAG_RESIDUAL : 0) |
-                (relu ? CONV_FLAG_RELU : 0);
+                (relu ? CONV_FLAG_RELU : 0) | (x_native ? CONV_FLAG_SRC_NATIVE : 0) |
+                (y_native ? CONV_FLAG_DST_NATIVE : 0);
     op_entry *entry;
     if ((status = conv_forward_entry(cpu, shape, flags, &entry, err)))
         return status;
@@ -503,6 +533,16 @@ static captcha_status cpu_conv2d_forward(captcha_backend *backend,
                    shape->out_width);
     void *pointers[4] = {(void *)x, (void *)weight, y, (void *)bias};
     return run_entry_inout(cpu, entry, pointers, residual, err);
+}
+
+static captcha_status cpu_conv2d_forward(captcha_backend *backend,
+                                         const captcha_conv2d_shape *shape, const float *x,
+                                         const float *weight, const float *bias,
+                                         const float *residual, int relu, float *y,
+                                         captcha_error *err)
+{
+    return cpu_conv2d_forward_native(backend, shape, x, 0, weight, bias, residual, relu, y, 0,
+                                     err);
 }
 
 /* A forward primitive descriptor, the hint the backward ones need. */
@@ -533,7 +573,7 @@ static captcha_status conv_backward_entry(cpu_backend *cpu, const captcha_conv2d
     if (!entry)
         return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CPU backend: out of memory");
     entry->key = key;
-    DNNL_CHECK(conv_mds_init(cpu, s, &m));
+    DNNL_CHECK(conv_mds_init(cpu, s, 0, &m));
     DNNL_CHECK(conv_forward_hint(cpu, &m, &hint));
     if (kind == OP_CONV_BACKWARD_DATA) {
         DNNL_CHECK(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct,
@@ -1223,6 +1263,7 @@ static const captcha_backend_ops cpu_ops = {
     .copy = cpu_copy,
     .synchronize = cpu_synchronize,
     .conv2d_forward = cpu_conv2d_forward,
+    .conv2d_forward_native = cpu_conv2d_forward_native,
     .conv2d_backward_data = cpu_conv2d_backward_data,
     .conv2d_backward_weight = cpu_conv2d_backward_weight,
     .batchnorm_forward_training = cpu_batchnorm_forward_training,
@@ -1258,6 +1299,11 @@ captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, ca
     omp_set_num_threads(cpu->base.threads);
     const char *layout = getenv("CAPTCHA_CPU_CONV_LAYOUT");
     cpu->prefer_blocked = !(layout && !strcmp(layout, "plain"));
+    /* the ISA values are bit sets: AVX-512 (core) includes all of avx512_core's bits */
+    cpu->native_block = ((unsigned)dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) ==
+                                dnnl_cpu_isa_avx512_core
+                            ? 16
+                            : 8;
     DNNL_CHECK(dnnl_engine_create(&cpu->engine, dnnl_cpu, 0));
     DNNL_CHECK(dnnl_stream_create(&cpu->stream, cpu->engine, dnnl_stream_default_flags));
     *out = &cpu->base;

@@ -1476,6 +1476,7 @@ const captcha_backend_ops cuda_ops = {
     cuda_capture_end,
     cuda_graph_launch,
     cuda_graph_destroy,
+    nullptr, /* conv2d_forward_native: NCHW is cuDNN's layout here */
 };
 
 captcha_status cuda_setup(cuda_backend *b, captcha_error *err)
