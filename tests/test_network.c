@@ -7,6 +7,8 @@
  *    about 1e-3, relative tolerance 2e-2; ReLU kinks and float32 rounding of the loss limit
  *    the precision; op-level gradients are checked tightly in test_ops and against PyTorch in
  *    test_parity_torch);
+ *  - the CPU backend's Winograd inference convolutions agree with direct convolution on the
+ *    bundled (trained) model: logits within 1e-4;
  *  - bad arguments are refused with a message. */
 #include <math.h>
 #include <setjmp.h>
@@ -20,6 +22,8 @@
 #include <cmocka.h>
 
 #include "backend.h"
+#include "captcha-build-config.h"
+#include "model_file.h"
 #include "network.h"
 #include "test_util.h"
 
@@ -134,6 +138,43 @@ static void test_batch_independence(void **state)
     free(input);
     free(logits);
     captcha_network_destroy(net);
+}
+
+/* Winograd F(4x4,3x3) rounds differently from direct convolution; on trained weights the
+ * logits must still agree to 1e-4 (the PyTorch parity tolerance). */
+static void test_winograd_matches_direct(void **state)
+{
+    (void)state;
+    const char *path = CAPTCHA_SOURCE_DIR "/model/captcha-default.safetensors";
+    captcha_backend *direct = NULL;
+    captcha_network *fast = NULL, *plain = NULL;
+    captcha_error err = {0};
+    setenv("CAPTCHA_CPU_CONV_ALG", "direct", 1);
+    captcha_status status = captcha_backend_cpu_create(2, &direct, &err);
+    unsetenv("CAPTCHA_CPU_CONV_ALG");
+    assert_int_equal(status, CAPTCHA_OK);
+    if (captcha_model_load(path, backend, &fast, NULL, 0, &err) ||
+        captcha_model_load(path, direct, &plain, NULL, 0, &err))
+        fail_msg("%s", err.message);
+    const int batch = 3, classes = 180;
+    const size_t per_image = 3 * 32 * 128;
+    float *input = malloc(sizeof(float) * per_image * batch);
+    float *a = malloc(sizeof(float) * classes * batch), *b = malloc(sizeof(float) * classes * batch);
+    captcha_test_fill_uniform(input, per_image * batch, -1, 1, 5);
+    assert_int_equal(captcha_network_forward(fast, input, batch, CAPTCHA_MODE_EVAL, a, &err),
+                     CAPTCHA_OK);
+    assert_int_equal(captcha_network_forward(plain, input, batch, CAPTCHA_MODE_EVAL, b, &err),
+                     CAPTCHA_OK);
+    double diff = captcha_test_max_abs_error(a, b, (size_t)classes * batch);
+    fprintf(stderr, "bundled model, eval logits: Winograd vs direct max abs difference %.3g "
+                    "(tolerance 1e-4)\n", diff);
+    assert_true(diff <= 1e-4);
+    free(input);
+    free(a);
+    free(b);
+    captcha_network_destroy(fast);
+    captcha_network_destroy(plain);
+    captcha_backend_destroy(direct);
 }
 
 /* Train-mode loss at the current parameters (the forward also updates running statistics,
@@ -278,6 +319,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tensor_table),
         cmocka_unit_test(test_batch_independence),
+        cmocka_unit_test(test_winograd_matches_direct),
         cmocka_unit_test(test_gradient_finite_differences),
         cmocka_unit_test(test_bad_arguments),
     };

@@ -118,6 +118,7 @@ typedef struct {
     weight_copy *weight_copies;
     int prefer_blocked; /* convolutions: let oneDNN choose layouts (default 1) */
     int native_block;   /* channel block of the native activation layout: 16 (AVX-512), 8 */
+    int winograd;       /* inference convolutions may use Winograd (use_winograd) */
     /* temporary buffers, one per argument slot, shared by all ops (they run
      * one after the other) */
     void *temp[MAX_OP_ARGS];
@@ -447,6 +448,21 @@ static dnnl_status_t conv_mds_init(const cpu_backend *cpu, const captcha_conv2d_
     return first;
 }
 
+/* Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, AVX-512) for the fused inference
+ * convolutions where it measured faster than direct on this network (bench-cpu,
+ * per-layer oneDNN verbose times): 3x3, stride 1, at least 16 input channels and
+ * 8 rows, i.e. the stride-1 convolutions of the first three blocks (32x128 32->32:
+ * 0.36 -> 0.25 ms at batch 1; 16x64 64->64: 0.36 -> 0.21 ms). Not for 3 input
+ * channels (3x slower) nor training (bit-for-bit PyTorch's direct algorithm there).
+ * Its rounding differs from direct convolution by a few float32 ulps per layer
+ * (the PyTorch parity test bounds the logits). CAPTCHA_CPU_CONV_ALG=direct turns it
+ * off. */
+static int use_winograd(const cpu_backend *cpu, const captcha_conv2d_shape *s, int flags)
+{
+    return cpu->winograd && (flags & CONV_FLAG_BIAS) && s->kernel_size == 3 && s->stride == 1 &&
+           s->in_channels >= 16 && s->in_height >= 8;
+}
+
 static captcha_status conv_forward_entry(cpu_backend *cpu, const captcha_conv2d_shape *s, int flags,
                                          op_entry **out, captcha_error *err)
 {
@@ -465,10 +481,6 @@ static captcha_status conv_forward_entry(cpu_backend *cpu, const captcha_conv2d_
         return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CPU backend: out of memory");
     entry->key = key;
     DNNL_CHECK(conv_mds_init(cpu, s, flags, &m));
-    DNNL_CHECK(dnnl_convolution_forward_desc_init(
-        &desc, (flags & CONV_FLAG_BIAS) ? dnnl_forward_inference : dnnl_forward_training,
-        dnnl_convolution_direct, &m.src_any, &m.weights_any,
-        (flags & CONV_FLAG_BIAS) ? &m.bias : NULL, &m.dst_any, m.strides, m.padding, m.padding));
     DNNL_CHECK(dnnl_primitive_attr_create(&attr));
     DNNL_CHECK(dnnl_post_ops_create(&post_ops));
     if (flags & CONV_FLAG_RESIDUAL)
@@ -476,7 +488,20 @@ static captcha_status conv_forward_entry(cpu_backend *cpu, const captcha_conv2d_
     if (flags & CONV_FLAG_RELU)
         DNNL_CHECK(dnnl_post_ops_append_eltwise(post_ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
     DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, post_ops));
-    DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, attr, cpu->engine, NULL));
+    /* Winograd where it pays (see use_winograd), direct where it does not or
+     * where oneDNN has no Winograd kernel for the shape/ISA */
+    for (int winograd = use_winograd(cpu, s, flags); winograd >= 0; winograd--) {
+        DNNL_CHECK(dnnl_convolution_forward_desc_init(
+            &desc, (flags & CONV_FLAG_BIAS) ? dnnl_forward_inference : dnnl_forward_training,
+            winograd ? dnnl_convolution_winograd : dnnl_convolution_direct, &m.src_any,
+            &m.weights_any, (flags & CONV_FLAG_BIAS) ? &m.bias : NULL, &m.dst_any, m.strides,
+            m.padding, m.padding));
+        dnnl_status_t created = dnnl_primitive_desc_create(&pd, &desc, attr, cpu->engine, NULL);
+        if (created == dnnl_unimplemented && winograd)
+            continue;
+        DNNL_CHECK(created);
+        break;
+    }
     /* argument order = pointer order in backend_conv2d_forward */
     if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &m.src, err)))
         goto fail;
@@ -1299,6 +1324,8 @@ captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, ca
     omp_set_num_threads(cpu->base.threads);
     const char *layout = getenv("CAPTCHA_CPU_CONV_LAYOUT");
     cpu->prefer_blocked = !(layout && !strcmp(layout, "plain"));
+    const char *algorithm = getenv("CAPTCHA_CPU_CONV_ALG");
+    cpu->winograd = cpu->prefer_blocked && !(algorithm && !strcmp(algorithm, "direct"));
     /* the ISA values are bit sets: AVX-512 (core) includes all of avx512_core's bits */
     cpu->native_block = ((unsigned)dnnl_get_effective_cpu_isa() & dnnl_cpu_isa_avx512_core) ==
                                 dnnl_cpu_isa_avx512_core
