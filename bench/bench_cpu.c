@@ -1,13 +1,16 @@
 /* CPU benchmark: our network on the CPU backend against the same model and weights in
  * PyTorch (Debian python3-torch), measured in the same run on the same machine.
  *
- *   bench-cpu [--threads N] [--quick] [--no-torch] [--no-train] [MODEL.safetensors]
+ *   bench-cpu [--threads N] [--rounds N] [--quick] [--no-torch] [--no-train] [MODEL.safetensors]
  *
  * Inference at batch 1 and 64 (images/s, median of 5 repeats), and training steps at batch 16
  * (forward + backward + Adam). Prints PyTorch's figures in every mode it has (eager,
  * channels_last, jit optimize_for_inference) and our ratio against its best, and how close we
  * are to the machine's ceiling given as --gflops (default 360: ~180 GFLOP/s single-precision
- * per core measured on this machine kind, 2 cores). Not a test: it asserts nothing. */
+ * per core measured on this machine kind, 2 cores). Shared machines drift, so the whole
+ * comparison runs --rounds times (default 3), PyTorch and ours back to back in each round; the
+ * summary gives the median of each side and the median of the per-round ratios. Not a test:
+ * it asserts nothing. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -93,10 +96,11 @@ static double bench_train(captcha_network *net, int steps)
 
 int main(int argc, char **argv)
 {
-    int threads = 2, quick = 0, torch = 1, train = 1;
+    int threads = 2, quick = 0, torch = 1, train = 1, rounds = 3;
     double gflops = 360;
     static const struct option options[] = {{"threads", required_argument, 0, 't'},
                                              {"quick", no_argument, 0, 'q'},
+                                             {"rounds", required_argument, 0, 'o'},
                                              {"no-torch", no_argument, 0, 'n'},
                                              {"no-train", no_argument, 0, 'r'},
                                              {"gflops", required_argument, 0, 'g'},
@@ -107,15 +111,20 @@ int main(int argc, char **argv)
         switch (opt) {
         case 't': threads = atoi(optarg); break;
         case 'q': quick = 1; break;
+        case 'o': rounds = atoi(optarg); break;
         case 'n': torch = 0; break;
         case 'r': train = 0; break;
         case 'g': gflops = atof(optarg); break;
         default:
-            printf("usage: %s [--threads N (2)] [--quick] [--no-torch] [--no-train] "
+            printf("usage: %s [--threads N (2)] [--rounds N (3)] [--quick] [--no-torch] [--no-train] "
                    "[--gflops PEAK (360)] [MODEL.safetensors]\n",
                    argv[0]);
             return opt == 'h' ? 0 : 2;
         }
+    }
+    if (rounds < 1 || rounds > 50) {
+        fprintf(stderr, "--rounds: expected 1..50\n");
+        return 2;
     }
     captcha_error err;
     captcha_backend *backend;
@@ -146,60 +155,111 @@ int main(int argc, char **argv)
     }
     const int iter_b1 = quick ? 20 : 100, iter_b64 = quick ? 1 : 3, train_steps = quick ? 2 : 8;
 
-    /* PyTorch first, so both run on the same warm machine in one process tree */
-    double torch_rate[3][2] = {{0}}, torch_train = 0; /* [mode][batch index] */
     const char *modes[3] = {"eager", "eager_channels_last", "jit_optimized"};
-    if (torch) {
-        char cmd[8192];
-        snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/bench/torch_cpu.py %s %d %d %d %d",
-                 CAPTCHA_SOURCE_DIR, model_path, threads, iter_b1, iter_b64, train ? train_steps : 0);
-        FILE *p = popen(cmd, "r");
-        char line[256];
-        while (p && fgets(line, sizeof line, p)) {
-            char mode[64];
-            int batch;
-            double r;
-            if (sscanf(line, "torch %63s batch %d %lf", mode, &batch, &r) != 3)
-                continue;
-            for (int m = 0; m < 3; m++)
-                if (!strcmp(mode, modes[m]))
-                    torch_rate[m][batch == 1 ? 0 : 1] = r;
-            if (!strcmp(mode, "train"))
-                torch_train = r;
+    /* [round][mode][batch index]; PyTorch's best mode per round; ours */
+    double torch_rate[50][3][2] = {{{0}}}, torch_train[50] = {0}, best[50][2] = {{0}};
+    double ours[50][2], ours_train[50] = {0};
+    for (int r = 0; r < rounds; r++) {
+        /* PyTorch first, then ours, on the same warm machine in one process tree */
+        if (torch) {
+            char cmd[8192];
+            snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/bench/torch_cpu.py %s %d %d %d %d",
+                     CAPTCHA_SOURCE_DIR, model_path, threads, iter_b1, iter_b64,
+                     train ? train_steps : 0);
+            FILE *p = popen(cmd, "r");
+            char line[256];
+            while (p && fgets(line, sizeof line, p)) {
+                char mode[64];
+                int batch;
+                double rate;
+                if (sscanf(line, "torch %63s batch %d %lf", mode, &batch, &rate) != 3)
+                    continue;
+                for (int m = 0; m < 3; m++)
+                    if (!strcmp(mode, modes[m])) {
+                        torch_rate[r][m][batch == 1 ? 0 : 1] = rate;
+                        best[r][batch == 1 ? 0 : 1] = fmax(best[r][batch == 1 ? 0 : 1], rate);
+                    }
+                if (!strcmp(mode, "train"))
+                    torch_train[r] = rate;
+            }
+            if (!p || pclose(p) != 0)
+                fprintf(stderr, "note: the PyTorch side failed (is python3-torch installed?)\n");
         }
-        if (!p || pclose(p) != 0)
-            fprintf(stderr, "note: the PyTorch side failed (is python3-torch installed?)\n");
+        ours[r][0] = bench_eval(net, 1, iter_b1);
+        ours[r][1] = bench_eval(net, 64, iter_b64);
+        ours_train[r] = train ? bench_train(net, train_steps) : 0;
+        fprintf(stderr, "round %d/%d: batch 1 ours %.1f torch %.1f, batch 64 ours %.1f torch %.1f"
+                        ", train ours %.1f torch %.1f\n",
+                r + 1, rounds, ours[r][0], best[r][0], ours[r][1], best[r][1], ours_train[r],
+                torch_train[r]);
     }
 
-    double ours[2] = {bench_eval(net, 1, iter_b1), bench_eval(net, 64, iter_b64)};
-    double ours_train = train ? bench_train(net, train_steps) : 0;
+    /* medians over rounds */
+    double med_ours[2], med_torch[3][2], med_best[2], med_ratio[2], med_train, med_torch_train,
+        med_train_ratio, column[50];
+    for (int b = 0; b < 2; b++) {
+        for (int r = 0; r < rounds; r++)
+            column[r] = ours[r][b];
+        med_ours[b] = bench_median(column, rounds);
+        for (int m = 0; m < 3; m++) {
+            for (int r = 0; r < rounds; r++)
+                column[r] = torch_rate[r][m][b];
+            med_torch[m][b] = bench_median(column, rounds);
+        }
+        for (int r = 0; r < rounds; r++)
+            column[r] = best[r][b];
+        med_best[b] = bench_median(column, rounds);
+        for (int r = 0; r < rounds; r++)
+            column[r] = best[r][b] > 0 ? ours[r][b] / best[r][b] : 0;
+        med_ratio[b] = bench_median(column, rounds);
+    }
+    for (int r = 0; r < rounds; r++)
+        column[r] = ours_train[r];
+    med_train = bench_median(column, rounds);
+    for (int r = 0; r < rounds; r++)
+        column[r] = torch_train[r];
+    med_torch_train = bench_median(column, rounds);
+    for (int r = 0; r < rounds; r++)
+        column[r] = torch_train[r] > 0 ? ours_train[r] / torch_train[r] : 0;
+    med_train_ratio = bench_median(column, rounds);
 
-    printf("CPU inference, %d threads, input %dx%d (images/s, median of 5)\n", threads,
-           captcha_network_config(net)->input_width, captcha_network_config(net)->input_height);
+    printf("CPU inference, %d threads, input %dx%d (images/s, median of %d rounds, each the median "
+           "of 5 repeats)\n",
+           threads, captcha_network_config(net)->input_width,
+           captcha_network_config(net)->input_height, rounds);
     printf("%-28s %12s %12s\n", "", "batch 1", "batch 64");
-    printf("%-28s %12.1f %12.1f\n", "gst-captcha (oneDNN)", ours[0], ours[1]);
-    double best[2] = {0, 0};
-    for (int m = 0; m < 3; m++) {
-        if (torch_rate[m][0] <= 0)
-            continue;
-        printf("%-28s %12.1f %12.1f\n", modes[m], torch_rate[m][0], torch_rate[m][1]);
-        for (int b = 0; b < 2; b++)
-            best[b] = fmax(best[b], torch_rate[m][b]);
+    printf("%-28s %12.1f %12.1f\n", "gst-captcha (oneDNN)", med_ours[0], med_ours[1]);
+    for (int m = 0; m < 3; m++)
+        if (med_torch[m][0] > 0)
+            printf("%-28s %12.1f %12.1f\n", modes[m], med_torch[m][0], med_torch[m][1]);
+    if (med_best[0] > 0) {
+        printf("%-28s %12.1f %12.1f\n", "PyTorch's best mode", med_best[0], med_best[1]);
+        printf("%-28s %11.2fx %11.2fx   (median of the per-round ratios; goal: >= 2x at batch "
+               "1, >= 1x at batch 64)\n",
+               "ratio vs PyTorch's best", med_ratio[0], med_ratio[1]);
+        printf("%-28s", "  per round");
+        for (int b = 0; b < 2; b++) {
+            char text[256] = "";
+            for (int r = 0; r < rounds && strlen(text) < 200; r++)
+                snprintf(text + strlen(text), sizeof text - strlen(text), "%s%.2f", r ? " " : "",
+                         ours[r][b] / best[r][b]);
+            printf(" %12s", text);
+        }
+        printf("\n");
     }
-    if (best[0] > 0)
-        printf("%-28s %11.2fx %11.2fx   (goal: >= 2x at batch 1, >= 1x at batch 64)\n",
-               "ratio vs PyTorch's best", ours[0] / best[0], ours[1] / best[1]);
     printf("%-28s %11.0f%% %11.0f%%   (%.2f GFLOP/image at a %.0f GFLOP/s peak)\n",
-           "share of machine peak", 100 * ours[0] * FORWARD_GFLOP / gflops,
-           100 * ours[1] * FORWARD_GFLOP / gflops, FORWARD_GFLOP, gflops);
+           "share of machine peak", 100 * med_ours[0] * FORWARD_GFLOP / gflops,
+           100 * med_ours[1] * FORWARD_GFLOP / gflops, FORWARD_GFLOP, gflops);
     if (train) {
-        printf("\nCPU training, batch 16, forward + backward + Adam (images/s)\n");
-        printf("%-28s %12.1f\n", "gst-captcha (oneDNN)", ours_train);
-        if (torch_train > 0)
-            printf("%-28s %12.1f\n%-28s %11.2fx\n", "PyTorch eager", torch_train,
-                   "ratio", ours_train / torch_train);
+        printf("\nCPU training, batch 16, forward + backward + Adam (images/s, median of %d "
+               "rounds)\n",
+               rounds);
+        printf("%-28s %12.1f\n", "gst-captcha (oneDNN)", med_train);
+        if (med_torch_train > 0)
+            printf("%-28s %12.1f\n%-28s %11.2fx\n", "PyTorch eager", med_torch_train,
+                   "ratio (median per round)", med_train_ratio);
         printf("%-28s %11.0f%%   (%.2f GFLOP/image)\n", "share of machine peak",
-               100 * ours_train * 3 * FORWARD_GFLOP / gflops, 3 * FORWARD_GFLOP);
+               100 * med_train * 3 * FORWARD_GFLOP / gflops, 3 * FORWARD_GFLOP);
     }
     if (optind >= argc)
         unlink(model_path);
