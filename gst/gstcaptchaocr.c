@@ -120,6 +120,7 @@ gst_captcha_ocr_device_get_type (void)
 #define DEFAULT_MODEL NULL
 #define DEFAULT_DEVICE GST_CAPTCHA_OCR_DEVICE_AUTO
 #define DEFAULT_GPU_ID 0
+#define DEFAULT_THREADS 0
 #define DEFAULT_ROI_X 0
 #define DEFAULT_ROI_Y 0
 #define DEFAULT_ROI_WIDTH 0
@@ -138,6 +139,7 @@ enum
   PROP_MODEL,
   PROP_DEVICE,
   PROP_GPU_ID,
+  PROP_THREADS,
   PROP_ROI_X,
   PROP_ROI_Y,
   PROP_ROI_WIDTH,
@@ -182,6 +184,7 @@ struct _GstCaptchaOcr
   gchar *model;
   GstCaptchaOcrDevice device;
   gint gpu_id;
+  guint threads;
   gint roi_x, roi_y, roi_width, roi_height;
   gchar *roi_type;
   guint interval;
@@ -303,6 +306,20 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
       g_param_spec_int ("gpu-id", "GPU id",
           "CUDA device index used by device=cuda or auto", 0, G_MAXINT,
           DEFAULT_GPU_ID, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_READY));
+
+  /**
+   * GstCaptchaOcr:threads:
+   *
+   * CPU threads (OpenMP) the CPU backend computes with, 0 = one per core.
+   * On a machine busy with other work, 1 (or setting OMP_WAIT_POLICY=passive)
+   * keeps the element from competing with the rest of the pipeline.
+   * Unused by the CUDA backend.
+   */
+  g_object_class_install_property (gobject_class, PROP_THREADS,
+      g_param_spec_uint ("threads", "Threads",
+          "CPU threads of the CPU backend (0 = one per core)", 0, 1024,
+          DEFAULT_THREADS, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_READY));
 
   /**
@@ -472,6 +489,7 @@ gst_captcha_ocr_init (GstCaptchaOcr * self)
   self->model = g_strdup (DEFAULT_MODEL);
   self->device = DEFAULT_DEVICE;
   self->gpu_id = DEFAULT_GPU_ID;
+  self->threads = DEFAULT_THREADS;
   self->roi_x = DEFAULT_ROI_X;
   self->roi_y = DEFAULT_ROI_Y;
   self->roi_width = DEFAULT_ROI_WIDTH;
@@ -534,6 +552,9 @@ gst_captcha_ocr_set_property (GObject * object, guint prop_id,
       self->gpu_id = g_value_get_int (value);
       self->fallback_warned = FALSE;
       break;
+    case PROP_THREADS:
+      self->threads = g_value_get_uint (value);
+      break;
     case PROP_ROI_X:
       self->roi_x = g_value_get_int (value);
       self->region_warned = FALSE;
@@ -592,6 +613,9 @@ gst_captcha_ocr_get_property (GObject * object, guint prop_id,
       break;
     case PROP_GPU_ID:
       g_value_set_int (value, self->gpu_id);
+      break;
+    case PROP_THREADS:
+      g_value_set_uint (value, self->threads);
       break;
     case PROP_ROI_X:
       g_value_set_int (value, self->roi_x);
@@ -696,6 +720,7 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
   gchar *property, *path, *searched = NULL;
   GstCaptchaOcrDevice device;
   gint gpu_id;
+  guint threads;
   gboolean warn_fallback;
   captcha_error err = { 0 };
   captcha_status status;
@@ -706,6 +731,7 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
   property = g_strdup (self->model);
   device = self->device;
   gpu_id = self->gpu_id;
+  threads = self->threads;
   GST_OBJECT_UNLOCK (self);
 
   path = gst_captcha_ocr_resolve_model (property, &searched);
@@ -720,7 +746,7 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
   }
 
   gst_captcha_ocr_release_model (self);
-  status = captcha_backend_create ((captcha_device) device, gpu_id, 0,
+  status = captcha_backend_create ((captcha_device) device, gpu_id, (int) threads,
       &self->backend, fallback_reason, sizeof (fallback_reason), &err);
   if (status != CAPTCHA_OK) {
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,

@@ -420,6 +420,30 @@ GST_START_TEST(test_stride)
 
 GST_END_TEST;
 
+/* threads=1 computes the same reading as the default (one thread per core), and the
+ * property reads back. */
+GST_START_TEST(test_threads)
+{
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 3, FALSE);
+    Result reference = read_once(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    GstHarness *h = harness_new(NULL, "threads", 1u, NULL);
+    GstBuffer *out;
+    Result r[2];
+    guint threads = 0;
+
+    g_object_get(h->element, "threads", &threads, NULL);
+    fail_unless_equals_int(threads, 1);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+    out = push_pull(h, make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx));
+    fail_unless_equals_int(results_of(out, r, 2), 1);
+    assert_same_reading(&r[0], &reference, "threads=1");
+    gst_buffer_unref(out);
+    gst_harness_teardown(h);
+    g_free(picture);
+}
+
+GST_END_TEST;
+
 /* The frame is never written nor copied: read-only memory comes out as
  * the same memory with the same bytes. */
 GST_START_TEST(test_frame_untouched)
@@ -1092,6 +1116,7 @@ static Suite *captchaocr_suite(void)
     suite_add_tcase(s, tc);
     tcase_add_test(tc, test_formats);
     tcase_add_test(tc, test_stride);
+    tcase_add_test(tc, test_threads);
     tcase_add_test(tc, test_frame_untouched);
     tcase_add_test(tc, test_roi_property);
     tcase_add_test(tc, test_roi_meta);
