@@ -153,8 +153,14 @@ static void op_entry_destroy(op_entry *entry)
     free(entry);
 }
 
+/* Every op looks its primitive up here first, before creating one: oneDNN fixes
+ * a primitive's thread count when it is created, from the calling thread's
+ * OpenMP setting, so that setting must already be ours (in a thread that never
+ * called omp_set_num_threads, e.g. a GStreamer streaming thread, it is one per
+ * core: a second thread spun although threads was 1). */
 static op_entry *cache_find(cpu_backend *cpu, const op_key *key)
 {
+    omp_set_num_threads(cpu->base.threads);
     for (op_entry *e = cpu->entries; e; e = e->next)
         if (!memcmp(&e->key, key, sizeof *key))
             return e;
