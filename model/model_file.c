@@ -745,6 +745,19 @@ static captcha_status load_tensors(const model_file *file, captcha_network *netw
         memcpy(host, file->data + entry->begin, n * sizeof(float));
         if (host_is_big_endian())
             swap_bytes(host, n, sizeof(float));
+        /* a NaN/Inf weight (a corrupt or diverged file) would make every result
+         * garbage; a negative running variance, NaN after the square root */
+        int is_variance = strstr(entry->name, "running_var") != NULL;
+        for (size_t i = 0; i < n; i++) {
+            if (!isfinite(host[i]) || (is_variance && host[i] < 0.0f)) {
+                status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                                      "%s: tensor %s: element %zu is %g (expected a finite "
+                                      "number%s)",
+                                      path, entry->name, i, (double)host[i],
+                                      is_variance ? " >= 0" : "");
+                goto done;
+            }
+        }
         status = captcha_network_write_tensor(network, (size_t)entry->table_index, host, err);
         if (status != CAPTCHA_OK) {
             captcha_error_prefix(err, "%s: tensor %s: ", path, entry->name);

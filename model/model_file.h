@@ -53,8 +53,8 @@ captcha_status captcha_model_read_config(const char *path, captcha_config *confi
 /* Loads a model file into a new network on backend: reads the config, creates
  * the network, validates every tensor (present, dtype F32 (I64 for
  * num_batches_tracked), shape as the config implies, offsets inside the data
- * section and not overlapping, header size inside the file) and copies the
- * data. On any failure nothing is returned and nothing leaks; the message
+ * section and not overlapping, header size inside the file, every value
+ * finite, running variances >= 0) and copies the data. On any failure nothing is returned and nothing leaks; the message
  * names the file and the tensor or field with expected versus found. */
 captcha_status captcha_model_load(const char *path, captcha_backend *backend,
                                   captcha_network **out, char *notice, size_t notice_size,

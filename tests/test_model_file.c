@@ -375,6 +375,47 @@ static void test_wrong_shape(void **state)
                  NULL);
 }
 
+/* A NaN weight, an infinite bias, a negative running variance: refused, naming the
+ * tensor and the element. */
+static void test_non_finite_values(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *tensor;
+        size_t element;
+        float value;
+        const char *file;
+    } cases[] = {
+        {"cnn_layers.0.block.0.weight", 5, NAN, "nan.safetensors"},
+        {"fc_layers.0.bias", 179, INFINITY, "inf.safetensors"},
+        {"cnn_layers.5.skip.1.running_var", 0, -0.5f, "negvar.safetensors"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        captcha_config config;
+        captcha_config_reference(&config);
+        captcha_network *network = make_network(&config, 3);
+        int index = captcha_network_find_tensor(network, cases[k].tensor);
+        assert_true(index >= 0);
+        const captcha_tensor_info *info = captcha_network_tensor(network, (size_t)index);
+        float *values = malloc(info->count * sizeof *values);
+        assert_non_null(values);
+        captcha_error err = {0};
+        assert_int_equal(captcha_network_read_tensor(network, (size_t)index, values, &err),
+                         CAPTCHA_OK);
+        values[cases[k].element] = cases[k].value;
+        assert_int_equal(captcha_network_write_tensor(network, (size_t)index, values, &err),
+                         CAPTCHA_OK);
+        char path[4200], element[64];
+        tmp_path(path, sizeof path, cases[k].file);
+        save_or_fail(network, path, NULL);
+        snprintf(element, sizeof element, "element %zu is", cases[k].element);
+        expect_error(path, CAPTCHA_ERROR_FORMAT, 0, cases[k].tensor, element, "expected a finite",
+                     NULL);
+        free(values);
+        captcha_network_destroy(network);
+    }
+}
+
 static void edit_dtype(json_t *header)
 {
     json_object_set_new(entry_of(header, "cnn_layers.1.block.1.weight"), "dtype",
@@ -709,8 +750,7 @@ static void test_round_trip_bit_exact(void **state)
     assert_int_equal(captcha_network_read_tensor(saved, (size_t)index, bias, &err), CAPTCHA_OK);
     const float special[5] = {-0.0f, 1e-40f /* subnormal */, FLT_MAX, -FLT_MIN, 0.1f};
     memcpy(bias, special, sizeof special);
-    const uint32_t nan_bits = 0x7fc12345u; /* a NaN with a payload */
-    memcpy(&bias[5], &nan_bits, 4);
+    /* (NaN and Inf are refused on load: test_non_finite_values) */
     assert_int_equal(captcha_network_write_tensor(saved, (size_t)index, bias, &err), CAPTCHA_OK);
 
     char path[4200], notice[256] = "sentinel";
@@ -976,6 +1016,7 @@ int main(void)
         cmocka_unit_test(test_missing_tensor),
         cmocka_unit_test(test_wrong_shape),
         cmocka_unit_test(test_wrong_dtype),
+        cmocka_unit_test(test_non_finite_values),
         cmocka_unit_test(test_batches_tracked_wrong_dtype),
         cmocka_unit_test(test_offsets_outside_data),
         cmocka_unit_test(test_offsets_wrong_size),

@@ -934,10 +934,14 @@ int main(int argc, char **argv)
     if (fallback[0])
         message("warning: CUDA not used: %s", fallback);
     if (opt.init_path) {
-        if (captcha_model_load(opt.init_path, backend, &network, NULL, 0, &err) != CAPTCHA_OK) {
+        char notice[CAPTCHA_ERROR_MESSAGE_SIZE] = "";
+        if (captcha_model_load(opt.init_path, backend, &network, notice, sizeof notice, &err) !=
+            CAPTCHA_OK) {
             message("--init: %s", err.message);
             goto done;
         }
+        if (notice[0])
+            message("--init: %s", notice);
     } else if (captcha_network_create(backend, &config, state.seed, &network, &err) !=
                CAPTCHA_OK) {
         message("%s", err.message);
