@@ -9,7 +9,8 @@
  *   reference  the reference Python training: Adam lr 1e-2, batch 16, 25
  *              epochs, constant learning rate, no augmentation, reshuffled
  *              every epoch;
- *   default    Adam peak lr 2e-3 with linear warm-up (2 epochs) and cosine
+ *   default    Adam peak lr 2e-3 with linear warm-up (2 epochs, at most a quarter
+ *              of the run) and cosine
  *              decay, L2 weight decay 1e-4, batch 16, 40 epochs, and a seeded random
  *              affine warp plus brightness/contrast/noise jitter of every
  *              training image before the resize.
@@ -131,7 +132,8 @@ static void usage(FILE *stream)
         "  --resume FILE      continue from a checkpoint (the recipe, seed and batch come\n"
         "                     from it; --epochs may extend the run)\n"
         "  --recipe NAME      default | reference (default: default)\n"
-        "                       default:   Adam lr 2e-3, warm-up 2 epochs + cosine decay,\n"
+        "                       default:   Adam lr 2e-3, warm-up 2 epochs (at most a quarter\n"
+        "                                  of the epochs) + cosine decay to 1%%,\n"
         "                                  weight decay 1e-4, batch 16, 40 epochs,\n"
         "                                  random affine/brightness/contrast/noise augmentation\n"
         "                       reference: Adam lr 1e-2 constant, batch 16, 25 epochs,\n"
@@ -993,7 +995,12 @@ int main(int argc, char **argv)
 
     const int steps = steps_per_epoch(train.count, batch);
     const int64_t total_steps = (int64_t)steps * state.training.epochs;
-    const int64_t warmup_steps = (int64_t)steps * state.training.warmup_epochs;
+    /* the recipe's warm-up, but at most a quarter of the run: a short run (e.g.
+     * fine-tuning for a few epochs) still reaches its peak rate and decays */
+    const int warmup_epochs = state.training.warmup_epochs < state.training.epochs / 4
+                                  ? state.training.warmup_epochs
+                                  : state.training.epochs / 4;
+    const int64_t warmup_steps = (int64_t)steps * warmup_epochs;
     const int interactive = isatty(STDERR_FILENO);
     const uint64_t augment_seed = captcha_mix64(state.seed ^ 0x61756720ULL);
     message("%zu training images%s%s, %d steps of %d per epoch, recipe %s, %d epochs, charset "
