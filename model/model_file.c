@@ -543,8 +543,8 @@ static captcha_status config_from_header(const model_file *file, captcha_config 
     if (!present) {
         snprintf(assumed, sizeof assumed,
                  "no gst-captcha metadata: assumed the reference charset %s, length %d, input "
-                 "%dx%d, %s, mean %g, std %g",
-                 config->charset, config->length, config->input_height, config->input_width,
+                 "%dx%d (WxH), %s, mean %g, std %g",
+                 config->charset, config->length, config->input_width, config->input_height,
                  config->channel_order, config->mean, config->std);
     } else {
         size_t used = (size_t)snprintf(assumed, sizeof assumed, "gst-captcha metadata without");
@@ -557,9 +557,9 @@ static captcha_status config_from_header(const model_file *file, captcha_config 
             }
         if (used < sizeof assumed)
             snprintf(assumed + used, sizeof assumed - used,
-                     ": assumed the reference values (charset %s, length %d, input %dx%d, %s, "
-                     "mean %g, std %g)",
-                     config->charset, config->length, config->input_height, config->input_width,
+                     ": assumed the reference values (charset %s, length %d, input %dx%d "
+                     "(WxH), %s, mean %g, std %g)",
+                     config->charset, config->length, config->input_width, config->input_height,
                      config->channel_order, config->mean, config->std);
     }
     int complete = 1;

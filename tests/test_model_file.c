@@ -707,7 +707,7 @@ static void test_no_metadata_uses_reference(void **state)
         char expected[4400];
         snprintf(expected, sizeof expected,
                  "%s: no gst-captcha metadata: assumed the reference charset %s, length 5, "
-                 "input 32x128, BGR, mean 0.5, std 0.5",
+                 "input 128x32 (WxH), BGR, mean 0.5, std 0.5",
                  path, CAPTCHA_REFERENCE_CHARSET);
         assert_string_equal(notice, expected);
         assert_same_tensors(g_network, loaded);
