@@ -427,8 +427,9 @@ static captcha_status parse_int_value(const char *path, const char *key, const c
     int ok = n >= 1 && n <= 9 && strspn(text, "0123456789") == n;
     if (!ok)
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
-                            "%s: metadata: %s is \"%s\", expected a decimal integer", path, key,
-                            text);
+                            "%s: metadata: %s is \"%s\", expected a decimal integer "
+                            "(digits only, at most 9)",
+                            path, key, text);
     *out = atoi(text);
     return CAPTCHA_OK;
 }

@@ -532,8 +532,14 @@ static captcha_status load_checkpoint(const char *path, captcha_config *config, 
     get(&s, magic, sizeof magic);
     int32_t version = get_i32(&s);
     if (s.failed || memcmp(magic, checkpoint_magic, sizeof magic) || version != 1) {
-        status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
-                              "%s: not a captcha-train checkpoint (version 1)", path);
+        int magic_ok = !memcmp(magic, checkpoint_magic, sizeof magic);
+        /* a safetensors file starts with a little-endian header size: high bytes 0 */
+        int looks_like_model = !magic_ok && magic[6] == 0 && magic[7] == 0;
+        status = captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: not a captcha-train checkpoint%s",
+                              path,
+                              magic_ok ? " of this version (written by another captcha-train)"
+                              : looks_like_model ? " (a model file? start from one with --init)"
+                                                 : "");
         goto done;
     }
     captcha_config_reference(config);
@@ -839,6 +845,18 @@ int main(int argc, char **argv)
                 opt.train_dir);
     if (opt.init_path) {
         /* Fine-tuning: the model's geometry, charset and length; the labels must fit them. */
+        FILE *probe = fopen(opt.init_path, "rb");
+        char magic[sizeof checkpoint_magic] = {0};
+        if (probe) {
+            size_t got = fread(magic, 1, sizeof magic, probe);
+            fclose(probe);
+            if (got == sizeof magic && !memcmp(magic, checkpoint_magic, sizeof magic)) {
+                message("--init: %s is a captcha-train checkpoint, not a model file: continue "
+                        "it with --resume",
+                        opt.init_path);
+                goto done;
+            }
+        }
         if (captcha_model_read_config(opt.init_path, &config, NULL, 0, &err) != CAPTCHA_OK) {
             message("--init: %s", err.message);
             goto done;

@@ -110,5 +110,9 @@ head -c 5000 "$T/mixed.safetensors.ckpt" >"$T/truncated.ckpt"
 expect 1 "$T/truncated.ckpt: truncated or corrupt checkpoint" "$TRAIN" --train "$T/mixed" --out "$T/r.safetensors" --resume "$T/truncated.ckpt" $COMMON
 # --- resume from something that is not a checkpoint ---
 expect 1 "not a captcha-train checkpoint" "$TRAIN" --train "$T/good" --out "$T/r.safetensors" --resume "$T/existing.safetensors" $COMMON
+# --- a model given to --resume, a checkpoint given to --init: each names the other option ---
+"$TRAIN" --train "$T/good" --out "$T/m1.safetensors" $COMMON 2>/dev/null || fail "training the small model"
+expect 1 "a model file\? start from one with --init" "$TRAIN" --train "$T/good" --out "$T/r.safetensors" --resume "$T/m1.safetensors" $COMMON
+expect 1 "--init: $T/m1.safetensors.ckpt is a captcha-train checkpoint, not a model file: continue it with --resume" "$TRAIN" --train "$T/good" --out "$T/r.safetensors" --init "$T/m1.safetensors.ckpt" --epochs 1 --threads 2 --device cpu
 
 finish
