@@ -8,7 +8,8 @@
  *    the precision; op-level gradients are checked tightly in test_ops and against PyTorch in
  *    test_parity_torch);
  *  - the CPU backend's Winograd inference convolutions agree with direct convolution on the
- *    bundled (trained) model: logits within 1e-4;
+ *    bundled (trained) model, and the whole fast inference path (blocked layouts, Winograd)
+ *    with plain NCHW direct convolutions at other input sizes: logits within 1e-4;
  *  - bad arguments are refused with a message. */
 #include <math.h>
 #include <setjmp.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -177,6 +179,62 @@ static void test_winograd_matches_direct(void **state)
     captcha_backend_destroy(direct);
 }
 
+/* The CPU inference path (blocked layouts between layers, Winograd) against plain NCHW
+ * direct convolutions (CAPTCHA_CPU_CONV_LAYOUT=plain) on other input geometries, where
+ * spatial sizes reach 1x1 or stay wide: the same weights (a saved and reloaded random
+ * network, running statistics included) give the same logits within 1e-4. */
+static void test_fast_path_geometries(void **state)
+{
+    (void)state;
+    static const int sizes[][2] = {{32, 32}, {96, 64}, {256, 32}}; /* width, height */
+    captcha_backend *plain_backend = NULL;
+    captcha_error err = {0};
+    setenv("CAPTCHA_CPU_CONV_LAYOUT", "plain", 1);
+    captcha_status status = captcha_backend_cpu_create(2, &plain_backend, &err);
+    unsetenv("CAPTCHA_CPU_CONV_LAYOUT");
+    assert_int_equal(status, CAPTCHA_OK);
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        captcha_config config;
+        captcha_config_reference(&config);
+        config.input_width = sizes[k][0];
+        config.input_height = sizes[k][1];
+        captcha_network *fast = make_network(&config, 21 + k), *plain = NULL;
+        /* non-trivial running statistics: a few train-mode forwards */
+        const int batch = 3, classes = captcha_config_classes(&config);
+        const size_t per_image = 3 * (size_t)config.input_height * config.input_width;
+        float *input = malloc(sizeof(float) * per_image * batch);
+        float *a = malloc(sizeof(float) * classes * batch), *b = malloc(sizeof(float) * classes * batch);
+        captcha_test_fill_uniform(input, per_image * batch, -1, 1, 31 + k);
+        for (int i = 0; i < 3; i++)
+            assert_int_equal(
+                captcha_network_forward(fast, input, batch, CAPTCHA_MODE_TRAIN, a, &err),
+                CAPTCHA_OK);
+        char path[256];
+        snprintf(path, sizeof path, "%s/fast-path-%d.safetensors", captcha_test_tmpdir(), (int)k);
+        if (captcha_model_save(fast, path, NULL, &err) ||
+            captcha_model_load(path, plain_backend, &plain, NULL, 0, &err))
+            fail_msg("%s", err.message);
+        unlink(path);
+        for (int n = 1; n <= batch; n += batch - 1) {
+            assert_int_equal(captcha_network_forward(fast, input, n, CAPTCHA_MODE_EVAL, a, &err),
+                             CAPTCHA_OK);
+            assert_int_equal(captcha_network_forward(plain, input, n, CAPTCHA_MODE_EVAL, b, &err),
+                             CAPTCHA_OK);
+            double diff = captcha_test_max_abs_error(a, b, (size_t)classes * n);
+            fprintf(stderr, "input %dx%d batch %d: fast vs plain eval logits max abs difference "
+                            "%.3g (tolerance 1e-4)\n",
+                    config.input_width, config.input_height, n, diff);
+            assert_true(diff <= 1e-4);
+        }
+        free(input);
+        free(a);
+        free(b);
+        captcha_network_destroy(fast);
+        captcha_network_destroy(plain);
+    }
+    captcha_backend_destroy(plain_backend);
+}
+
 /* Train-mode loss at the current parameters (the forward also updates running statistics,
  * which the train-mode loss does not read). */
 static double train_loss(captcha_network *net, const float *input, const float *targets, int batch)
@@ -320,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_tensor_table),
         cmocka_unit_test(test_batch_independence),
         cmocka_unit_test(test_winograd_matches_direct),
+        cmocka_unit_test(test_fast_path_geometries),
         cmocka_unit_test(test_gradient_finite_differences),
         cmocka_unit_test(test_bad_arguments),
     };
