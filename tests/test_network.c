@@ -142,7 +142,7 @@ static void test_batch_independence(void **state)
     captcha_network_destroy(net);
 }
 
-/* Winograd F(4x4,3x3) rounds differently from direct convolution; on trained weights the
+/* Winograd convolution rounds differently from direct convolution; on trained weights the
  * logits must still agree to 1e-4 (the PyTorch parity tolerance). */
 static void test_winograd_matches_direct(void **state)
 {

@@ -454,7 +454,8 @@ static dnnl_status_t conv_mds_init(const cpu_backend *cpu, const captcha_conv2d_
     return first;
 }
 
-/* Winograd F(4x4, 3x3) (oneDNN's jit_wino_4x3, AVX-512) for the fused inference
+/* Winograd convolution (oneDNN's AVX-512 f32 Winograd kernels; ONEDNN_VERBOSE shows
+ * jit_fp32_wino_2x3 picked on this network's shapes) for the fused inference
  * convolutions where it measured faster than direct on this network (bench-cpu,
  * per-layer oneDNN verbose times): 3x3, stride 1, at least 16 input channels and
  * 8 rows, i.e. the stride-1 convolutions of the first three blocks (32x128 32->32:
