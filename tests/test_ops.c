@@ -388,6 +388,13 @@ static const conv_case conv_cases[] = {
     {2, 3, 7, 9, 5, 3, 2, 1},
     {2, 3, 7, 9, 5, 1, 2, 0},
     {1, 4, 5, 6, 3, 3, 1, 0},
+    /* inputs so small that some kernel rows/columns only ever read padding (the
+     * CPU backend's fused form drops them) */
+    {2, 3, 1, 5, 4, 3, 1, 1},
+    {2, 3, 5, 1, 4, 3, 1, 1},
+    {1, 4, 1, 1, 8, 3, 2, 1},
+    {2, 3, 2, 7, 4, 3, 2, 1},
+    {2, 3, 3, 2, 4, 3, 2, 1},
     /* the network's shapes (block: conv3x3 stride s, conv3x3 stride 1, conv1x1 stride s) */
     {1, 3, 32, 128, 32, 3, 1, 1},
     {2, 3, 32, 128, 32, 3, 1, 1},
@@ -586,6 +593,8 @@ static void test_conv2d_native(void **state)
         {3, 32, 16, 20, 64, 2}, /* blocked on both sides */
         {2, 5, 9, 11, 24, 2},   /* 24 channels: not a multiple of 16 (NCHW on AVX-512) */
         {2, 8, 6, 10, 8, 1},
+        {1, 32, 2, 8, 32, 2},  /* the last block's rows: 2 -> 1 (kernel rows cropped) */
+        {2, 16, 1, 6, 16, 1},  /* one row throughout */
     };
     int tested = 0;
     for (int k = 0; k < backend_count; k++) {

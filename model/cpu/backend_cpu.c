@@ -422,8 +422,42 @@ static dnnl_format_tag_t native_tag(const cpu_backend *cpu, int channels)
 typedef struct {
     dnnl_memory_desc_t src, weights, bias, dst;       /* caller's layouts */
     dnnl_memory_desc_t src_any, weights_any, dst_any; /* what the primitive may choose */
-    dnnl_dims_t strides, padding;
+    dnnl_dims_t strides, padding, padding_r;          /* padding: top/left; _r: bottom/right */
 } conv_mds;
+
+/* The kernel taps [*first, *first + *count) along one axis that touch the input
+ * for at least one output position (input size `in`, output `out`, kernel k,
+ * stride, padding pad); *pad_l / *pad_r: the padding that, with only those taps,
+ * gives the same output size. A tap that reads padding for every output only
+ * ever multiplies zeros: on the last block of a 32-row input (1 or 2 input
+ * rows) 1 or 2 of the 3 kernel rows are such, 1/3 or 2/3 of that layer's
+ * weights. Returns 0 when every tap is used or when the cropped form would need
+ * a negative padding (then the full kernel is used). */
+static int conv_crop_axis(int in, int out, int k, int stride, int pad, int *first, int *count,
+                          int *pad_l, int *pad_r)
+{
+    int lo = -1, hi = -1;
+    for (int t = 0; t < k; t++)
+        for (int o = 0; o < out; o++) {
+            int i = o * stride - pad + t;
+            if (i >= 0 && i < in) {
+                if (lo < 0)
+                    lo = t;
+                hi = t;
+                break;
+            }
+        }
+    if (lo < 0 || (lo == 0 && hi == k - 1))
+        return 0;
+    int n = hi - lo + 1, left = pad - lo, right = (out - 1) * stride + n - in - left;
+    if (left < 0 || right < 0 || (in + left + right - n) / stride + 1 != out)
+        return 0;
+    *first = lo;
+    *count = n;
+    *pad_l = left;
+    *pad_r = right;
+    return 1;
+}
 
 /* flags: CONV_FLAG_SRC_NATIVE / CONV_FLAG_DST_NATIVE fix that side to the
  * native layout (the primitive must compute in it: no reorder); otherwise the
@@ -443,31 +477,111 @@ static dnnl_status_t conv_mds_init(const cpu_backend *cpu, const captcha_conv2d_
         (flags & CONV_FLAG_DST_NATIVE) ? native_tag(cpu, s->out_channels) : dnnl_nchw;
     init_md(&m->src, 4, src, src_tag, &first);
     init_md(&m->weights, 4, weights, dnnl_oihw, &first);
+    m->strides[0] = m->strides[1] = s->stride;
+    m->padding[0] = m->padding[1] = m->padding_r[0] = m->padding_r[1] = s->padding;
+    /* fused inference form: drop the kernel rows/columns that only ever read
+     * padding (same result: they multiply zeros), so their weights are neither
+     * streamed nor multiplied; the primitive's weights are then a window of
+     * the caller's OIHW tensor (a strided sub-memory reordered once, cached) */
+    if (flags & CONV_FLAG_BIAS) {
+        int in[2] = {s->in_height, s->in_width}, out[2] = {s->out_height, s->out_width};
+        dnnl_dims_t offsets = {0, 0, 0, 0}, window = {s->out_channels, s->in_channels,
+                                                     s->kernel_size, s->kernel_size};
+        int cropped = 0;
+        for (int axis = 0; axis < 2; axis++) {
+            int tap0, taps, pad_l, pad_r;
+            if (conv_crop_axis(in[axis], out[axis], s->kernel_size, s->stride, s->padding, &tap0,
+                               &taps, &pad_l, &pad_r)) {
+                offsets[2 + axis] = tap0;
+                window[2 + axis] = taps;
+                m->padding[axis] = pad_l;
+                m->padding_r[axis] = pad_r;
+                cropped = 1;
+            }
+        }
+        if (cropped) {
+            dnnl_memory_desc_t full = m->weights;
+            if (first == dnnl_success)
+                first = dnnl_memory_desc_init_submemory(&m->weights, &full, window, offsets);
+            memcpy(weights, window, sizeof window);
+        }
+    }
     init_md(&m->bias, 1, bias, dnnl_a, &first);
     init_md(&m->dst, 4, dst, dst_tag, &first);
-    init_md(&m->src_any, 4, src, (flags & CONV_FLAG_SRC_NATIVE) ? src_tag : any, &first);
+    /* an NCHW input with fewer channels than the layout block (the network's 3-channel
+     * image) stays NCHW: oneDNN's direct kernels read it as it is, where a blocked
+     * copy would be padded to 16 channels and reordered on every call */
+    init_md(&m->src_any, 4, src,
+            (flags & CONV_FLAG_SRC_NATIVE) ? src_tag
+            : (cpu->prefer_blocked && s->in_channels < cpu->native_block) ? dnnl_nchw
+                                                                          : any,
+            &first);
     init_md(&m->weights_any, 4, weights, cpu->prefer_blocked ? dnnl_format_tag_any : dnnl_oihw,
             &first);
     init_md(&m->dst_any, 4, dst, (flags & CONV_FLAG_DST_NATIVE) ? dst_tag : any, &first);
-    m->strides[0] = m->strides[1] = s->stride;
-    m->padding[0] = m->padding[1] = s->padding;
     return first;
 }
 
-/* Winograd convolution (oneDNN's AVX-512 f32 Winograd kernels; ONEDNN_VERBOSE shows
- * jit_fp32_wino_2x3 picked on this network's shapes) for the fused inference
- * convolutions where it measured faster than direct on this network (bench-cpu,
- * per-layer oneDNN verbose times): 3x3, stride 1, at least 16 input channels and
- * 8 rows, i.e. the stride-1 convolutions of the first three blocks (32x128 32->32:
- * 0.36 -> 0.25 ms at batch 1; 16x64 64->64: 0.36 -> 0.21 ms). Not for 3 input
- * channels (3x slower) nor training (bit-for-bit PyTorch's direct algorithm there).
- * Its rounding differs from direct convolution by a few float32 ulps per layer
- * (the PyTorch parity test bounds the logits). CAPTCHA_CPU_CONV_ALG=direct turns it
- * off. */
+/* Winograd convolution (oneDNN's AVX-512 f32 Winograd kernels) for the fused
+ * inference convolutions where it measured faster than direct on this network:
+ * 3x3, stride 1, at least 16 input channels and 4 rows, i.e. the stride-1
+ * convolutions of the first four blocks of a 32x128 input. Batch-1 times of one
+ * convolution in isolation (2 threads, AVX-512, oneDNN 2.6, median of 15 x 20 runs):
+ *
+ *   shape              direct   wino_2x3   wino_4x3
+ *   32x128 32->32         342        238        232
+ *   16x64  64->64         333        200        170
+ *   8x32   64->64          85         62         60
+ *   4x16   128->128        71         65         48
+ *   2x8    256->256        58        113        105   (not used: 2 rows)
+ *
+ * Not for 3 input channels (3x slower) nor training (bit-for-bit PyTorch's direct
+ * algorithm there). Its rounding differs from direct convolution by a few float32
+ * ulps per layer (tests: logits vs direct, and the PyTorch parity test).
+ * CAPTCHA_CPU_CONV_ALG=direct turns it off. */
 static int use_winograd(const cpu_backend *cpu, const captcha_conv2d_shape *s, int flags)
 {
     return cpu->winograd && (flags & CONV_FLAG_BIAS) && s->kernel_size == 3 && s->stride == 1 &&
-           s->in_channels >= 16 && s->in_height >= 8;
+           s->in_channels >= 16 && s->in_height >= 4;
+}
+
+/* The primitive for `desc`: oneDNN's first implementation, except that among
+ * Winograd ones F(4x4, 3x3) (jit_wino_4x3) is preferred over F(2x2, 3x3)
+ * (jit_fp32_wino_2x3, listed first at small batches): faster on every shape
+ * above. Returns dnnl_unimplemented when oneDNN has none. */
+static dnnl_status_t conv_pd_create(cpu_backend *cpu, const dnnl_convolution_desc_t *desc,
+                                    const_dnnl_primitive_attr_t attr, int winograd,
+                                    dnnl_primitive_desc_t *pd)
+{
+    if (!winograd)
+        return dnnl_primitive_desc_create(pd, desc, attr, cpu->engine, NULL);
+    dnnl_primitive_desc_iterator_t it;
+    dnnl_status_t s = dnnl_primitive_desc_iterator_create(&it, desc, attr, cpu->engine, NULL);
+    if (s != dnnl_success)
+        return s;
+    dnnl_primitive_desc_t chosen = NULL;
+    do {
+        const_dnnl_primitive_desc_t candidate = dnnl_primitive_desc_iterator_fetch(it);
+        const char *name = "";
+        if (dnnl_primitive_desc_query(candidate, dnnl_query_impl_info_str, 0, &name) !=
+            dnnl_success)
+            name = "";
+        if (!chosen || strstr(name, "wino_4x3")) {
+            if (chosen)
+                dnnl_primitive_desc_destroy(chosen);
+            if ((s = dnnl_primitive_desc_clone(&chosen, candidate)) != dnnl_success) {
+                chosen = NULL;
+                break;
+            }
+            if (strstr(name, "wino_4x3"))
+                break;
+        }
+    } while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+    dnnl_primitive_desc_iterator_destroy(it);
+    if (!chosen)
+        return s != dnnl_success ? s : dnnl_unimplemented;
+    *pd = chosen;
+    return dnnl_success;
 }
 
 static captcha_status conv_forward_entry(cpu_backend *cpu, const captcha_conv2d_shape *s, int flags,
@@ -502,8 +616,8 @@ static captcha_status conv_forward_entry(cpu_backend *cpu, const captcha_conv2d_
             &desc, (flags & CONV_FLAG_BIAS) ? dnnl_forward_inference : dnnl_forward_training,
             winograd ? dnnl_convolution_winograd : dnnl_convolution_direct, &m.src_any,
             &m.weights_any, (flags & CONV_FLAG_BIAS) ? &m.bias : NULL, &m.dst_any, m.strides,
-            m.padding, m.padding));
-        dnnl_status_t created = dnnl_primitive_desc_create(&pd, &desc, attr, cpu->engine, NULL);
+            m.padding, m.padding_r));
+        dnnl_status_t created = conv_pd_create(cpu, &desc, attr, winograd, &pd);
         if (created == dnnl_unimplemented && winograd)
             continue;
         DNNL_CHECK(created);
