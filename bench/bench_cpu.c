@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "captcha-build-config.h"
@@ -33,6 +35,113 @@ static void fill(float *x, size_t n, unsigned seed)
         seed = seed * 1664525u + 1013904223u;
         x[i] = (float)((seed >> 8) * (2.0 / 16777216.0) - 1.0);
     }
+}
+
+/* PyTorch kept running in one mode (torch_cpu.py --serve) so that its timed bursts
+ * can alternate with ours, pair by pair: on a shared machine whose speed drifts
+ * over seconds, the ratio of two bursts taken a fraction of a second apart is far
+ * steadier than the ratio of two whole rounds taken tens of seconds apart. */
+typedef struct {
+    pid_t pid;
+    FILE *to, *from;
+} torch_server;
+
+static int torch_server_start(torch_server *s, const char *model_path, int threads,
+                              const char *mode)
+{
+    int in[2], out[2];
+    if (pipe(in) || pipe(out))
+        return -1;
+    char script[4096], thread_text[16];
+    snprintf(script, sizeof script, "%s/bench/torch_cpu.py", CAPTCHA_SOURCE_DIR);
+    snprintf(thread_text, sizeof thread_text, "%d", threads);
+    s->pid = fork();
+    if (s->pid < 0)
+        return -1;
+    if (s->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        execl("/usr/bin/python3", "python3", script, "--serve", model_path, thread_text, mode,
+              (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    s->to = fdopen(in[1], "w");
+    s->from = fdopen(out[0], "r");
+    char line[64];
+    if (!s->to || !s->from || !fgets(line, sizeof line, s->from) || strncmp(line, "ready", 5))
+        return -1;
+    return 0;
+}
+
+/* Seconds PyTorch took for `iters` forwards at `batch`; < 0 on failure. */
+static double torch_server_run(torch_server *s, int batch, int iters)
+{
+    char line[64];
+    fprintf(s->to, "%d %d\n", batch, iters);
+    fflush(s->to);
+    return fgets(line, sizeof line, s->from) ? atof(line) : -1;
+}
+
+static void torch_server_stop(torch_server *s)
+{
+    if (s->to)
+        fclose(s->to); /* end of input: the server exits */
+    if (s->from)
+        fclose(s->from);
+    if (s->pid > 0)
+        waitpid(s->pid, NULL, 0);
+}
+
+/* `pairs` alternating bursts of `iters` forwards at `batch`, ours and PyTorch's (the
+ * order swapped every pair, 10 ms apart so neither side's idle OpenMP threads still
+ * spin in the other's burst). ratios[k] = PyTorch's time / ours; rates: images/s
+ * medians. Returns 0, or -1 when the PyTorch side failed. */
+static int bench_paired(captcha_network *net, torch_server *s, int batch, int iters, int pairs,
+                        double *ratios, double *ours_rate, double *torch_rate)
+{
+    const captcha_config *c = captcha_network_config(net);
+    size_t in = (size_t)batch * 3 * c->input_height * c->input_width;
+    float *x = malloc(in * sizeof(float));
+    float *y = malloc((size_t)batch * captcha_config_classes(c) * sizeof(float));
+    double ours_rates[64], torch_rates[64];
+    captcha_error err;
+    int status = 0;
+    fill(x, in, 1);
+    for (int k = -1; k < pairs && status == 0; k++) {
+        double t_ours = 0, t_torch = 0;
+        for (int side = 0; side < 2; side++) {
+            usleep(10000);
+            if ((side == 0) == (k % 2 == 0)) {
+                double t0 = bench_now();
+                for (int i = 0; i < iters; i++)
+                    if (captcha_network_forward(net, x, batch, CAPTCHA_MODE_EVAL, y, &err)) {
+                        fprintf(stderr, "forward: %s\n", err.message);
+                        exit(1);
+                    }
+                t_ours = bench_now() - t0;
+            } else if ((t_torch = torch_server_run(s, batch, iters)) <= 0) {
+                status = -1;
+            }
+        }
+        if (k >= 0 && status == 0) { /* k = -1: warm-up pair */
+            ratios[k] = t_torch / t_ours;
+            ours_rates[k] = batch * iters / t_ours;
+            torch_rates[k] = batch * iters / t_torch;
+        }
+    }
+    if (status == 0) {
+        *ours_rate = bench_median(ours_rates, pairs);
+        *torch_rate = bench_median(torch_rates, pairs);
+    }
+    free(x);
+    free(y);
+    return status;
 }
 
 /* Median images/s over 5 repeats of `iters` eval forwards at `batch`. */
@@ -250,6 +359,40 @@ int main(int argc, char **argv)
     printf("%-28s %11.0f%% %11.0f%%   (%.2f GFLOP/image at a %.0f GFLOP/s peak)\n",
            "share of machine peak", 100 * med_ours[0] * FORWARD_GFLOP / gflops,
            100 * med_ours[1] * FORWARD_GFLOP / gflops, FORWARD_GFLOP, gflops);
+    if (med_best[0] > 0) {
+        /* the paired measurement against PyTorch's best mode of the rounds above */
+        const int pairs = quick ? 5 : 21;
+        printf("\nPaired bursts (%d pairs, ours and PyTorch alternating, each burst %s):\n", pairs,
+               quick ? "10 forwards at batch 1, 1 at batch 64" : "80 forwards at batch 1, 2 at batch 64");
+        printf("%-28s %12s %12s %12s %s\n", "", "ours img/s", "torch img/s", "ratio", "(min max)");
+        for (int b = 0; b < 2; b++) {
+            int m_best = 0;
+            for (int m = 1; m < 3; m++)
+                if (med_torch[m][b] > med_torch[m_best][b])
+                    m_best = m;
+            torch_server server = {0};
+            double ratios[64], ours_rate = 0, torch_rate = 0;
+            int batch = b == 0 ? 1 : 64, iters = b == 0 ? (quick ? 10 : 80) : (quick ? 1 : 2);
+            signal(SIGPIPE, SIG_IGN);
+            if (torch_server_start(&server, model_path, threads, modes[m_best]) ||
+                bench_paired(net, &server, batch, iters, pairs, ratios, &ours_rate, &torch_rate)) {
+                fprintf(stderr, "note: the paired PyTorch side failed\n");
+                torch_server_stop(&server);
+                continue;
+            }
+            torch_server_stop(&server);
+            double lo = ratios[0], hi = ratios[0];
+            for (int k = 1; k < pairs; k++) {
+                lo = fmin(lo, ratios[k]);
+                hi = fmax(hi, ratios[k]);
+            }
+            char label[64];
+            snprintf(label, sizeof label, "batch %d vs %s", batch, modes[m_best]);
+            printf("%-28s %12.1f %12.1f %11.2fx (%.2f %.2f)   median of the pair ratios; goal >= %s\n",
+                   label, ours_rate, torch_rate, bench_median(ratios, pairs), lo, hi,
+                   b == 0 ? "2x" : "1x");
+        }
+    }
     if (train) {
         printf("\nCPU training, batch 16, forward + backward + Adam (images/s, median of %d "
                "rounds)\n",
