@@ -561,20 +561,23 @@ static dnnl_status_t conv_pd_create(cpu_backend *cpu, const dnnl_convolution_des
         return s;
     dnnl_primitive_desc_t chosen = NULL;
     do {
-        const_dnnl_primitive_desc_t candidate = dnnl_primitive_desc_iterator_fetch(it);
+        /* fetch returns a new descriptor, the caller's to destroy */
+        dnnl_primitive_desc_t candidate = dnnl_primitive_desc_iterator_fetch(it);
         const char *name = "";
+        if (!candidate)
+            break;
         if (dnnl_primitive_desc_query(candidate, dnnl_query_impl_info_str, 0, &name) !=
             dnnl_success)
             name = "";
-        if (!chosen || strstr(name, "wino_4x3")) {
+        int preferred = strstr(name, "wino_4x3") != NULL;
+        if (!chosen || preferred) {
             if (chosen)
                 dnnl_primitive_desc_destroy(chosen);
-            if ((s = dnnl_primitive_desc_clone(&chosen, candidate)) != dnnl_success) {
-                chosen = NULL;
+            chosen = candidate;
+            if (preferred)
                 break;
-            }
-            if (strstr(name, "wino_4x3"))
-                break;
+        } else {
+            dnnl_primitive_desc_destroy(candidate);
         }
     } while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
     dnnl_primitive_desc_iterator_destroy(it);
