@@ -102,9 +102,94 @@ static void test_one_thread_in_a_fresh_thread(void **state)
     assert_int_equal(r.tasks_after, before + 1);
 }
 
+/* Primitives made in one thread and destroyed in another. oneDNN's own (library-mode)
+ * scratchpad is one buffer per thread, counted by the primitives made in that thread; a
+ * primitive destroyed in another thread counts down that thread's buffer instead, which
+ * can free it under the primitives still using it. captchaocr's data test hit this: the
+ * element's network (made in a streaming thread) was destroyed in the main thread, and the
+ * next Winograd convolution of a network made in the main thread crashed. The backend now
+ * owns its scratchpad. Steps: backend A runs in this thread, backend B runs the same
+ * convolution in a worker thread, B is destroyed here, A runs again and must give the same
+ * result. */
+typedef struct {
+    captcha_backend *backend;
+    const float *x, *w, *bias;
+    float *y;
+    char error[512];
+} conv_job;
+
+static const captcha_conv2d_shape *winograd_shape(void)
+{
+    static captcha_conv2d_shape s; /* block 1's conv2: fused, 3x3, stride 1, 32 channels */
+    captcha_conv2d_shape_init(&s, 1, 32, 32, 128, 32, 3, 1, 1);
+    return &s;
+}
+
+static void *conv_worker(void *arg)
+{
+    conv_job *j = arg;
+    captcha_error err = {0};
+    captcha_backend *b = j->backend;
+    if (b->ops->conv2d_forward_native(b, winograd_shape(), j->x, 0, j->w, j->bias, NULL, 1, j->y,
+                                      0, &err))
+        snprintf(j->error, sizeof j->error, "%s", err.message);
+    return NULL;
+}
+
+static void test_primitive_destroyed_in_another_thread(void **state)
+{
+    (void)state;
+    const captcha_conv2d_shape *s = winograd_shape();
+    size_t nx = captcha_conv2d_input_count(s), nw = captcha_conv2d_weight_count(s);
+    size_t ny = captcha_conv2d_output_count(s);
+    float *x = malloc(nx * sizeof *x), *w = malloc(nw * sizeof *w);
+    float *bias = calloc(32, sizeof *bias), *y1 = calloc(ny, sizeof *y1);
+    float *y2 = calloc(ny, sizeof *y2), *y3 = calloc(ny, sizeof *y3);
+    assert_true(x && w && bias && y1 && y2 && y3);
+    captcha_test_fill_uniform(x, nx, -1, 1, 3);
+    captcha_test_fill_uniform(w, nw, -0.1f, 0.1f, 4);
+    captcha_error err = {0};
+    conv_job a = {.x = x, .w = w, .bias = bias, .y = y1};
+    conv_job b = {.x = x, .w = w, .bias = bias, .y = y2};
+    if (captcha_backend_cpu_create(2, &a.backend, &err) ||
+        captcha_backend_cpu_create(2, &b.backend, &err))
+        fail_msg("CPU backend: %s", err.message);
+    conv_worker(&a); /* A: made and run in this thread */
+    if (a.error[0])
+        fail_msg("backend A: %s", a.error);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, conv_worker, &b), 0);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    if (b.error[0])
+        fail_msg("backend B (worker thread): %s", b.error);
+    captcha_backend_destroy(b.backend); /* made in the worker, destroyed here */
+    a.y = y3;
+    conv_worker(&a);
+    if (a.error[0])
+        fail_msg("backend A, second run: %s", a.error);
+    double worst = 0, worst_b = 0;
+    for (size_t i = 0; i < ny; i++) {
+        double d = y1[i] > y3[i] ? y1[i] - y3[i] : y3[i] - y1[i];
+        double e = y1[i] > y2[i] ? y1[i] - y2[i] : y2[i] - y1[i];
+        worst = d > worst ? d : worst;
+        worst_b = e > worst_b ? e : worst_b;
+    }
+    fprintf(stderr, "backend A run twice: max abs difference %g; A vs B: %g\n", worst, worst_b);
+    assert_true(worst == 0);
+    assert_true(worst_b == 0);
+    captcha_backend_destroy(a.backend);
+    free(x);
+    free(w);
+    free(bias);
+    free(y1);
+    free(y2);
+    free(y3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_primitive_destroyed_in_another_thread),
         cmocka_unit_test(test_one_thread_in_a_fresh_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -125,12 +125,51 @@ typedef struct {
     size_t temp_bytes[MAX_OP_ARGS];
     float *stat_buffer; /* [2 * channels] batch-norm variance and zero shift */
     size_t stat_count;
+    /* Every primitive is made with a user-managed scratchpad (attr below) and gets this
+     * one buffer, sized to the largest need. oneDNN's own (library-mode) scratchpad is
+     * per thread: a primitive made in one thread and run in another (the element makes
+     * its network in one streaming thread, the primitive cache shares primitives between
+     * backends) would run on the other thread's buffer, possibly too small. */
+    dnnl_primitive_attr_t attr; /* scratchpad mode user, nothing else */
+    void *scratch;
+    size_t scratch_bytes;
+    dnnl_memory_t scratch_memory; /* wraps scratch */
 } cpu_backend;
 
 static void *aligned_buffer(size_t bytes)
 {
     size_t rounded = (bytes + 63) / 64 * 64;
     return aligned_alloc(64, rounded ? rounded : 64);
+}
+
+/* Grows the shared scratchpad to hold what pd needs (its dnnl_query_scratchpad_md). */
+static captcha_status ensure_scratch(cpu_backend *cpu, const_dnnl_primitive_desc_t pd,
+                                     captcha_error *err)
+{
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t bytes = md ? dnnl_memory_desc_get_size(md) : 0;
+    if (bytes <= cpu->scratch_bytes && cpu->scratch_memory)
+        return CAPTCHA_OK;
+    if (bytes < cpu->scratch_bytes)
+        bytes = cpu->scratch_bytes;
+    void *buffer = aligned_buffer(bytes);
+    dnnl_memory_desc_t flat;
+    dnnl_dims_t dims = {(dnnl_dim_t)(bytes ? bytes : 1)};
+    dnnl_memory_t memory = NULL;
+    if (!buffer ||
+        dnnl_memory_desc_init_by_tag(&flat, 1, dims, dnnl_u8, dnnl_a) != dnnl_success ||
+        dnnl_memory_create(&memory, &flat, cpu->engine, buffer) != dnnl_success) {
+        free(buffer);
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY,
+                            "CPU backend: cannot allocate a %zu-byte scratchpad", bytes);
+    }
+    if (cpu->scratch_memory)
+        dnnl_memory_destroy(cpu->scratch_memory);
+    free(cpu->scratch);
+    cpu->scratch = buffer;
+    cpu->scratch_bytes = bytes;
+    cpu->scratch_memory = memory;
+    return CAPTCHA_OK;
 }
 
 static void op_entry_destroy(op_entry *entry)
@@ -196,14 +235,18 @@ static captcha_status entry_add_arg(cpu_backend *cpu, op_entry *entry,
     DNNL_CHECK(dnnl_memory_create(&a->inner, inner_md, cpu->engine, DNNL_MEMORY_NONE));
     if (direction & ARG_IN) {
         DNNL_CHECK(dnnl_reorder_primitive_desc_create(&reorder_pd, user_md, cpu->engine, inner_md,
-                                                      cpu->engine, NULL));
+                                                      cpu->engine, cpu->attr));
+        if ((status = ensure_scratch(cpu, reorder_pd, err)))
+            goto fail;
         DNNL_CHECK(dnnl_primitive_create(&a->to_inner, reorder_pd));
         DNNL_CHECK(dnnl_primitive_desc_destroy(reorder_pd));
         reorder_pd = NULL;
     }
     if (direction & ARG_OUT) {
         DNNL_CHECK(dnnl_reorder_primitive_desc_create(&reorder_pd, inner_md, cpu->engine, user_md,
-                                                      cpu->engine, NULL));
+                                                      cpu->engine, cpu->attr));
+        if ((status = ensure_scratch(cpu, reorder_pd, err)))
+            goto fail;
         DNNL_CHECK(dnnl_primitive_create(&a->to_user, reorder_pd));
         DNNL_CHECK(dnnl_primitive_desc_destroy(reorder_pd));
         reorder_pd = NULL;
@@ -219,8 +262,9 @@ static captcha_status run_reorder(cpu_backend *cpu, dnnl_primitive_t reorder, dn
                                   dnnl_memory_t to, captcha_error *err)
 {
     captcha_status status = CAPTCHA_OK;
-    dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}};
-    DNNL_CHECK(dnnl_primitive_execute(reorder, cpu->stream, 2, args));
+    dnnl_exec_arg_t args[3] = {
+        {DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}, {DNNL_ARG_SCRATCHPAD, cpu->scratch_memory}};
+    DNNL_CHECK(dnnl_primitive_execute(reorder, cpu->stream, 3, args));
     return CAPTCHA_OK;
 fail:
     return status;
@@ -276,7 +320,7 @@ static captcha_status run_entry_inout(cpu_backend *cpu, op_entry *entry, void *c
                                       const void *inout_source, captcha_error *err)
 {
     captcha_status status = CAPTCHA_OK;
-    dnnl_exec_arg_t exec_args[MAX_OP_ARGS];
+    dnnl_exec_arg_t exec_args[MAX_OP_ARGS + 1];
     /* oneDNN's OpenMP regions take the calling thread's setting */
     omp_set_num_threads(cpu->base.threads);
     for (int i = 0; i < entry->arg_count; i++) {
@@ -306,7 +350,10 @@ static captcha_status run_entry_inout(cpu_backend *cpu, op_entry *entry, void *c
                 DNNL_CHECK(dnnl_memory_set_data_handle(a->user, pointers[i]));
         }
     }
-    DNNL_CHECK(dnnl_primitive_execute(entry->primitive, cpu->stream, entry->arg_count, exec_args));
+    exec_args[entry->arg_count].arg = DNNL_ARG_SCRATCHPAD;
+    exec_args[entry->arg_count].memory = cpu->scratch_memory;
+    DNNL_CHECK(
+        dnnl_primitive_execute(entry->primitive, cpu->stream, entry->arg_count + 1, exec_args));
     for (int i = 0; i < entry->arg_count; i++) {
         op_arg *a = &entry->args[i];
         if (a->to_user) {
@@ -333,6 +380,8 @@ static captcha_status entry_finish(cpu_backend *cpu, op_entry *entry, dnnl_primi
                                    op_entry **out, captcha_error *err)
 {
     captcha_status status = CAPTCHA_OK;
+    if ((status = ensure_scratch(cpu, pd, err)))
+        return status;
     DNNL_CHECK(dnnl_primitive_create(&entry->primitive, pd));
     entry->next = cpu->entries;
     cpu->entries = entry;
@@ -612,6 +661,7 @@ static captcha_status conv_forward_entry(cpu_backend *cpu, const captcha_conv2d_
     if (flags & CONV_FLAG_RELU)
         DNNL_CHECK(dnnl_post_ops_append_eltwise(post_ops, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f));
     DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, post_ops));
+    DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user));
     /* Winograd where it pays (see use_winograd), direct where it does not or
      * where oneDNN has no Winograd kernel for the shape/ISA */
     for (int winograd = use_winograd(cpu, s, flags); winograd >= 0; winograd--) {
@@ -728,7 +778,7 @@ static captcha_status conv_backward_entry(cpu_backend *cpu, const captcha_conv2d
         DNNL_CHECK(dnnl_convolution_backward_data_desc_init(&desc, dnnl_convolution_direct,
                                                             &m.src_any, &m.weights_any, &m.dst_any,
                                                             m.strides, m.padding, m.padding));
-        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, hint));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, cpu->attr, cpu->engine, hint));
         /* pointer order: dy, weight, dx */
         if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_DST, ARG_IN, &m.dst, err)) ||
             (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_WEIGHTS, ARG_IN, &m.weights, err)) ||
@@ -738,7 +788,7 @@ static captcha_status conv_backward_entry(cpu_backend *cpu, const captcha_conv2d
         DNNL_CHECK(dnnl_convolution_backward_weights_desc_init(
             &desc, dnnl_convolution_direct, &m.src_any, &m.weights_any, NULL, &m.dst_any, m.strides,
             m.padding, m.padding));
-        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, hint));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, cpu->attr, cpu->engine, hint));
         /* pointer order: x, dy, dweight */
         if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &m.src, err)) ||
             (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_DST, ARG_IN, &m.dst, err)) ||
@@ -838,7 +888,7 @@ static captcha_status bn_entry(cpu_backend *cpu, int kind, int batch, int channe
     if (kind == OP_BN_FORWARD_TRAINING) {
         DNNL_CHECK(dnnl_batch_normalization_forward_desc_init(&desc, dnnl_forward_training, &data,
                                                               eps, flags));
-        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, NULL));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, cpu->attr, cpu->engine, NULL));
         /* pointer order: x, gamma, beta, y, mean, variance */
         if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &data, err)) ||
             (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SCALE, ARG_IN, &stat, err)) ||
@@ -850,7 +900,7 @@ static captcha_status bn_entry(cpu_backend *cpu, int kind, int batch, int channe
     } else if (kind == OP_BN_FORWARD_INFERENCE) {
         DNNL_CHECK(dnnl_batch_normalization_forward_desc_init(&desc, dnnl_forward_inference, &data,
                                                               eps, flags | dnnl_use_global_stats));
-        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, NULL));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, cpu->attr, cpu->engine, NULL));
         /* pointer order: x, gamma, beta, y, mean, variance */
         if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &data, err)) ||
             (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SCALE, ARG_IN, &stat, err)) ||
@@ -865,7 +915,7 @@ static captcha_status bn_entry(cpu_backend *cpu, int kind, int batch, int channe
         DNNL_CHECK(dnnl_primitive_desc_create(&hint, &desc, NULL, cpu->engine, NULL));
         DNNL_CHECK(dnnl_batch_normalization_backward_desc_init(&desc, dnnl_backward, &data, &data,
                                                                eps, flags));
-        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, hint));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, cpu->attr, cpu->engine, hint));
         /* pointer order: x, dy, gamma, mean, variance, dx, dgamma, dbeta, shift (the
          * primitive asks for beta although gradients do not depend on it) */
         if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &data, err)) ||
@@ -1084,7 +1134,7 @@ static captcha_status linear_entry(cpu_backend *cpu, int kind, int batch, int in
     DNNL_CHECK(dnnl_inner_product_forward_desc_init(&desc, dnnl_forward_training, &src, &weights,
                                                     &bias, &dst));
     if (kind == OP_LINEAR_FORWARD) {
-        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, NULL));
+        DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, cpu->attr, cpu->engine, NULL));
         /* pointer order: x, weight, bias, y */
         if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &src, err)) ||
             (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_WEIGHTS, ARG_IN, &weights, err)) ||
@@ -1095,7 +1145,7 @@ static captcha_status linear_entry(cpu_backend *cpu, int kind, int batch, int in
         DNNL_CHECK(dnnl_primitive_desc_create(&hint, &desc, NULL, cpu->engine, NULL));
         if (kind == OP_LINEAR_BACKWARD_DATA) {
             DNNL_CHECK(dnnl_inner_product_backward_data_desc_init(&desc, &src, &weights, &dst));
-            DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, hint));
+            DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, cpu->attr, cpu->engine, hint));
             /* pointer order: dy, weight, dx */
             if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_DST, ARG_IN, &dst, err)) ||
                 (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_WEIGHTS, ARG_IN, &weights, err)) ||
@@ -1104,7 +1154,7 @@ static captcha_status linear_entry(cpu_backend *cpu, int kind, int batch, int in
         } else {
             DNNL_CHECK(
                 dnnl_inner_product_backward_weights_desc_init(&desc, &src, &weights, &bias, &dst));
-            DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, NULL, cpu->engine, hint));
+            DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, cpu->attr, cpu->engine, hint));
             /* pointer order: x, dy, dweight, dbias */
             if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &src, err)) ||
                 (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DIFF_DST, ARG_IN, &dst, err)) ||
@@ -1395,6 +1445,11 @@ static void cpu_destroy(captcha_backend *backend)
     for (int i = 0; i < MAX_OP_ARGS; i++)
         free(cpu->temp[i]);
     free(cpu->stat_buffer);
+    if (cpu->scratch_memory)
+        dnnl_memory_destroy(cpu->scratch_memory);
+    free(cpu->scratch);
+    if (cpu->attr)
+        dnnl_primitive_attr_destroy(cpu->attr);
     if (cpu->stream)
         dnnl_stream_destroy(cpu->stream);
     if (cpu->engine)
@@ -1457,6 +1512,8 @@ captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, ca
                             : 8;
     DNNL_CHECK(dnnl_engine_create(&cpu->engine, dnnl_cpu, 0));
     DNNL_CHECK(dnnl_stream_create(&cpu->stream, cpu->engine, dnnl_stream_default_flags));
+    DNNL_CHECK(dnnl_primitive_attr_create(&cpu->attr));
+    DNNL_CHECK(dnnl_primitive_attr_set_scratchpad_mode(cpu->attr, dnnl_scratchpad_mode_user));
     *out = &cpu->base;
     return CAPTCHA_OK;
 fail:
