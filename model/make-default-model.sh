@@ -8,7 +8,7 @@
 # Environment: BUILD (build directory, default build), CAPTCHA_SHARED_DATA (default
 # ../shared/data next to the source tree), THREADS (default 2).
 #
-# Stages (each a plain captcha-train run; about 2 h 40 min on 2 cores in all):
+# Stages (each a plain captcha-train run; about 3 h on 2 cores in all):
 # 1-2. From scratch on the 936 real training images of captcha-v2 (each copied 4 times, so the
 #    real style weighs about as much as the synthetic one per epoch; augmentation makes the
 #    copies differ) and 8000 captcha-gen images (seed 1, charset 0-9a-z, length 5): the
@@ -21,8 +21,13 @@
 #    images (4 copies again): default recipe at peak lr 5e-4, 8 epochs, seed 3. Stage 2's model
 #    read 99.4% of its own 8000 generated training images but 96.7% of fresh ones: more data,
 #    not more epochs, was what it lacked.
-# Validation, which picks the saved epoch of each stage: 500 other captcha-gen images (seed 2).
-# The real test split and the evaluation images (captcha-gen seed 777) are never seen.
+# 4. Fine-tuning of stage 3 on those images plus 20000 more (seed 4): peak lr 2e-4, 4 epochs,
+#    seed 5.
+# 5. Fine-tuning of stage 4 on 80000 new images (seeds 5-8) plus the real ones: peak lr 2e-4,
+#    3 epochs, seed 6. This is the bundled model.
+# Validation, which picks the saved epoch of each stage: captcha-gen seed 2, its first 500
+# images for stages 1-4, 5000 for stage 5 (500 proved too few to tell fine-tuning runs apart).
+# The real test split and the evaluation images (captcha-gen seeds 777 and 888) are never seen.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
@@ -33,14 +38,29 @@ threads=${THREADS:-2}
 work=$(mktemp -d /tmp/captcha-default-model.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
+# the real training images added to a folder, 4 copies ("_real1".."_real4" after each label)
+add_real() { # DIR
+  for copy in 1 2 3 4; do
+    for f in "$data"/train/*.png; do
+      name=$(basename "$f" .png)
+      cp "$f" "$1/${name}_real${copy}.png"
+    done
+  done
+}
+# 20000 generated images of one seed added to a folder, "_s<seed>" after each label (tools read
+# the label as the part before the first '_', so labels repeated across seeds stay distinct)
+add_generated() { # DIR SEED
+  "$build/train/captcha-gen" --out "$work/gen" --count 20000 --seed "$2"
+  for f in "$work/gen"/*.png; do
+    name=$(basename "$f" .png)
+    mv "$f" "$1/${name}_s$2.png"
+  done
+  rmdir "$work/gen"
+}
+
 "$build/train/captcha-gen" --out "$work/train" --count 8000 --seed 1
 "$build/train/captcha-gen" --out "$work/val" --count 500 --seed 2
-for copy in 1 2 3 4; do
-  for f in "$data"/train/*.png; do
-    name=$(basename "$f" .png)
-    cp "$f" "$work/train/${name}_real${copy}.png"
-  done
-done
+add_real "$work/train"
 echo "make-default-model: $(ls "$work/train" | wc -l) training images, $(ls "$work/val" | wc -l) validation images"
 "$build/train/captcha-train" --train "$work/train" --val "$work/val" --out "$work/stage2.safetensors" \
   --checkpoint "$work/checkpoint" --recipe default --epochs 15 --seed 1 --threads "$threads" \
@@ -49,13 +69,24 @@ echo "make-default-model: $(ls "$work/train" | wc -l) training images, $(ls "$wo
   --checkpoint "$work/checkpoint" --resume "$work/checkpoint" --epochs 25 --threads "$threads"
 
 "$build/train/captcha-gen" --out "$work/finetune" --count 20000 --seed 3
-for copy in 1 2 3 4; do
-  for f in "$data"/train/*.png; do
-    name=$(basename "$f" .png)
-    cp "$f" "$work/finetune/${name}_real${copy}.png"
-  done
-done
+add_real "$work/finetune"
 echo "make-default-model: fine-tuning on $(ls "$work/finetune" | wc -l) images"
-"$build/train/captcha-train" --train "$work/finetune" --val "$work/val" --out "$out" \
+"$build/train/captcha-train" --train "$work/finetune" --val "$work/val" --out "$work/stage3.safetensors" \
   --checkpoint "$work/finetune-checkpoint" --init "$work/stage2.safetensors" --recipe default \
   --epochs 8 --lr 5e-4 --seed 3 --threads "$threads"
+
+add_generated "$work/finetune" 4
+echo "make-default-model: stage 4 on $(ls "$work/finetune" | wc -l) images"
+"$build/train/captcha-train" --train "$work/finetune" --val "$work/val" --out "$work/stage4.safetensors" \
+  --checkpoint "$work/stage4-checkpoint" --init "$work/stage3.safetensors" --recipe default \
+  --epochs 4 --lr 2e-4 --seed 5 --threads "$threads"
+
+mkdir "$work/stage5"
+for seed in 5 6 7 8; do add_generated "$work/stage5" "$seed"; done
+add_real "$work/stage5"
+"$build/train/captcha-gen" --out "$work/val5000" --count 5000 --seed 2
+echo "make-default-model: stage 5 on $(ls "$work/stage5" | wc -l) images"
+"$build/train/captcha-train" --train "$work/stage5" --val "$work/val5000" --out "$out" \
+  --checkpoint "$work/stage5-checkpoint" --init "$work/stage4.safetensors" --recipe default \
+  --epochs 3 --lr 2e-4 --seed 6 --threads "$threads"
+
