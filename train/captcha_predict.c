@@ -224,7 +224,10 @@ int main(int argc, char **argv)
     if (labelled && read_count > 0)
         printf("accuracy: full=%.4f char=%.4f n=%zu\n", (double)full / (double)read_count,
                (double)chars / ((double)read_count * config->length), read_count);
-    if (read_count == 0)
+    if (read_count == 0 && paths.count == 0)
+        message("no image could be read: the folder(s) given hold no files (folders are read "
+                "without their subfolders)");
+    else if (read_count == 0)
         message("no image could be read");
     if (skipped)
         message("%zu file(s) skipped", skipped);

@@ -104,6 +104,9 @@ expect 1 "warning: skipping $T/mixed/ab_trunc.png: cannot decode" "$PREDICT" --m
 grep -q "2 file(s) skipped" "$T/err.txt" || fail "predict does not count skipped files"
 expect 1 "warning: skipping $T/nofile.png: cannot open" "$PREDICT" --model "$T/mixed.safetensors" "$T/nofile.png" "$T/good/$first"
 [ "$(wc -l <"$T/out.txt")" -eq 2 ] || fail "expected one result + accuracy line: $(cat "$T/out.txt")"
+# --- predict on a folder with no files: says so, exit 1 ---
+mkdir "$T/empty"
+expect 1 "no image could be read: the folder\(s\) given hold no files" "$PREDICT" --model "$T/mixed.safetensors" "$T/empty"
 
 # --- resume from a truncated checkpoint ---
 head -c 5000 "$T/mixed.safetensors.ckpt" >"$T/truncated.ckpt"
