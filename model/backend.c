@@ -51,7 +51,7 @@ captcha_status captcha_device_parse(const char *text, captcha_device *out, captc
         *out = CAPTCHA_DEVICE_CUDA;
     else
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "device \"%s\" is not one of auto, cpu, cuda", text);
+                            "device \"%s\" is not one of auto, cpu, cuda (or gpu)", text);
     return CAPTCHA_OK;
 }
 

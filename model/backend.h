@@ -214,7 +214,8 @@ typedef enum {
     CAPTCHA_DEVICE_CUDA,
 } captcha_device;
 
-/* Parses "auto", "cpu" or "cuda"; CAPTCHA_ERROR_INVALID_ARGUMENT otherwise. */
+/* Parses "auto", "cpu", "cuda" or "gpu" (the same as "cuda");
+ * CAPTCHA_ERROR_INVALID_ARGUMENT otherwise. */
 captcha_status captcha_device_parse(const char *text, captcha_device *out, captcha_error *err);
 
 /* Creates a backend. CPU: threads = number of OpenMP threads for oneDNN and

@@ -84,6 +84,8 @@ static void test_device_parse(void **state)
     assert_int_equal(d, CAPTCHA_DEVICE_CPU);
     assert_int_equal(captcha_device_parse("cuda", &d, &err), CAPTCHA_OK);
     assert_int_equal(d, CAPTCHA_DEVICE_CUDA);
+    assert_int_equal(captcha_device_parse("gpu", &d, &err), CAPTCHA_OK);
+    assert_int_equal(d, CAPTCHA_DEVICE_CUDA);
     assert_int_equal(captcha_device_parse("auto", &d, &err), CAPTCHA_OK);
     assert_int_equal(d, CAPTCHA_DEVICE_AUTO);
     assert_int_equal(captcha_device_parse("tpu", &d, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);

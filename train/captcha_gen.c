@@ -27,6 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "captcha_config.h"
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -45,7 +47,9 @@
 #define DEFAULT_HEIGHT 50
 #define DEFAULT_SEED 1
 #define MAX_COUNT 10000000L
-#define MAX_LENGTH 64
+/* The longest code a model can have (captcha_config.h): longer labels could not be
+ * trained on. */
+#define MAX_LENGTH CAPTCHA_MAX_LENGTH
 #define MIN_SIDE 16
 #define MAX_SIDE 4096
 

@@ -155,6 +155,9 @@ expect 2 --length --out "$O" --count 3 --length 0
 expect 2 --length --out "$O" --count 3 --length 6-4
 expect 2 --length --out "$O" --count 3 --length 3-
 expect 2 --length --out "$O" --count 3 --length 999
+# 33 is one more than a model can read (CAPTCHA_MAX_LENGTH)
+expect 2 --length --out "$O" --count 3 --length 33
+expect 2 --length --out "$O" --count 3 --length 2-33
 expect 2 --charset --out "$O" --count 3 --charset ''
 expect 2 --charset --out "$O" --count 3 --charset 'ab/c'
 expect 2 --charset --out "$O" --count 3 --charset 'ab_c'
