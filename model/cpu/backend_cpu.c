@@ -594,15 +594,34 @@ static int use_winograd(const cpu_backend *cpu, const captcha_conv2d_shape *s, i
            s->in_channels >= 16 && s->in_height >= 4;
 }
 
-/* The primitive for `desc`: oneDNN's first implementation, except that among
- * Winograd ones F(4x4, 3x3) (jit_wino_4x3) is preferred over F(2x2, 3x3)
- * (jit_fp32_wino_2x3, listed first at small batches): faster on every shape
- * above. Returns dnnl_unimplemented when oneDNN has none. */
+/* Which Winograd kernel a convolution prefers, when oneDNN offers both: F(4x4, 3x3)
+ * (jit_wino_4x3) for at least WINO_4X3_MIN_PIXELS output pixels per call (batch x
+ * height x width), F(2x2, 3x3) (jit_fp32_wino_2x3) below. The isolated times above
+ * favour 4x3 everywhere, but inside the network the smaller layers tell otherwise: a
+ * 4x3 kernel's transformed weights are 36/9 of the direct ones (2x3: 16/9), streamed
+ * once per call, and with few output tiles they dominate its traffic and evict what
+ * the next layers read. Whole network, batch 1, per-layer medians with the two
+ * choices alternating in one process (10-forward bursts, 100 pairs):
+ *
+ *   layer (pixels)          wino_4x3   wino_2x3   direct
+ *   block 1 conv2 (4096)     216-226    237-244        -
+ *   block 2 conv2 (1024)     155-212    165-231        -
+ *   block 3 conv2  (256)       72-75      66-73    87
+ *   block 4 conv2   (64)     120-134      65-74   100
+ *
+ * and with 2x3 on blocks 3 and 4 the whole forward takes 0.93-0.955 of the time of
+ * 4x3 everywhere (one process, order swapped: 1.032 the other way). Blocks 1-2 are
+ * even between the two; oneDNN offers only 4x3 at batch 64. */
+#define WINO_4X3_MIN_PIXELS 1024
+
+/* The primitive for `desc`: oneDNN's first implementation, except among Winograd
+ * ones, where the kernel named by `prefer` (a substring of the implementation name)
+ * is taken when offered. Returns dnnl_unimplemented when oneDNN has none. */
 static dnnl_status_t conv_pd_create(cpu_backend *cpu, const dnnl_convolution_desc_t *desc,
-                                    const_dnnl_primitive_attr_t attr, int winograd,
+                                    const_dnnl_primitive_attr_t attr, const char *prefer,
                                     dnnl_primitive_desc_t *pd)
 {
-    if (!winograd)
+    if (!prefer)
         return dnnl_primitive_desc_create(pd, desc, attr, cpu->engine, NULL);
     dnnl_primitive_desc_iterator_t it;
     dnnl_status_t s = dnnl_primitive_desc_iterator_create(&it, desc, attr, cpu->engine, NULL);
@@ -618,7 +637,7 @@ static dnnl_status_t conv_pd_create(cpu_backend *cpu, const dnnl_convolution_des
         if (dnnl_primitive_desc_query(candidate, dnnl_query_impl_info_str, 0, &name) !=
             dnnl_success)
             name = "";
-        int preferred = strstr(name, "wino_4x3") != NULL;
+        int preferred = strstr(name, prefer) != NULL;
         if (!chosen || preferred) {
             if (chosen)
                 dnnl_primitive_desc_destroy(chosen);
@@ -670,7 +689,12 @@ static captcha_status conv_forward_entry(cpu_backend *cpu, const captcha_conv2d_
             winograd ? dnnl_convolution_winograd : dnnl_convolution_direct, &m.src_any,
             &m.weights_any, (flags & CONV_FLAG_BIAS) ? &m.bias : NULL, &m.dst_any, m.strides,
             m.padding, m.padding_r));
-        dnnl_status_t created = conv_pd_create(cpu, &desc, attr, winograd, &pd);
+        const char *prefer = NULL;
+        if (winograd)
+            prefer = (long long)s->batch * s->out_height * s->out_width >= WINO_4X3_MIN_PIXELS
+                         ? "wino_4x3"
+                         : "wino_2x3";
+        dnnl_status_t created = conv_pd_create(cpu, &desc, attr, prefer, &pd);
         if (created == dnnl_unimplemented && winograd)
             continue;
         DNNL_CHECK(created);
