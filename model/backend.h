@@ -199,6 +199,14 @@ typedef struct {
                                             int x_native, const float *weight, const float *bias,
                                             const float *residual, int relu, float *y,
                                             int y_native, captcha_error *err);
+    /* Optional, with conv2d_forward_native: linear_forward on an x [N, C, H, W] in the
+     * native layout, flattened in PyTorch's order (c, h, w) against weight
+     * [out, C*H*W]; bias [out]; y [N, out] plain. For the inference form: the
+     * backend may keep weight's converted copy until invalidate_cache. */
+    captcha_status (*linear_forward_native)(captcha_backend *backend, int batch, int channels,
+                                            int height, int width, int out_features,
+                                            const float *x, const float *weight,
+                                            const float *bias, float *y, captcha_error *err);
 } captcha_backend_ops;
 
 /* The common head of every backend instance; each backend embeds it first. */

@@ -642,8 +642,10 @@ static captcha_status forward_eval_ops(captcha_network *net, const float *input,
         const float *f = net->folded;
         if (ops->conv2d_forward_native) {
             /* activations between convolutions stay in the backend's native
-             * layout: NCHW only at the input and the last block's output */
-            int in_native = i > 0, out_native = i < CAPTCHA_NUM_BLOCKS - 1;
+             * layout: NCHW only at the input (and at the last block's output when
+             * the backend has no native linear layer) */
+            int in_native = i > 0,
+                out_native = i < CAPTCHA_NUM_BLOCKS - 1 || ops->linear_forward_native;
             TRY(ops->conv2d_forward_native(be, &b->conv1_shape, x, in_native, f + b->folded_conv1,
                                            f + b->folded_bias1, NULL, 1, a->conv1_out, 1, err));
             /* the shortcut is written straight into the block's output, which
@@ -669,6 +671,13 @@ static captcha_status forward_eval_ops(captcha_network *net, const float *input,
         x = a->out;
     }
     /* x: [N, 256, H/32, W/32] = [N, flatten] */
+    if (ops->conv2d_forward_native && ops->linear_forward_native) {
+        const captcha_conv2d_shape *last = &net->blocks[CAPTCHA_NUM_BLOCKS - 1].conv2_shape;
+        return ops->linear_forward_native(be, batch, last->out_channels, last->out_height,
+                                          last->out_width, net->classes, x,
+                                          tensor_pointer(net, net->fc_weight),
+                                          tensor_pointer(net, net->fc_bias), logits, err);
+    }
     return ops->linear_forward(be, batch, net->flatten, net->classes, x,
                                tensor_pointer(net, net->fc_weight),
                                tensor_pointer(net, net->fc_bias), logits, err);

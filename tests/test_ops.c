@@ -529,7 +529,8 @@ static void test_conv2d_weight_cache(void **state)
 
 /* conv2d_forward_native: a residual block's chain as the inference path runs it, the
  * intermediate tensors in the backend's native layout (only native ops can read them),
- * NCHW at both ends; against the reference on NCHW. Channel counts that are and are not
+ * NCHW at both ends, and then linear_forward_native on the chain's output kept native;
+ * against the reference on NCHW. Channel counts that are and are not
  * multiples of the CPU's layout block (16/8). */
 typedef struct {
     int batch, in_channels, height, width, channels, stride;
@@ -577,6 +578,31 @@ static void run_native_case(captcha_backend *b, const native_case *c)
     snprintf(what, sizeof what, "native chain N%d %d->%d %dx%d s%d", c->batch, c->in_channels,
              c->channels, c->height, c->width, c->stride);
     expect_device(b, what, dy, ref, n3, 0, FORWARD_TOLERANCE);
+    /* linear_forward_native: the same output kept native, flattened (c, h, w) into a
+     * 7-way linear layer, as the last block feeds the classifier */
+    if (b->ops->linear_forward_native) {
+        const int classes = 7, features = (int)(n3 / (size_t)c->batch);
+        float *wl = host_uniform((size_t)classes * features, -0.2f, 0.2f, 17);
+        float *bl = host_uniform(classes, -0.5f, 0.5f, 18);
+        float *ref_logits = host_zeros((size_t)c->batch * classes);
+        reference_linear_forward(c->batch, features, classes, ref, wl, bl, ref_logits);
+        float *dnative = device_from(b, NULL, n3), *dwl = device_from(b, wl, (size_t)classes * features);
+        float *dbl = device_from(b, bl, classes), *dlogits = device_from(b, NULL, (size_t)c->batch * classes);
+        ASSERT_OK(b->ops->conv2d_forward_native(b, &s3, dout, 1, dw3, dbias, NULL, 0, dnative, 1, err));
+        ASSERT_OK(b->ops->linear_forward_native(b, c->batch, c->channels, s3.out_height,
+                                                s3.out_width, classes, dnative, dwl, dbl, dlogits,
+                                                err));
+        snprintf(what, sizeof what, "native chain N%d %d->%d %dx%d s%d, linear", c->batch,
+                 c->in_channels, c->channels, c->height, c->width, c->stride);
+        expect_device(b, what, dlogits, ref_logits, (size_t)c->batch * classes, 0,
+                      FORWARD_TOLERANCE);
+        float *tmp[] = {dnative, dwl, dbl, dlogits};
+        for (size_t i = 0; i < sizeof tmp / sizeof tmp[0]; i++)
+            b->ops->free(b, tmp[i]);
+        free(wl);
+        free(bl);
+        free(ref_logits);
+    }
     float *device[] = {dx_, dw1, dwk, dw2, dw3, dbias, dh1, dout, dy};
     for (size_t i = 0; i < sizeof device / sizeof device[0]; i++)
         b->ops->free(b, device[i]);
@@ -910,6 +936,12 @@ static void test_invalid_arguments(void **state)
         EXPECT_INVALID(b->ops->batchnorm_backward(b, 2, 2, 4, p, p, p, p, p, p, NULL, p, err));
         EXPECT_INVALID(b->ops->linear_forward(b, 2, 3, 4, p, NULL, p, p, err));
         EXPECT_INVALID(b->ops->linear_backward(b, 0, 3, 4, p, p, p, p, p, p, err));
+        if (b->ops->linear_forward_native) {
+            EXPECT_INVALID(b->ops->linear_forward_native(b, 1, 16, 0, 4, 5, p, p, p, p, err));
+            EXPECT_INVALID(b->ops->linear_forward_native(b, 1, 16, 1, 4, 5, p, p, NULL, p, err));
+            EXPECT_INVALID(
+                b->ops->linear_forward_native(b, 1, 65536, 65536, 4, 5, p, p, p, p, err));
+        }
         EXPECT_INVALID(b->ops->relu_forward(b, 0, p, p, err));
         EXPECT_INVALID(b->ops->relu_backward(b, 4, p, NULL, p, err));
         EXPECT_INVALID(b->ops->add(b, 4, p, p, NULL, err));

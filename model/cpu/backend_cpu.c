@@ -21,6 +21,7 @@
  * thread-safe: use one per thread. */
 #include "../backend.h"
 
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -62,6 +63,7 @@ enum op_kind {
     OP_LINEAR_FORWARD,
     OP_LINEAR_BACKWARD_DATA,
     OP_LINEAR_BACKWARD_WEIGHT,
+    OP_LINEAR_FORWARD_NATIVE,
 };
 
 enum {
@@ -1128,24 +1130,43 @@ static captcha_status cpu_batchnorm_backward(captcha_backend *backend, int batch
 
 /* ---- linear (inner product) ---- */
 
+/* kind OP_LINEAR_FORWARD_NATIVE (chw = {C, H, W}, in_features = C*H*W): the
+ * inference linear layer on the last block's output in the native layout. The inner
+ * product reads x as the 4-D tensor [N, C, H, W] it is (nChw16c), with the weights
+ * [out, C*H*W] seen as [out, C, H, W] (PyTorch's flatten order) and reordered once
+ * to match (cached until invalidate_cache), so x needs no conversion to NCHW. The
+ * other kinds: x [N, in] plain; chw NULL. */
 static captcha_status linear_entry(cpu_backend *cpu, int kind, int batch, int in_features,
-                                   int out_features, op_entry **out, captcha_error *err)
+                                   int out_features, const int *chw, op_entry **out,
+                                   captcha_error *err)
 {
     captcha_status status = CAPTCHA_OK;
+    int native = kind == OP_LINEAR_FORWARD_NATIVE;
     op_key key;
     memset(&key, 0, sizeof key);
     key.kind = kind;
     key.dims[0] = batch;
     key.dims[1] = in_features;
     key.dims[2] = out_features;
+    for (int i = 0; native && i < 3; i++)
+        key.dims[3 + i] = chw[i];
     if ((*out = cache_find(cpu, &key)))
         return CAPTCHA_OK;
     dnnl_status_t first = dnnl_success;
-    dnnl_memory_desc_t src, weights, bias, dst;
-    dnnl_dims_t src_dims = {batch, in_features}, weight_dims = {out_features, in_features};
+    dnnl_memory_desc_t src, weights, weights_any, bias, dst;
     dnnl_dims_t bias_dims = {out_features}, dst_dims = {batch, out_features};
-    init_md(&src, 2, src_dims, dnnl_ab, &first);
-    init_md(&weights, 2, weight_dims, dnnl_ab, &first);
+    if (native) {
+        dnnl_dims_t src_dims = {batch, chw[0], chw[1], chw[2]};
+        dnnl_dims_t weight_dims = {out_features, chw[0], chw[1], chw[2]};
+        init_md(&src, 4, src_dims, native_tag(cpu, chw[0]), &first);
+        init_md(&weights, 4, weight_dims, dnnl_oihw, &first);
+        init_md(&weights_any, 4, weight_dims, dnnl_format_tag_any, &first);
+    } else {
+        dnnl_dims_t src_dims = {batch, in_features}, weight_dims = {out_features, in_features};
+        init_md(&src, 2, src_dims, dnnl_ab, &first);
+        init_md(&weights, 2, weight_dims, dnnl_ab, &first);
+        weights_any = weights;
+    }
     init_md(&bias, 1, bias_dims, dnnl_a, &first);
     init_md(&dst, 2, dst_dims, dnnl_ab, &first);
     dnnl_inner_product_desc_t desc;
@@ -1155,9 +1176,10 @@ static captcha_status linear_entry(cpu_backend *cpu, int kind, int batch, int in
         return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CPU backend: out of memory");
     entry->key = key;
     DNNL_CHECK(first);
-    DNNL_CHECK(dnnl_inner_product_forward_desc_init(&desc, dnnl_forward_training, &src, &weights,
-                                                    &bias, &dst));
-    if (kind == OP_LINEAR_FORWARD) {
+    DNNL_CHECK(dnnl_inner_product_forward_desc_init(
+        &desc, native ? dnnl_forward_inference : dnnl_forward_training, &src, &weights_any, &bias,
+        &dst));
+    if (kind == OP_LINEAR_FORWARD || native) {
         DNNL_CHECK(dnnl_primitive_desc_create(&pd, &desc, cpu->attr, cpu->engine, NULL));
         /* pointer order: x, weight, bias, y */
         if ((status = entry_add_arg(cpu, entry, pd, DNNL_ARG_SRC, ARG_IN, &src, err)) ||
@@ -1165,6 +1187,7 @@ static captcha_status linear_entry(cpu_backend *cpu, int kind, int batch, int in
             (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_BIAS, ARG_IN, &bias, err)) ||
             (status = entry_add_arg(cpu, entry, pd, DNNL_ARG_DST, ARG_OUT, &dst, err)))
             goto fail;
+        entry->args[1].cache_by_pointer = native;
     } else {
         DNNL_CHECK(dnnl_primitive_desc_create(&hint, &desc, NULL, cpu->engine, NULL));
         if (kind == OP_LINEAR_BACKWARD_DATA) {
@@ -1211,13 +1234,18 @@ static captcha_status check_linear(const char *op, int batch, int in_features, i
     return CAPTCHA_OK;
 }
 
-static captcha_status cpu_linear_forward(captcha_backend *backend, int batch, int in_features,
-                                         int out_features, const float *x, const float *weight,
-                                         const float *bias, float *y, captcha_error *err)
+/* linear_forward and linear_forward_native (chw not NULL: x native [N, C, H, W]). */
+static captcha_status linear_forward_run(cpu_backend *cpu, const char *op, int batch,
+                                         int in_features, int out_features, const int *chw,
+                                         const float *x, const float *weight, const float *bias,
+                                         float *y, captcha_error *err)
 {
-    const char *op = "linear_forward";
-    cpu_backend *cpu = (cpu_backend *)backend;
-    captcha_status status = check_linear(op, batch, in_features, out_features, err);
+    captcha_status status = CAPTCHA_OK;
+    for (int i = 0; chw && i < 3 && status == CAPTCHA_OK; i++)
+        status = check_positive(op, i == 0 ? "channels" : i == 1 ? "height" : "width", chw[i],
+                                err);
+    if (status == CAPTCHA_OK)
+        status = check_linear(op, batch, in_features, out_features, err);
     if (status != CAPTCHA_OK)
         return status;
     REQUIRE_POINTER(x, op);
@@ -1225,11 +1253,33 @@ static captcha_status cpu_linear_forward(captcha_backend *backend, int batch, in
     REQUIRE_POINTER(bias, op);
     REQUIRE_POINTER(y, op);
     op_entry *entry;
-    if ((status =
-             linear_entry(cpu, OP_LINEAR_FORWARD, batch, in_features, out_features, &entry, err)))
+    if ((status = linear_entry(cpu, chw ? OP_LINEAR_FORWARD_NATIVE : OP_LINEAR_FORWARD, batch,
+                               in_features, out_features, chw, &entry, err)))
         return status;
     void *pointers[4] = {(void *)x, (void *)weight, (void *)bias, y};
     return run_entry(cpu, entry, pointers, err);
+}
+
+static captcha_status cpu_linear_forward(captcha_backend *backend, int batch, int in_features,
+                                         int out_features, const float *x, const float *weight,
+                                         const float *bias, float *y, captcha_error *err)
+{
+    return linear_forward_run((cpu_backend *)backend, "linear_forward", batch, in_features,
+                              out_features, NULL, x, weight, bias, y, err);
+}
+
+static captcha_status cpu_linear_forward_native(captcha_backend *backend, int batch, int channels,
+                                                int height, int width, int out_features,
+                                                const float *x, const float *weight,
+                                                const float *bias, float *y, captcha_error *err)
+{
+    const int chw[3] = {channels, height, width};
+    /* in_features: C*H*W, in 64 bits first so that an overflow is refused (as -1), not
+     * wrapped */
+    long long features = (long long)channels * height * width;
+    return linear_forward_run((cpu_backend *)backend, "linear_forward_native", batch,
+                              features > INT_MAX ? -1 : (int)features, out_features, chw, x,
+                              weight, bias, y, err);
 }
 
 static captcha_status cpu_linear_backward(captcha_backend *backend, int batch, int in_features,
@@ -1250,14 +1300,14 @@ static captcha_status cpu_linear_backward(captcha_backend *backend, int batch, i
     if (dx) {
         REQUIRE_POINTER(weight, op);
         if ((status = linear_entry(cpu, OP_LINEAR_BACKWARD_DATA, batch, in_features, out_features,
-                                   &entry, err)))
+                                   NULL, &entry, err)))
             return status;
         void *pointers[3] = {(void *)dy, (void *)weight, dx};
         if ((status = run_entry(cpu, entry, pointers, err)))
             return status;
     }
     if ((status = linear_entry(cpu, OP_LINEAR_BACKWARD_WEIGHT, batch, in_features, out_features,
-                               &entry, err)))
+                               NULL, &entry, err)))
         return status;
     void *pointers[4] = {(void *)x, (void *)dy, dweight, dbias};
     return run_entry(cpu, entry, pointers, err);
@@ -1492,6 +1542,7 @@ static const captcha_backend_ops cpu_ops = {
     .synchronize = cpu_synchronize,
     .conv2d_forward = cpu_conv2d_forward,
     .conv2d_forward_native = cpu_conv2d_forward_native,
+    .linear_forward_native = cpu_linear_forward_native,
     .conv2d_backward_data = cpu_conv2d_backward_data,
     .conv2d_backward_weight = cpu_conv2d_backward_weight,
     .batchnorm_forward_training = cpu_batchnorm_forward_training,
