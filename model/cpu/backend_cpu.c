@@ -598,7 +598,9 @@ static int use_winograd(const cpu_backend *cpu, const captcha_conv2d_shape *s, i
 
 /* Which Winograd kernel a convolution prefers, when oneDNN offers both: F(4x4, 3x3)
  * (jit_wino_4x3) for at least WINO_4X3_MIN_PIXELS output pixels per call (batch x
- * height x width), F(2x2, 3x3) (jit_fp32_wino_2x3) below. The isolated times above
+ * height x width), F(2x2, 3x3) (jit_fp32_wino_2x3) below. oneDNN 2.6 offers the 2x3
+ * kernel at batches 1 and 2 only; elsewhere 4x3 is taken (or direct when oneDNN has
+ * no Winograd kernel for the shape). The isolated times above
  * favour 4x3 everywhere, but inside the network the smaller layers tell otherwise: a
  * 4x3 kernel's transformed weights are 36/9 of the direct ones (2x3: 16/9), streamed
  * once per call, and with few output tiles they dominate its traffic and evict what
@@ -613,7 +615,7 @@ static int use_winograd(const cpu_backend *cpu, const captcha_conv2d_shape *s, i
  *
  * and with 2x3 on blocks 3 and 4 the whole forward takes 0.93-0.955 of the time of
  * 4x3 everywhere (one process, order swapped: 1.032 the other way). Blocks 1-2 are
- * even between the two; oneDNN offers only 4x3 at batch 64. */
+ * even between the two. */
 #define WINO_4X3_MIN_PIXELS 1024
 
 /* The primitive for `desc`: oneDNN's first implementation, except among Winograd
