@@ -142,6 +142,21 @@ static void test_batch_independence(void **state)
     captcha_network_destroy(net);
 }
 
+/* Eval logits of two networks on the same input (a, b: [batch * classes] scratch)
+ * agree to 1e-4, the PyTorch parity tolerance. */
+static void expect_same_eval_logits(captcha_network *x, captcha_network *y, const float *input,
+                                    int batch, int classes, float *a, float *b, const char *what)
+{
+    captcha_error err = {0};
+    assert_int_equal(captcha_network_forward(x, input, batch, CAPTCHA_MODE_EVAL, a, &err),
+                     CAPTCHA_OK);
+    assert_int_equal(captcha_network_forward(y, input, batch, CAPTCHA_MODE_EVAL, b, &err),
+                     CAPTCHA_OK);
+    double diff = captcha_test_max_abs_error(a, b, (size_t)classes * batch);
+    fprintf(stderr, "%s: eval logits max abs difference %.3g (tolerance 1e-4)\n", what, diff);
+    assert_true(diff <= 1e-4);
+}
+
 /* Winograd convolution rounds differently from direct convolution; on trained weights the
  * logits must still agree to 1e-4 (the PyTorch parity tolerance). */
 static void test_winograd_matches_direct(void **state)
@@ -167,15 +182,9 @@ static void test_winograd_matches_direct(void **state)
     float *b = malloc(sizeof(float) * classes * max_batch);
     captcha_test_fill_uniform(input, per_image * max_batch, -1, 1, 5);
     for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++) {
-        int batch = batches[i];
-        assert_int_equal(captcha_network_forward(fast, input, batch, CAPTCHA_MODE_EVAL, a, &err),
-                         CAPTCHA_OK);
-        assert_int_equal(captcha_network_forward(plain, input, batch, CAPTCHA_MODE_EVAL, b, &err),
-                         CAPTCHA_OK);
-        double diff = captcha_test_max_abs_error(a, b, (size_t)classes * batch);
-        fprintf(stderr, "bundled model, batch %d, eval logits: Winograd vs direct max abs "
-                        "difference %.3g (tolerance 1e-4)\n", batch, diff);
-        assert_true(diff <= 1e-4);
+        char what[64];
+        snprintf(what, sizeof what, "bundled model, batch %d, Winograd vs direct", batches[i]);
+        expect_same_eval_logits(fast, plain, input, batches[i], classes, a, b, what);
     }
     free(input);
     free(a);
@@ -222,15 +231,10 @@ static void test_fast_path_geometries(void **state)
             fail_msg("%s", err.message);
         unlink(path);
         for (int n = 1; n <= batch; n += batch - 1) {
-            assert_int_equal(captcha_network_forward(fast, input, n, CAPTCHA_MODE_EVAL, a, &err),
-                             CAPTCHA_OK);
-            assert_int_equal(captcha_network_forward(plain, input, n, CAPTCHA_MODE_EVAL, b, &err),
-                             CAPTCHA_OK);
-            double diff = captcha_test_max_abs_error(a, b, (size_t)classes * n);
-            fprintf(stderr, "input %dx%d batch %d: fast vs plain eval logits max abs difference "
-                            "%.3g (tolerance 1e-4)\n",
-                    config.input_width, config.input_height, n, diff);
-            assert_true(diff <= 1e-4);
+            char what[64];
+            snprintf(what, sizeof what, "input %dx%d batch %d: fast vs plain", config.input_width,
+                     config.input_height, n);
+            expect_same_eval_logits(fast, plain, input, n, classes, a, b, what);
         }
         free(input);
         free(a);
