@@ -10,6 +10,7 @@
 #include "model_file.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <locale.h>
 #include <math.h>
@@ -147,22 +148,35 @@ static captcha_status model_file_open(const char *path, int read_data, model_fil
     if (!path)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "model file path is NULL");
 
-    FILE *stream = fopen(path, "rb");
-    if (!stream)
+    if (!path[0])
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "model file path is empty (expected a .safetensors file)");
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+     * before the regular-file check below could refuse it */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
         return captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot open the model file: %s", path,
                             strerror(errno));
+    struct stat info;
+    const char *problem = fstat(fd, &info) != 0 ? strerror(errno)
+                          : !S_ISREG(info.st_mode)
+                              ? "is not a regular file (expected a .safetensors file)"
+                              : NULL;
+    if (problem) {
+        captcha_status failed = captcha_fail(err, CAPTCHA_ERROR_IO, "%s: %s", path, problem);
+        close(fd);
+        return failed;
+    }
+    FILE *stream = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0 ? fdopen(fd, "rb")
+                                                                            : NULL;
+    if (!stream) {
+        captcha_status failed = captcha_fail(
+            err, CAPTCHA_ERROR_IO, "%s: cannot open the model file: %s", path, strerror(errno));
+        close(fd);
+        return failed;
+    }
     captcha_status status = CAPTCHA_OK;
     char *header = NULL;
-    struct stat info;
-    if (fstat(fileno(stream), &info) != 0) {
-        status = captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot stat the model file: %s", path,
-                              strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(info.st_mode)) {
-        status = captcha_fail(err, CAPTCHA_ERROR_IO, "%s: is not a regular file", path);
-        goto done;
-    }
     file->file_size = (uint64_t)info.st_size;
     if (file->file_size < 8) {
         status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,

@@ -342,6 +342,25 @@ static void test_nonexistent_path(void **state)
     expect_error(path, CAPTCHA_ERROR_IO, 1, strerror(ENOENT), NULL);
 }
 
+/* Not regular files: refused by name, and a FIFO without a writer is refused
+ * at once (fopen alone would wait for a writer forever). */
+static void test_not_regular_files(void **state)
+{
+    (void)state;
+    char path[4200];
+    tmp_path(path, sizeof path, "fifo.safetensors");
+    unlink(path);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    expect_error(path, CAPTCHA_ERROR_IO, 1, "is not a regular file", NULL);
+    expect_error(captcha_test_tmpdir(), CAPTCHA_ERROR_IO, 1, "is not a regular file", NULL);
+}
+
+static void test_empty_path(void **state)
+{
+    (void)state;
+    expect_error("", CAPTCHA_ERROR_INVALID_ARGUMENT, 1, "path is empty", NULL);
+}
+
 /* ---- tensors ---- */
 
 static void edit_missing(json_t *header)
@@ -1013,6 +1032,8 @@ int main(void)
         cmocka_unit_test(test_invalid_json),
         cmocka_unit_test(test_header_not_object),
         cmocka_unit_test(test_nonexistent_path),
+        cmocka_unit_test(test_not_regular_files),
+        cmocka_unit_test(test_empty_path),
         cmocka_unit_test(test_missing_tensor),
         cmocka_unit_test(test_wrong_shape),
         cmocka_unit_test(test_wrong_dtype),
