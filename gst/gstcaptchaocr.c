@@ -29,14 +29,19 @@
  *
  * The meta's `id` is set uniquely within the buffer (GStreamer 1.22 leaves
  * every id at 0 otherwise): results get ids above the largest id of the
- * region metas already on the buffer. `parent_id` is the id of the upstream
- * region that was read (#GstCaptchaOcr:roi-type), else -1.
+ * region metas already on the buffer, or, when those would pass G_MAXINT,
+ * the smallest non-negative ids no region meta on the buffer has (ids are
+ * never negative and ascend in the order of the results). `parent_id` is
+ * the id of the upstream region that was read (#GstCaptchaOcr:roi-type),
+ * else -1.
  *
  * Which region is read: with #GstCaptchaOcr:roi-type unset, the rectangle of
  * the roi-x, roi-y, roi-width and roi-height properties (by default the
  * whole frame); with #GstCaptchaOcr:roi-type set, every upstream
  * #GstVideoRegionOfInterestMeta of that type, each giving its own result
- * (the regions of one frame are read as one batch). A region partly outside
+ * (the regions of one frame are read as one batch; the results, their metas
+ * and the message's list follow the order in which the upstream metas were
+ * added to the buffer). A region partly outside
  * the frame is clipped; one entirely outside (or empty) gives one warning
  * on the bus and no result, and the stream goes on.
  *
@@ -377,7 +382,8 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    * When set, the roi-x/y/width/height properties are ignored and every
    * upstream #GstVideoRegionOfInterestMeta of this type (e.g. "captcha-box")
    * is read instead, each giving its own result whose parent_id is the
-   * upstream meta's id. A frame without such a region gives no result.
+   * upstream meta's id, in the order the upstream metas were added. A frame
+   * without such a region gives no result.
    */
   g_object_class_install_property (gobject_class, PROP_ROI_TYPE,
       g_param_spec_string ("roi-type", "ROI type",
@@ -930,7 +936,6 @@ gst_captcha_ocr_collect_regions (GstCaptchaOcr * self, GstBuffer * buffer,
     GQuark type = g_quark_from_string (roi_type);
     gpointer state = NULL;
     GstMeta *meta;
-    guint i, n;
 
     while ((meta = gst_buffer_iterate_meta_filtered (buffer, &state,
                 GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
@@ -952,17 +957,8 @@ gst_captcha_ocr_collect_regions (GstCaptchaOcr * self, GstBuffer * buffer,
       entry.parent_id = upstream->id;
       g_array_append_val (self->regions, entry);
     }
-    /* Metas iterate newest first; read them in the order they were added. */
-    n = self->regions->len;
-    for (i = 0; i < n / 2; i++) {
-      GstCaptchaOcrRegion *a =
-          &g_array_index (self->regions, GstCaptchaOcrRegion, i);
-      GstCaptchaOcrRegion *b =
-          &g_array_index (self->regions, GstCaptchaOcrRegion, n - 1 - i);
-      GstCaptchaOcrRegion swap = *a;
-      *a = *b;
-      *b = swap;
-    }
+    /* The metas iterate oldest first: the regions are read (and the results
+     * listed) in the order they were added upstream. */
     return;
   }
 
@@ -974,27 +970,71 @@ gst_captcha_ocr_collect_regions (GstCaptchaOcr * self, GstBuffer * buffer,
   g_array_append_val (self->regions, entry);
 }
 
+static gint
+compare_ints (gconstpointer a, gconstpointer b)
+{
+  gint x = *(const gint *) a, y = *(const gint *) b;
+
+  return x < y ? -1 : x > y;
+}
+
+/* Fills ids[0..n) with ids for n new region metas on buffer: distinct,
+ * non-negative and unlike every region meta id already on the buffer.
+ * They follow the largest id there when they fit in a gint; else they are
+ * the smallest unused non-negative ids (ascending in both cases). */
+static void
+gst_captcha_ocr_new_ids (GstBuffer * buffer, guint n, gint * ids)
+{
+  GArray *used = g_array_new (FALSE, FALSE, sizeof (gint));
+  gpointer state = NULL;
+  GstMeta *meta;
+  gint64 largest = -1;
+  gint candidate;
+  guint i, k;
+
+  while ((meta = gst_buffer_iterate_meta_filtered (buffer, &state,
+              GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
+    gint id = ((GstVideoRegionOfInterestMeta *) meta)->id;
+
+    largest = MAX (largest, id);
+    if (id >= 0)
+      g_array_append_val (used, id);
+  }
+
+  if (largest + n <= G_MAXINT) {
+    for (i = 0; i < n; i++)
+      ids[i] = (gint) (largest + 1 + i);
+  } else {
+    /* A buffer holds far fewer than G_MAXINT metas: gaps are found. */
+    g_array_sort (used, compare_ints);
+    candidate = 0;
+    k = 0;
+    for (i = 0; i < n; i++) {
+      for (; k < used->len && g_array_index (used, gint, k) <= candidate; k++) {
+        if (g_array_index (used, gint, k) == candidate)
+          candidate++;
+      }
+      ids[i] = candidate++;
+    }
+  }
+  g_array_unref (used);
+}
+
 /* Attaches self->results to buffer as region-of-interest metas. */
 static void
 gst_captcha_ocr_attach (GstCaptchaOcr * self, GstBuffer * buffer,
     gboolean reused)
 {
-  gpointer state = NULL;
-  GstMeta *meta;
-  gint next_id = 0;
+  gint *ids;
   guint i;
   gint p;
 
   if (self->results->len == 0)
     return;
 
-  /* Ids default to 0 in 1.22: number ours above every id on the buffer. */
-  while ((meta = gst_buffer_iterate_meta_filtered (buffer, &state,
-              GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
-    GstVideoRegionOfInterestMeta *other = (GstVideoRegionOfInterestMeta *) meta;
-    if (other->id >= next_id)
-      next_id = other->id + 1;
-  }
+  /* Ids default to 0 in 1.22: give ours ids unused on the buffer. */
+  ids = g_new (gint, self->results->len);
+  gst_captcha_ocr_new_ids (buffer, self->results->len, ids);
 
   for (i = 0; i < self->results->len; i++) {
     GstCaptchaOcrResult *r =
@@ -1006,7 +1046,7 @@ gst_captcha_ocr_attach (GstCaptchaOcr * self, GstBuffer * buffer,
     roi_meta = gst_buffer_add_video_region_of_interest_meta (buffer,
         CAPTCHA_ROI_TYPE, r->region.x, r->region.y, r->region.width,
         r->region.height);
-    roi_meta->id = next_id++;
+    roi_meta->id = ids[i];
     roi_meta->parent_id = r->parent_id;
     if (!reused)
       r->id = roi_meta->id;
@@ -1027,6 +1067,7 @@ gst_captcha_ocr_attach (GstCaptchaOcr * self, GstBuffer * buffer,
     gst_structure_take_value (param, "char-confidences", &array);
     gst_video_region_of_interest_meta_add_param (roi_meta, param);
   }
+  g_free (ids);
 }
 
 /* Posts the "captcha" element message for the results of this frame. */
