@@ -150,7 +150,7 @@ static void usage(FILE *f)
             "  -l, --length N|MIN-MAX label length, or a range to draw from, 1 to %d\n"
             "                         (default: %d)\n"
             "  -c, --charset STR      characters labels are drawn from; printable ASCII, no\n"
-            "                         space, '/', '\\', '_' or repeats\n"
+            "                         space, '/', '\\', '_', '.' or repeats\n"
             "                         (default: %s)\n"
             "  -s, --size WxH         image size in pixels, each side %d to %d (default: %dx%d)\n"
             "  -S, --seed N           seed of the generator; same seed and options give\n"
@@ -236,6 +236,11 @@ static void check_charset(const char *cs)
             usage_error("--charset '%s': '%c' at position %zu cannot be in a label ('/' and "
                         "'\\' are path separators, '_' separates the label from its suffix)",
                         cs, c, i);
+        if (c == '.')
+            usage_error("--charset '%s': '.' at position %zu cannot be in a label (a file name "
+                        "starting with '.' is hidden, and captcha-train and captcha-predict "
+                        "skip hidden files)",
+                        cs, i);
         if (memchr(cs, c, i) != NULL)
             usage_error("--charset '%s': '%c' appears more than once", cs, c);
     }
