@@ -13,9 +13,11 @@
  * model/model_file.h).
  *
  * The element is an in-place pass-through filter: frames are never modified
- * (they are mapped read-only, no pixel is copied). Each result is attached to
- * the buffer as a #GstVideoRegionOfInterestMeta of type "captcha" whose box is
- * the region that was read (after clipping to the frame), with one
+ * (they are mapped read-only, no pixel is copied). Frames may be up to 65536
+ * pixels wide and high (larger caps do not negotiate). Each result is
+ * attached to the buffer as a #GstVideoRegionOfInterestMeta of type
+ * "captcha" whose box is the region that was read (after clipping to the
+ * frame), with one
  * #GstStructure parameter named "captcha":
  *
  * - `text` (string): the code read;
@@ -228,15 +230,23 @@ struct _GstCaptchaOcr
 #define VIDEO_FORMATS \
   "{ BGRx, BGRA, RGBx, RGBA, xRGB, ARGB, xBGR, ABGR, RGB, BGR, GRAY8, NV12, I420 }"
 
+/* The preprocessing takes frames up to 65536 pixels a side (MAX_SIDE in
+ * model/preprocess.c): larger frames fail to negotiate instead of failing
+ * on the first buffer. */
+#define VIDEO_CAPS \
+  "video/x-raw, format = (string) " VIDEO_FORMATS ", " \
+  "width = (int) [ 1, 65536 ], height = (int) [ 1, 65536 ], " \
+  "framerate = " GST_VIDEO_FPS_RANGE
+
 static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
     GST_PAD_SINK,
     GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (VIDEO_FORMATS)));
+    GST_STATIC_CAPS (VIDEO_CAPS));
 
 static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
     GST_PAD_SRC,
     GST_PAD_ALWAYS,
-    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (VIDEO_FORMATS)));
+    GST_STATIC_CAPS (VIDEO_CAPS));
 
 #define gst_captcha_ocr_parent_class parent_class
 G_DEFINE_TYPE (GstCaptchaOcr, gst_captcha_ocr, GST_TYPE_VIDEO_FILTER);
@@ -671,10 +681,12 @@ gst_captcha_ocr_get_property (GObject * object, guint prop_id,
 }
 
 /* The model file to load: the property, else $CAPTCHA_MODEL, else the
- * bundled model (installed, then in the source tree). Returns a new string,
- * or NULL with *searched listing the places looked at. */
+ * bundled model (installed, then in the source tree). Returns a new string
+ * (*from_env TRUE when it is $CAPTCHA_MODEL), or NULL with *searched listing
+ * the places looked at. */
 static gchar *
-gst_captcha_ocr_resolve_model (const gchar * property, gchar ** searched)
+gst_captcha_ocr_resolve_model (const gchar * property, gchar ** searched,
+    gboolean * from_env)
 {
   const gchar *env;
   const gchar *candidates[] = {
@@ -684,10 +696,12 @@ gst_captcha_ocr_resolve_model (const gchar * property, gchar ** searched)
   guint i;
 
   *searched = NULL;
+  *from_env = FALSE;
   if (property && property[0])
     return g_strdup (property);
   env = g_getenv ("CAPTCHA_MODEL");
-  if (env && env[0])
+  *from_env = env && env[0];
+  if (*from_env)
     return g_strdup (env);
   for (i = 0; i < G_N_ELEMENTS (candidates); i++) {
     if (g_file_test (candidates[i], G_FILE_TEST_IS_REGULAR))
@@ -727,7 +741,7 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
   GstCaptchaOcrDevice device;
   gint gpu_id;
   guint threads;
-  gboolean warn_fallback;
+  gboolean warn_fallback, from_env;
   captcha_error err = { 0 };
   captcha_status status;
   gchar fallback_reason[CAPTCHA_ERROR_MESSAGE_SIZE] = "";
@@ -740,7 +754,7 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
   threads = self->threads;
   GST_OBJECT_UNLOCK (self);
 
-  path = gst_captcha_ocr_resolve_model (property, &searched);
+  path = gst_captcha_ocr_resolve_model (property, &searched, &from_env);
   g_free (property);
   if (!path) {
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
@@ -779,10 +793,13 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
   status = captcha_model_load (path, self->backend, &self->network, notice,
       sizeof (notice), &err);
   if (status != CAPTCHA_OK) {
-    /* The library's message names the file; add it when it does not. */
+    /* The library's message names the file; add it when it does not, and
+     * say where the path came from when it was not the property. */
+    const gchar *origin = from_env ? " (path from $CAPTCHA_MODEL, as the "
+        "model property is unset)" : "";
     gchar *text = strstr (err.message, path) ?
-        g_strdup_printf ("Cannot load the model: %s", err.message) :
-        g_strdup_printf ("Cannot load the model \"%s\": %s", path,
+        g_strdup_printf ("Cannot load the model%s: %s", origin, err.message) :
+        g_strdup_printf ("Cannot load the model \"%s\"%s: %s", path, origin,
         err.message);
 
     if (status == CAPTCHA_ERROR_IO)
@@ -923,12 +940,14 @@ gst_captcha_ocr_warn_region (GstCaptchaOcr * self, gboolean from_meta,
             "read: %s", err->message), (NULL));
 }
 
-/* Fills self->regions with the frame's regions to read, clipped. */
+/* Fills self->regions with the frame's regions to read, clipped: the
+ * upstream regions of roi_type, else roi (the roi-* properties as set). */
 static void
 gst_captcha_ocr_collect_regions (GstCaptchaOcr * self, GstBuffer * buffer,
     gint width, gint height, const gchar * roi_type, const captcha_roi * roi)
 {
   GstCaptchaOcrRegion entry;
+  captcha_roi region;
   captcha_error err = { 0 };
 
   g_array_set_size (self->regions, 0);
@@ -941,7 +960,6 @@ gst_captcha_ocr_collect_regions (GstCaptchaOcr * self, GstBuffer * buffer,
                 GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
       GstVideoRegionOfInterestMeta *upstream =
           (GstVideoRegionOfInterestMeta *) meta;
-      captcha_roi region;
 
       if (upstream->roi_type != type)
         continue;
@@ -962,7 +980,24 @@ gst_captcha_ocr_collect_regions (GstCaptchaOcr * self, GstBuffer * buffer,
     return;
   }
 
-  if (captcha_roi_clip (roi, width, height, &entry.region, &err) != CAPTCHA_OK) {
+  /* A 0 width or height reads to the frame's edge: from at or beyond that
+   * edge the configured region is outside the frame (not an empty one). */
+  if ((roi->width == 0 && roi->x >= width) || (roi->height == 0
+          && roi->y >= height)) {
+    captcha_fail (&err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+        "the configured region (roi-x=%d, roi-y=%d, roi-width=%d, "
+        "roi-height=%d; 0 = to the frame's edge) lies outside the %dx%d "
+        "frame", roi->x, roi->y, roi->width, roi->height, width, height);
+    gst_captcha_ocr_warn_region (self, FALSE, &err);
+    return;
+  }
+  region = *roi;
+  if (region.width == 0)
+    region.width = width - region.x;
+  if (region.height == 0)
+    region.height = height - region.y;
+  if (captcha_roi_clip (&region, width, height, &entry.region,
+          &err) != CAPTCHA_OK) {
     gst_captcha_ocr_warn_region (self, FALSE, &err);
     return;
   }
@@ -1156,8 +1191,8 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   GST_OBJECT_LOCK (self);
   roi.x = self->roi_x;
   roi.y = self->roi_y;
-  roi.width = self->roi_width ? self->roi_width : MAX (width - roi.x, 0);
-  roi.height = self->roi_height ? self->roi_height : MAX (height - roi.y, 0);
+  roi.width = self->roi_width;
+  roi.height = self->roi_height;
   roi_type = g_strdup (self->roi_type);
   interval = self->interval;
   message = self->message;
