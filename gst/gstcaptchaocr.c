@@ -57,6 +57,17 @@
  * (boolean, the text differs from the previous frame read in the same
  * region position).
  *
+ * Buffers flagged GST_BUFFER_FLAG_GAP (no meaningful content) pass through
+ * unread: no meta, no message, not counted by #GstCaptchaOcr:interval or
+ * #GstCaptchaOcr:frames-processed, and #GstCaptchaOcr:message-on-change
+ * compares the next frame read with the last frame read before the gap.
+ *
+ * A #GstVideoCropMeta on the buffer (videocrop does this, instead of
+ * copying, when downstream accepts the meta) is honoured: the frame read is
+ * the crop rectangle, the frame the caps describe. The roi-* properties,
+ * the upstream regions of #GstCaptchaOcr:roi-type and the regions reported
+ * in the metas and messages are all in the coordinates of that frame.
+ *
  * Known limitation of GStreamer 1.22: a `videoscale` (or other element that
  * scales the frame) placed after captchaocr transforms the region box of
  * the meta but drops its parameters (the "captcha" structure), so read the
@@ -262,6 +273,8 @@ static gboolean gst_captcha_ocr_start (GstBaseTransform * trans);
 static gboolean gst_captcha_ocr_stop (GstBaseTransform * trans);
 static GstFlowReturn gst_captcha_ocr_prepare_output_buffer (GstBaseTransform *
     trans, GstBuffer * input, GstBuffer ** output);
+static GstFlowReturn gst_captcha_ocr_transform_ip (GstBaseTransform * trans,
+    GstBuffer * buffer);
 static gboolean gst_captcha_ocr_set_info (GstVideoFilter * filter,
     GstCaps * incaps, GstVideoInfo * in_info, GstCaps * outcaps,
     GstVideoInfo * out_info);
@@ -407,7 +420,8 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    *
    * Read every Nth frame (counted in frames, from the first frame after
    * start or a caps change). The frames in between carry the last results
-   * again, marked reused=TRUE, and post no message.
+   * again, marked reused=TRUE, and post no message. GAP buffers are not
+   * frames here: they are not counted and carry no result.
    */
   g_object_class_install_property (gobject_class, PROP_INTERVAL,
       g_param_spec_uint ("interval", "Interval",
@@ -433,7 +447,9 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    *
    * Post the message only when the text of a region (by position in the
    * frame's region list) differs from the previous frame read. The message
-   * still lists every result; the changed ones have changed=TRUE.
+   * still lists every result; the changed ones have changed=TRUE. GAP
+   * buffers are not read, so the frame after a gap is compared with the
+   * last frame read before it.
    */
   g_object_class_install_property (gobject_class, PROP_MESSAGE_ON_CHANGE,
       g_param_spec_boolean ("message-on-change", "Message on change",
@@ -490,6 +506,8 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
   trans_class->prepare_output_buffer =
       GST_DEBUG_FUNCPTR (gst_captcha_ocr_prepare_output_buffer);
   trans_class->transform_ip_on_passthrough = TRUE;
+  /* after GstVideoFilter's class_init: chains up to its transform_ip */
+  trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_captcha_ocr_transform_ip);
   filter_class->set_info = GST_DEBUG_FUNCPTR (gst_captcha_ocr_set_info);
   filter_class->transform_frame_ip =
       GST_DEBUG_FUNCPTR (gst_captcha_ocr_transform_frame_ip);
@@ -847,16 +865,30 @@ gst_captcha_ocr_stop (GstBaseTransform * trans)
 }
 
 /* The frame is only read, but metas are added: hand on a writable buffer
- * sharing the input's memory (a shallow copy when the input is shared). */
+ * sharing the input's memory (a shallow copy when the input is shared).
+ * GAP buffers get no meta: they pass as they are. */
 static GstFlowReturn
 gst_captcha_ocr_prepare_output_buffer (G_GNUC_UNUSED GstBaseTransform *
     trans, GstBuffer * input, GstBuffer ** output)
 {
-  if (gst_buffer_is_writable (input))
+  if (gst_buffer_is_writable (input)
+      || GST_BUFFER_FLAG_IS_SET (input, GST_BUFFER_FLAG_GAP))
     *output = input;
   else
     *output = gst_buffer_copy (input);
   return *output ? GST_FLOW_OK : GST_FLOW_ERROR;
+}
+
+/* A GAP buffer's content is meaningless (and may be empty): it is passed
+ * on before the frame is mapped, without being read or counted. */
+static GstFlowReturn
+gst_captcha_ocr_transform_ip (GstBaseTransform * trans, GstBuffer * buffer)
+{
+  if (GST_BUFFER_FLAG_IS_SET (buffer, GST_BUFFER_FLAG_GAP)) {
+    GST_LOG_OBJECT (trans, "GAP buffer passed on unread");
+    return GST_FLOW_OK;
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->transform_ip (trans, buffer);
 }
 
 static gboolean
@@ -1172,8 +1204,10 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
 {
   GstCaptchaOcr *self = GST_CAPTCHA_OCR (filter);
   GstBuffer *buffer = frame->buffer;
+  GstVideoCropMeta *crop = gst_buffer_get_video_crop_meta (buffer);
   gint width = GST_VIDEO_FRAME_WIDTH (frame);
   gint height = GST_VIDEO_FRAME_HEIGHT (frame);
+  gint crop_x = 0, crop_y = 0;
   captcha_image image;
   captcha_roi roi;
   gchar *roi_type;
@@ -1186,6 +1220,24 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   if (G_UNLIKELY (!self->network)) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("No model loaded"), (NULL));
     return GST_FLOW_NOT_NEGOTIATED;
+  }
+
+  /* With a crop meta the frame is its rectangle (clipped to the buffer's
+   * frame): regions are in its coordinates and shifted only to be read. */
+  if (crop) {
+    guint x = MIN (crop->x, (guint) width), y = MIN (crop->y, (guint) height);
+    guint w = MIN (crop->width, width - x), h = MIN (crop->height, height - y);
+
+    if (w > 0 && h > 0) {
+      crop_x = x;
+      crop_y = y;
+      width = w;
+      height = h;
+    } else {
+      GST_WARNING_OBJECT (self, "crop meta %u,%u %ux%u outside the %dx%d "
+          "frame: ignored", crop->x, crop->y, crop->width, crop->height,
+          width, height);
+    }
   }
 
   GST_OBJECT_LOCK (self);
@@ -1214,8 +1266,8 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   n = self->regions->len;
 
   image.format = self->pixel_format;
-  image.width = width;
-  image.height = height;
+  image.width = GST_VIDEO_FRAME_WIDTH (frame);
+  image.height = GST_VIDEO_FRAME_HEIGHT (frame);
   for (i = 0; i < 3; i++) {
     gboolean has_plane = i < GST_VIDEO_FRAME_N_PLANES (frame);
     image.planes[i] = has_plane ? GST_VIDEO_FRAME_PLANE_DATA (frame, i) : NULL;
@@ -1227,10 +1279,12 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
     gst_captcha_ocr_reserve (self, n);
     start_time = g_get_monotonic_time ();
     for (i = 0; i < n; i++) {
-      const GstCaptchaOcrRegion *region =
-          &g_array_index (self->regions, GstCaptchaOcrRegion, i);
+      captcha_roi region =
+          g_array_index (self->regions, GstCaptchaOcrRegion, i).region;
 
-      if (captcha_preprocess (&image, &region->region, &self->config,
+      region.x += crop_x;
+      region.y += crop_y;
+      if (captcha_preprocess (&image, &region, &self->config,
               self->input + i * self->image_floats, &err) != CAPTCHA_OK)
         goto failed;
     }
