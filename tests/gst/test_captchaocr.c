@@ -261,13 +261,7 @@ static guint results_of(GstBuffer *buffer, Result *out, guint max)
         for (i = 0; i < r->chars; i++)
             r->char_product *= g_value_get_double(gst_value_array_get_value(array, i));
     }
-    /* metas iterate newest first */
-    for (i = 0; i < n / 2; i++) {
-        Result swap = out[i];
-        out[i] = out[n - 1 - i];
-        out[n - 1 - i] = swap;
-    }
-    return n;
+    return n; /* gst_buffer_iterate_meta_filtered gives the oldest first */
 }
 
 static GstBuffer *push_pull(GstHarness *h, GstBuffer *buffer)
@@ -337,6 +331,26 @@ static guint count_messages(GstBus *bus, GstMessageType type)
 
     while ((msg = gst_bus_pop_filtered(bus, type))) {
         n++;
+        gst_message_unref(msg);
+    }
+    return n;
+}
+
+/* Pops the warnings from bus; returns their number, and the text of the
+ * first in *first (NULL when none; free with g_free). */
+static guint pop_warnings(GstBus *bus, gchar **first)
+{
+    GstMessage *msg;
+    guint n = 0;
+
+    *first = NULL;
+    while ((msg = gst_bus_pop_filtered(bus, GST_MESSAGE_WARNING))) {
+        if (n++ == 0) {
+            GError *error = NULL;
+            gst_message_parse_warning(msg, &error, NULL);
+            *first = g_strdup(error->message);
+            g_error_free(error);
+        }
         gst_message_unref(msg);
     }
     return n;
@@ -611,6 +625,328 @@ GST_START_TEST(test_roi_meta)
 
 GST_END_TEST;
 
+/* roi-type: results come in the order the upstream regions were added,
+ * in the metas (ids ascending) and in the message, whether the element
+ * adds its metas to the input buffer or to a copy (shared input). */
+GST_START_TEST(test_roi_order)
+{
+    const gint fw = 640, fh = 360;
+    guint8 *a = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    guint8 *b = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
+    guint8 *frame = make_frame(fw, fh, 9);
+    Result ref_a = read_once(a, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    Result ref_b = read_once(b, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    /* added upstream in this order: b (id 9), then a (id 7), then b (id 4) */
+    const gint parent[3] = {9, 7, 4};
+    const gint x[3] = {300, 20, 300};
+    const Result *expected[3] = {&ref_b, &ref_a, &ref_b};
+    guint shared, i;
+
+    fail_if(strcmp(ref_a.text, ref_b.text) == 0);
+    paste(frame, fw, a, PICTURE_WIDTH, PICTURE_HEIGHT, 20, 30);
+    paste(frame, fw, b, PICTURE_WIDTH, PICTURE_HEIGHT, 300, 200);
+    for (shared = 0; shared < 2; shared++) {
+        GstStructure *messages[2];
+        GstHarness *h;
+        GstBus *bus;
+        GstBuffer *in, *extra, *out;
+        Result r[4];
+
+        h = harness_new(&bus, "roi-type", "plate", NULL);
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, fw, fh);
+        in = make_buffer(frame, fw, fh, GST_VIDEO_FORMAT_BGRx);
+        for (i = 0; i < 3; i++)
+            add_upstream_region(in, "plate", parent[i], x[i], x[i] == 20 ? 30 : 200, PICTURE_WIDTH,
+                                PICTURE_HEIGHT);
+        extra = shared ? gst_buffer_ref(in) : NULL;
+        out = push_pull(h, in);
+        fail_unless_equals_int(results_of(out, r, 4), 3);
+        for (i = 0; i < 3; i++) {
+            const GstStructure *m;
+            gint id, parent_id, mx;
+
+            fail_unless(r[i].parent_id == parent[i],
+                        "shared %u: meta %u has parent %d, expected %d", shared, i, r[i].parent_id,
+                        parent[i]);
+            fail_unless_equals_int(r[i].x, x[i]);
+            assert_same_reading(&r[i], expected[i], "region in order");
+            if (i > 0)
+                fail_unless(r[i].id > r[i - 1].id, "ids %d then %d", r[i - 1].id, r[i].id);
+            if (i == 0)
+                fail_unless_equals_int(pop_captcha_messages(bus, messages, 2), 1);
+            m = message_result(messages[0], i);
+            fail_unless(gst_structure_get_int(m, "parent-id", &parent_id));
+            fail_unless(gst_structure_get_int(m, "id", &id));
+            fail_unless(gst_structure_get_int(m, "x", &mx));
+            fail_unless(parent_id == parent[i], "shared %u: message result %u has parent %d",
+                        shared, i, parent_id);
+            fail_unless_equals_int(id, r[i].id);
+            fail_unless_equals_int(mx, x[i]);
+            fail_unless_equals_string(gst_structure_get_string(m, "text"), expected[i]->text);
+        }
+        free_structures(messages, 1);
+        gst_buffer_unref(out);
+        if (extra)
+            gst_buffer_unref(extra);
+        harness_teardown_with_bus(h, bus);
+    }
+    g_free(a);
+    g_free(b);
+    g_free(frame);
+}
+
+GST_END_TEST;
+
+/* Result ids: above the largest region id on the buffer when they fit in
+ * a gint, else the smallest unused non-negative ids; never negative, never
+ * an id already on the buffer (any type). */
+GST_START_TEST(test_roi_ids)
+{
+    const gint fw = 640, fh = 360;
+    guint8 *frame = make_frame(fw, fh, 9);
+    struct {
+        gint upstream[3]; /* ids of two "plate" regions and one "face" */
+        gint expected[2];
+    } cases[] = {
+        {{7, G_MAXINT - 3, 0}, {G_MAXINT - 2, G_MAXINT - 1}},
+        {{7, G_MAXINT - 2, 1}, {G_MAXINT - 1, G_MAXINT}},
+        {{7, G_MAXINT, 1}, {0, 2}},
+        {{0, G_MAXINT - 1, 1}, {2, 3}},
+        {{-5, G_MAXINT, -1}, {0, 1}},
+    };
+    GstHarness *h;
+    GstBus *bus;
+    guint c, i;
+
+    h = harness_new(&bus, "roi-type", "plate", NULL);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, fw, fh);
+    for (c = 0; c < G_N_ELEMENTS(cases); c++) {
+        GstStructure *messages[2];
+        GstBuffer *in = make_buffer(frame, fw, fh, GST_VIDEO_FORMAT_BGRx);
+        GstBuffer *out;
+        Result r[4];
+
+        add_upstream_region(in, "plate", cases[c].upstream[0], 20, 30, PICTURE_WIDTH,
+                            PICTURE_HEIGHT);
+        add_upstream_region(in, "plate", cases[c].upstream[1], 300, 200, PICTURE_WIDTH,
+                            PICTURE_HEIGHT);
+        add_upstream_region(in, "face", cases[c].upstream[2], 0, 0, 10, 10);
+        out = push_pull(h, in);
+        fail_unless_equals_int(results_of(out, r, 4), 2);
+        fail_unless_equals_int(pop_captcha_messages(bus, messages, 2), 1);
+        for (i = 0; i < 2; i++) {
+            gint id;
+
+            fail_unless(r[i].id == cases[c].expected[i],
+                        "case %u: result %u has id %d, expected %d", c, i, r[i].id,
+                        cases[c].expected[i]);
+            fail_unless_equals_int(r[i].parent_id, cases[c].upstream[i]);
+            fail_unless(gst_structure_get_int(message_result(messages[0], i), "id", &id));
+            fail_unless_equals_int(id, r[i].id);
+        }
+        free_structures(messages, 1);
+        gst_buffer_unref(out);
+    }
+    harness_teardown_with_bus(h, bus);
+    g_free(frame);
+}
+
+GST_END_TEST;
+
+/* A GstVideoCropMeta (videocrop upstream, downstream accepting the meta):
+ * the frame is the crop rectangle, the size the caps give; regions are
+ * read inside it and reported relative to it. */
+GST_START_TEST(test_crop_meta)
+{
+    const gint fw = 320, fh = 120, left = 30, top = 40;
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    guint8 *frame = make_frame(fw, fh, 11);
+    Result reference = read_once(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    guint8 *part = g_malloc((PICTURE_WIDTH - 100) * PICTURE_HEIGHT * 4);
+    Result right;
+    struct {
+        gint roi_x;
+        const gchar *roi_type;
+        gint x, width; /* expected region, relative to the crop */
+        const Result *expected;
+    } cases[] = {
+        {0, NULL, 0, PICTURE_WIDTH, &reference},
+        {100, NULL, 100, PICTURE_WIDTH - 100, NULL},
+        {0, "plate", 0, PICTURE_WIDTH, &reference},
+    };
+    guint c;
+
+    /* the picture's columns 100.. alone */
+    for (c = 0; c < PICTURE_HEIGHT; c++)
+        memcpy(part + c * (PICTURE_WIDTH - 100) * 4, picture + (c * PICTURE_WIDTH + 100) * 4,
+               (PICTURE_WIDTH - 100) * 4);
+    right = read_once(part, PICTURE_WIDTH - 100, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    paste(frame, fw, picture, PICTURE_WIDTH, PICTURE_HEIGHT, left, top);
+    for (c = 0; c < G_N_ELEMENTS(cases); c++) {
+        GstHarness *h;
+        GstBuffer *in, *out;
+        GstVideoCropMeta *crop;
+        Result r[2];
+
+        h = harness_new(NULL, "roi-x", cases[c].roi_x, "roi-type", cases[c].roi_type, NULL);
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        in = make_buffer(frame, fw, fh, GST_VIDEO_FORMAT_BGRx);
+        gst_buffer_add_video_meta(in, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_FORMAT_BGRx, fw, fh);
+        crop = gst_buffer_add_video_crop_meta(in);
+        crop->x = left;
+        crop->y = top;
+        crop->width = PICTURE_WIDTH;
+        crop->height = PICTURE_HEIGHT;
+        if (cases[c].roi_type) /* upstream regions: in the cropped frame too */
+            add_upstream_region(in, cases[c].roi_type, 5, 0, 0, PICTURE_WIDTH, PICTURE_HEIGHT);
+        out = push_pull(h, in);
+        fail_unless_equals_int(results_of(out, r, 2), 1);
+        fail_unless(r[0].x == (guint)cases[c].x && r[0].y == 0 &&
+                        r[0].width == (guint)cases[c].width && r[0].height == PICTURE_HEIGHT,
+                    "case %u: region %u,%u %ux%u, expected %d,0 %dx%d", c, r[0].x, r[0].y,
+                    r[0].width, r[0].height, cases[c].x, cases[c].width, PICTURE_HEIGHT);
+        assert_same_reading(&r[0], cases[c].expected ? cases[c].expected : &right,
+                            "inside the crop rectangle");
+        fail_unless(gst_buffer_get_video_crop_meta(out) != NULL, "the crop meta was dropped");
+        gst_buffer_unref(out);
+        gst_harness_teardown(h);
+    }
+    g_free(picture);
+    g_free(part);
+    g_free(frame);
+}
+
+GST_END_TEST;
+
+/* Reads one uniform GRAY8 frame of width x height; returns its results. */
+static guint read_gray(gint width, gint height, Result *out, guint max)
+{
+    GstHarness *h = harness_new(NULL, NULL);
+    GstVideoInfo info;
+    GstBuffer *out_buffer;
+    GstBuffer *in;
+    guint n;
+
+    harness_set_caps(h, GST_VIDEO_FORMAT_GRAY8, width, height);
+    gst_video_info_set_format(&info, GST_VIDEO_FORMAT_GRAY8, width, height);
+    in = gst_buffer_new_allocate(NULL, GST_VIDEO_INFO_SIZE(&info), NULL);
+    gst_buffer_memset(in, 0, 200, GST_VIDEO_INFO_SIZE(&info));
+    out_buffer = push_pull(h, in);
+    n = results_of(out_buffer, out, max);
+    gst_buffer_unref(out_buffer);
+    gst_harness_teardown(h);
+    return n;
+}
+
+/* Frames are limited to 65536 pixels a side (the preprocessing's limit):
+ * larger caps do not negotiate; 65536 does and is read. */
+GST_START_TEST(test_caps_size_limit)
+{
+    const gint sizes[2][2] = {{1, 65536}, {65536, 1}};
+    GstHarness *h = harness_new(NULL, NULL);
+    GstSegment segment;
+    GstCaps *caps;
+    Result r[2];
+    guint i;
+
+    /* (a refused sticky caps event is stored, so pushing it returns TRUE;
+     * the buffer after it is refused) */
+    caps = gst_caps_from_string("video/x-raw,format=GRAY8,width=65537,height=1,framerate=0/1");
+    fail_if(gst_pad_query_accept_caps(GST_PAD_PEER(h->srcpad), caps), "65537x1 caps accepted");
+    gst_harness_push_event(h, gst_event_new_caps(caps));
+    gst_segment_init(&segment, GST_FORMAT_TIME);
+    gst_harness_push_event(h, gst_event_new_segment(&segment));
+    fail_unless_equals_int(gst_harness_push(h, gst_buffer_new_allocate(NULL, 65537, NULL)),
+                           GST_FLOW_NOT_NEGOTIATED);
+    gst_harness_teardown(h);
+
+    for (i = 0; i < 2; i++) {
+        fail_unless_equals_int(read_gray(sizes[i][0], sizes[i][1], r, 2), 1);
+        fail_unless_equals_int(r[0].width, sizes[i][0]);
+        fail_unless_equals_int(r[0].height, sizes[i][1]);
+        fail_unless_equals_int(strlen(r[0].text), 5);
+    }
+}
+
+GST_END_TEST;
+
+/* GAP buffers (no meaningful content) pass untouched: not read, no meta,
+ * no message; they are not frames for interval, and message-on-change
+ * compares the next frame with the last frame read. An empty GAP buffer
+ * passes without a warning. */
+GST_START_TEST(test_gap)
+{
+    guint8 *a = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    guint8 *b = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
+    Result ref_a = read_once(a, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    Result ref_b = read_once(b, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    /* per frame: picture (NULL: an empty buffer), GAP flag, and per
+     * interval (1 and 2) the reading expected (NULL: none) and reused */
+    const struct {
+        const guint8 *picture;
+        gboolean gap;
+        const Result *expected[2];
+        gboolean reused[2];
+    } frames[] = {
+        {a, FALSE, {&ref_a, &ref_a}, {FALSE, FALSE}}, {b, TRUE, {NULL, NULL}, {FALSE, FALSE}},
+        {NULL, TRUE, {NULL, NULL}, {FALSE, FALSE}},   {a, FALSE, {&ref_a, &ref_a}, {FALSE, TRUE}},
+        {b, TRUE, {NULL, NULL}, {FALSE, FALSE}},      {b, FALSE, {&ref_b, &ref_b}, {FALSE, FALSE}},
+    };
+    /* message-on-change: frames 0 and 5 change the text */
+    const guint messages_expected[2] = {2, 2};
+    guint interval, i;
+
+    fail_if(strcmp(ref_a.text, ref_b.text) == 0);
+    for (interval = 1; interval <= 2; interval++) {
+        GstStructure *messages[8];
+        GstHarness *h;
+        GstBus *bus;
+        guint64 processed;
+        gchar *warning;
+
+        h = harness_new(&bus, "interval", interval, "message-on-change", TRUE, NULL);
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        for (i = 0; i < G_N_ELEMENTS(frames); i++) {
+            const Result *expected = frames[i].expected[interval - 1];
+            GstBuffer *in, *out;
+            Result r[2];
+
+            in = frames[i].picture ? make_buffer(frames[i].picture, PICTURE_WIDTH, PICTURE_HEIGHT,
+                                                 GST_VIDEO_FORMAT_BGRx)
+                                   : gst_buffer_new();
+            if (frames[i].gap)
+                GST_BUFFER_FLAG_SET(in, GST_BUFFER_FLAG_GAP);
+            GST_BUFFER_PTS(in) = i * GST_SECOND;
+            out = push_pull(h, in);
+            fail_unless(results_of(out, r, 2) == (expected ? 1u : 0u),
+                        "interval %u, frame %u: results %u", interval, i, results_of(out, r, 2));
+            if (expected) {
+                fail_unless_equals_string(r[0].text, expected->text);
+                fail_unless(r[0].reused == frames[i].reused[interval - 1],
+                            "interval %u, frame %u: reused %d", interval, i, r[0].reused);
+            }
+            fail_unless(GST_BUFFER_FLAG_IS_SET(out, GST_BUFFER_FLAG_GAP) == frames[i].gap);
+            gst_buffer_unref(out);
+        }
+        g_object_get(h->element, "frames-processed", &processed, NULL);
+        fail_unless_equals_uint64(processed, interval == 1 ? 3 : 2);
+        fail_unless_equals_int(pop_captcha_messages(bus, messages, 8),
+                               messages_expected[interval - 1]);
+        for (i = 0; i < messages_expected[interval - 1]; i++) {
+            guint64 timestamp;
+            fail_unless(gst_structure_get_uint64(messages[i], "timestamp", &timestamp));
+            fail_unless_equals_uint64(timestamp, (i == 0 ? 0 : 5) * GST_SECOND);
+        }
+        free_structures(messages, messages_expected[interval - 1]);
+        fail_unless(pop_warnings(bus, &warning) == 0, "warning: %s", warning);
+        harness_teardown_with_bus(h, bus);
+    }
+    g_free(a);
+    g_free(b);
+}
+
+GST_END_TEST;
+
 /* interval=3 reads frames 0, 3, 6; the others carry the last reading
  * marked reused (even though their picture changed). */
 GST_START_TEST(test_interval)
@@ -804,10 +1140,14 @@ static GstMessage *try_start(const gchar *model, gint device, guint *warnings)
     return error;
 }
 
-static void assert_error(GstMessage *msg, GstResourceError code, const gchar *needle)
+/* Checks msg (consumed) is a resource error of code whose text holds
+ * every needle of the NULL-terminated list. */
+G_GNUC_NULL_TERMINATED static void assert_error(GstMessage *msg, GstResourceError code,
+                                                const gchar *needle, ...)
 {
     GError *error = NULL;
     gchar *debug = NULL;
+    va_list args;
 
     fail_unless(msg != NULL, "expected an error");
     gst_message_parse_error(msg, &error, &debug);
@@ -815,8 +1155,11 @@ static void assert_error(GstMessage *msg, GstResourceError code, const gchar *ne
     fail_unless(error->domain == GST_RESOURCE_ERROR, "domain %s", g_quark_to_string(error->domain));
     fail_unless(error->code == (gint)code, "code %d, expected %d: %s", error->code, code,
                 error->message);
-    fail_unless(strstr(error->message, needle) != NULL, "\"%s\" does not name \"%s\"",
-                error->message, needle);
+    va_start(args, needle);
+    for (; needle; needle = va_arg(args, const gchar *))
+        fail_unless(strstr(error->message, needle) != NULL, "\"%s\" does not name \"%s\"",
+                    error->message, needle);
+    va_end(args);
     g_error_free(error);
     g_free(debug);
     gst_message_unref(msg);
@@ -826,7 +1169,8 @@ GST_START_TEST(test_error_model)
 {
     GstMessage *msg;
 
-    assert_error(try_start(missing_path, 1, NULL), GST_RESOURCE_ERROR_OPEN_READ, missing_path);
+    assert_error(try_start(missing_path, 1, NULL), GST_RESOURCE_ERROR_OPEN_READ, missing_path,
+                 NULL);
 
     msg = try_start(truncated_header_path, 1, NULL);
     fail_unless(msg != NULL);
@@ -851,7 +1195,8 @@ GST_START_TEST(test_error_model)
         gst_message_unref(msg);
     }
     /* length 4 in the metadata: fc_layers.0.weight should be [144, 1024] */
-    assert_error(try_start(wrong_shape_path, 1, NULL), GST_RESOURCE_ERROR_SETTINGS, "fc_layers.0");
+    assert_error(try_start(wrong_shape_path, 1, NULL), GST_RESOURCE_ERROR_SETTINGS, "fc_layers.0",
+                 NULL);
 
     /* a good model after a bad one, set while stopped */
     fail_unless(try_start(model_path, 1, NULL) == NULL);
@@ -869,14 +1214,29 @@ GST_START_TEST(test_default_model)
 
     g_setenv("CAPTCHA_MODEL", model_path, TRUE);
     fail_unless(try_start(NULL, 1, NULL) == NULL);
+    /* a failure names the file and where its path came from */
     g_setenv("CAPTCHA_MODEL", missing_path, TRUE);
-    assert_error(try_start(NULL, 1, NULL), GST_RESOURCE_ERROR_OPEN_READ, missing_path);
+    assert_error(try_start(NULL, 1, NULL), GST_RESOURCE_ERROR_OPEN_READ, missing_path,
+                 "$CAPTCHA_MODEL", NULL);
+    g_setenv("CAPTCHA_MODEL", wrong_shape_path, TRUE);
+    assert_error(try_start(NULL, 1, NULL), GST_RESOURCE_ERROR_SETTINGS, wrong_shape_path,
+                 "$CAPTCHA_MODEL", NULL);
+    /* the property wins over $CAPTCHA_MODEL, and is not said to come from it */
+    msg = try_start(missing_path, 1, NULL);
+    fail_unless(msg != NULL);
+    {
+        GError *error = NULL;
+        gst_message_parse_error(msg, &error, NULL);
+        fail_unless(strstr(error->message, "CAPTCHA_MODEL") == NULL, "%s", error->message);
+        g_error_free(error);
+        gst_message_unref(msg);
+    }
     g_unsetenv("CAPTCHA_MODEL");
     msg = try_start(NULL, 1, NULL);
     if (g_file_test(installed, G_FILE_TEST_EXISTS) || g_file_test(source, G_FILE_TEST_EXISTS))
         fail_unless(msg == NULL, "the bundled model does not load");
     else
-        assert_error(msg, GST_RESOURCE_ERROR_SETTINGS, "captcha-default.safetensors");
+        assert_error(msg, GST_RESOURCE_ERROR_SETTINGS, "captcha-default.safetensors", NULL);
 }
 
 GST_END_TEST;
@@ -897,7 +1257,7 @@ GST_START_TEST(test_device)
         fail_unless_equals_int(warnings, 0);
         return;
     }
-    assert_error(try_start(model_path, 2, NULL), GST_RESOURCE_ERROR_SETTINGS, "cuda");
+    assert_error(try_start(model_path, 2, NULL), GST_RESOURCE_ERROR_SETTINGS, "cuda", NULL);
 
     element = gst_element_factory_make("captchaocr", NULL);
     bus = gst_bus_new();
@@ -918,23 +1278,30 @@ GST_START_TEST(test_device)
 GST_END_TEST;
 
 /* A region entirely outside the frame (or empty): one warning for the
- * stream, no result, buffers still flow. */
+ * stream that says why, no result, buffers still flow. */
 GST_START_TEST(test_region_outside)
 {
     guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
     struct {
         gint x, width;
         const gchar *roi_type;
+        const gchar *needles[3]; /* in the warning */
     } cases[] = {
-        {1000, 50, NULL},         /* right of the frame */
-        {PICTURE_WIDTH, 0, NULL}, /* to the right edge from the right edge: empty */
-        {0, 0, "plate"},          /* upstream region outside */
+        /* right of the frame */
+        {1000, 50, NULL, {"1000,0 50x50", "outside the 202x50"}},
+        /* "to the right edge" from at or beyond the right edge: the
+         * configured region is named, not an empty 0-wide one */
+        {PICTURE_WIDTH, 0, NULL, {"roi-x=202", "roi-width=0", "outside the 202x50 frame"}},
+        {500, 0, NULL, {"roi-x=500", "outside the 202x50 frame"}},
+        /* upstream region outside */
+        {0, 0, "plate", {"500,10 20x20", "outside the 202x50"}},
     };
     guint c, i;
 
     for (c = 0; c < G_N_ELEMENTS(cases); c++) {
         GstHarness *h;
         GstBus *bus;
+        gchar *warning;
 
         h = harness_new(&bus, "roi-x", cases[c].x, "roi-width", cases[c].width, "roi-type",
                         cases[c].roi_type, NULL);
@@ -951,7 +1318,11 @@ GST_START_TEST(test_region_outside)
             fail_unless_equals_int(results_of(out, r, 2), 0);
             gst_buffer_unref(out);
         }
-        fail_unless_equals_int(count_messages(bus, GST_MESSAGE_WARNING), 1);
+        fail_unless_equals_int(pop_warnings(bus, &warning), 1);
+        for (i = 0; i < G_N_ELEMENTS(cases[c].needles) && cases[c].needles[i]; i++)
+            fail_unless(strstr(warning, cases[c].needles[i]) != NULL,
+                        "warning \"%s\" does not say \"%s\"", warning, cases[c].needles[i]);
+        g_free(warning);
         fail_unless_equals_int(count_messages(bus, GST_MESSAGE_ERROR), 0);
         harness_teardown_with_bus(h, bus);
     }
@@ -1120,6 +1491,11 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_frame_untouched);
     tcase_add_test(tc, test_roi_property);
     tcase_add_test(tc, test_roi_meta);
+    tcase_add_test(tc, test_roi_order);
+    tcase_add_test(tc, test_roi_ids);
+    tcase_add_test(tc, test_crop_meta);
+    tcase_add_test(tc, test_caps_size_limit);
+    tcase_add_test(tc, test_gap);
     tcase_add_test(tc, test_interval);
     tcase_add_test(tc, test_message);
     tcase_add_test(tc, test_message_on_change);
