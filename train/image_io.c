@@ -12,14 +12,17 @@
 
 #include <stb/stb_image.h>
 
+#include "tool_util.h"
+
 static captcha_status read_whole_file(const char *path, uint8_t **data, size_t *size,
                                       captcha_error *err)
 {
     *data = NULL;
     *size = 0;
-    FILE *stream = fopen(path, "rb");
+    char reason[128];
+    FILE *stream = captcha_tool_open_regular(path, reason, sizeof reason);
     if (!stream)
-        return captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot open: %s", path, reason);
     size_t capacity = 1 << 16, used = 0;
     uint8_t *buffer = malloc(capacity);
     while (buffer) {
@@ -50,6 +53,29 @@ static captcha_status read_whole_file(const char *path, uint8_t **data, size_t *
     return CAPTCHA_OK;
 }
 
+/* Width and height from an image's header: stb_image's own parser, or for a
+ * PNG (whose header parser refuses sizes above stb's limit) the IHDR chunk.
+ * 0 when neither gives them. */
+static int header_size(const uint8_t *data, size_t size, int *width, int *height)
+{
+    int channels;
+    if (stbi_info_from_memory(data, (int)size, width, height, &channels))
+        return 1;
+    static const uint8_t png_start[16] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
+                                          0,    0,   0,   13,  'I',  'H',  'D',  'R'};
+    if (size < 24 || memcmp(data, png_start, sizeof png_start))
+        return 0;
+    uint32_t w =
+        (uint32_t)data[16] << 24 | (uint32_t)data[17] << 16 | (uint32_t)data[18] << 8 | data[19];
+    uint32_t h =
+        (uint32_t)data[20] << 24 | (uint32_t)data[21] << 16 | (uint32_t)data[22] << 8 | data[23];
+    if (w > INT32_MAX || h > INT32_MAX)
+        return 0;
+    *width = (int)w;
+    *height = (int)h;
+    return 1;
+}
+
 captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image,
                                       captcha_error *err)
 {
@@ -71,12 +97,21 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
     int width, height, channels;
     /* req_comp 3: stb converts grey to RGB and drops alpha (no compositing). */
     uint8_t *rgb = stbi_load_from_memory(data, (int)size, &width, &height, &channels, 3);
-    free(data);
     if (!rgb) {
         const char *reason = stbi_failure_reason();
-        return captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: cannot decode: %s", path,
-                            reason ? reason : "unknown reason");
+        captcha_status status;
+        if (reason && !strcmp(reason, "too large") && header_size(data, size, &width, &height))
+            status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                                  "%s: cannot decode: too large: %dx%d pixels (stb_image decodes "
+                                  "at most 16777216 pixels a side and about 2^30 bytes of pixels)",
+                                  path, width, height);
+        else
+            status = captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: cannot decode: %s", path,
+                                  reason ? reason : "unknown reason");
+        free(data);
+        return status;
     }
+    free(data);
     image->width = width;
     image->height = height;
     image->rgb = rgb;
@@ -140,8 +175,33 @@ static int compare_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-captcha_status captcha_path_list_add_folder(captcha_path_list *list, const char *dir,
-                                            captcha_error *err)
+/* Why entry name of a folder is not listed, or NULL when it is a regular file
+ * (symbolic links followed) to list. */
+static const char *unlisted_reason(const char *path, const char *name, char *buffer, size_t size)
+{
+    if (name[0] == '.')
+        return "hidden file (the name starts with '.'), not read";
+    struct stat info;
+    if (stat(path, &info) != 0) {
+        int saved = errno;
+        struct stat link;
+        if (lstat(path, &link) == 0 && S_ISLNK(link.st_mode))
+            snprintf(buffer, size, "broken symbolic link (%s)", strerror(saved));
+        else
+            snprintf(buffer, size, "cannot examine it: %s", strerror(saved));
+        return buffer;
+    }
+    if (S_ISREG(info.st_mode))
+        return NULL;
+    if (S_ISDIR(info.st_mode))
+        return "a folder (folders are read without their subfolders)";
+    snprintf(buffer, size, "not a regular file (%s)", captcha_tool_file_kind(info.st_mode));
+    return buffer;
+}
+
+captcha_status captcha_path_list_read_folder(captcha_path_list *list, const char *dir,
+                                             const char *program, FILE *warnings, size_t *unlisted,
+                                             captcha_error *err)
 {
     DIR *handle = opendir(dir);
     if (!handle)
@@ -154,7 +214,7 @@ captcha_status captcha_path_list_add_folder(captcha_path_list *list, const char 
     captcha_status status = CAPTCHA_OK;
     struct dirent *entry;
     while (status == CAPTCHA_OK && (entry = readdir(handle))) {
-        if (entry->d_name[0] == '.')
+        if (!strcmp(entry->d_name, ".") || !strcmp(entry->d_name, ".."))
             continue;
         size_t size = dir_length + strlen(entry->d_name) + 2;
         char *path = malloc(size);
@@ -164,15 +224,28 @@ captcha_status captcha_path_list_add_folder(captcha_path_list *list, const char 
             break;
         }
         snprintf(path, size, "%.*s/%s", (int)dir_length, dir, entry->d_name);
-        struct stat info;
-        if (stat(path, &info) == 0 && S_ISREG(info.st_mode))
+        char buffer[128];
+        const char *reason = unlisted_reason(path, entry->d_name, buffer, sizeof buffer);
+        if (!reason) {
             status = captcha_path_list_add(list, path, err);
+        } else {
+            if (warnings)
+                fprintf(warnings, "%s: warning: skipping %s: %s\n", program, path, reason);
+            if (unlisted)
+                (*unlisted)++;
+        }
         free(path);
     }
     closedir(handle);
     if (status == CAPTCHA_OK)
         qsort(list->paths + first, list->count - first, sizeof *list->paths, compare_names);
     return status;
+}
+
+captcha_status captcha_path_list_add_folder(captcha_path_list *list, const char *dir,
+                                            captcha_error *err)
+{
+    return captcha_path_list_read_folder(list, dir, NULL, NULL, NULL, err);
 }
 
 void captcha_path_list_free(captcha_path_list *list)

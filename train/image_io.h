@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "captcha_status.h"
 #include "preprocess.h"
@@ -29,7 +30,8 @@ typedef struct {
 } captcha_rgb_image;
 
 /* Reads and decodes path by content. On failure returns CAPTCHA_ERROR_IO (the
- * file cannot be read) or CAPTCHA_ERROR_FORMAT (not an image, or truncated or
+ * file cannot be read, or is not a regular file: a FIFO or device is refused
+ * without reading from it) or CAPTCHA_ERROR_FORMAT (not an image, or truncated or
  * corrupt: stb_image's reason) with a message naming the file. */
 captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image,
                                       captcha_error *err);
@@ -53,6 +55,13 @@ typedef struct {
  * CAPTCHA_ERROR_IO naming the folder when it cannot be read. */
 captcha_status captcha_path_list_add_folder(captcha_path_list *list, const char *dir,
                                             captcha_error *err);
+/* The same, reporting each entry it leaves out ("." and ".." aside): hidden
+ * files, broken symbolic links, folders, FIFOs, devices and sockets. Each is
+ * named on warnings (when not NULL) as "program: warning: skipping DIR/NAME:
+ * REASON" and counted in *unlisted (when not NULL; added to). */
+captcha_status captcha_path_list_read_folder(captcha_path_list *list, const char *dir,
+                                             const char *program, FILE *warnings, size_t *unlisted,
+                                             captcha_error *err);
 /* Appends one path as given. */
 captcha_status captcha_path_list_add(captcha_path_list *list, const char *path, captcha_error *err);
 void captcha_path_list_free(captcha_path_list *list);

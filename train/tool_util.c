@@ -2,9 +2,13 @@
 #include "tool_util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 void captcha_tool_message(const char *program, const char *format, ...)
@@ -40,4 +44,112 @@ void captcha_tool_prefer_passive_openmp(char **argv)
         return;
     execv("/proc/self/exe", argv);
     /* exec failed: carry on with the policy libgomp already read */
+}
+
+const char *captcha_tool_file_kind(mode_t mode)
+{
+    if (S_ISREG(mode))
+        return "a regular file";
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "of an unknown kind";
+}
+
+FILE *captcha_tool_open_regular(const char *path, char *reason, size_t reason_size)
+{
+    if (!path[0]) {
+        snprintf(reason, reason_size, "the path is empty");
+        errno = ENOENT;
+        return NULL;
+    }
+    /* O_NONBLOCK: opening a FIFO without a writer returns at once instead of waiting */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(reason, reason_size, "%s", strerror(errno));
+        return NULL;
+    }
+    struct stat info;
+    if (fstat(fd, &info) != 0) {
+        int saved = errno;
+        snprintf(reason, reason_size, "%s", strerror(saved));
+        close(fd);
+        errno = saved;
+        return NULL;
+    }
+    if (!S_ISREG(info.st_mode)) {
+        snprintf(reason, reason_size, "not a regular file (%s)",
+                 captcha_tool_file_kind(info.st_mode));
+        close(fd);
+        errno = EINVAL;
+        return NULL;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    FILE *stream = NULL;
+    if (flags != -1 && fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0)
+        stream = fdopen(fd, "rb");
+    if (!stream) {
+        int saved = errno;
+        snprintf(reason, reason_size, "%s", strerror(saved));
+        close(fd);
+        errno = saved;
+    }
+    return stream;
+}
+
+int captcha_tool_check_regular(const char *path, char *reason, size_t reason_size)
+{
+    FILE *stream = captcha_tool_open_regular(path, reason, reason_size);
+    if (stream)
+        fclose(stream);
+    return stream != NULL;
+}
+
+/* path resolved: realpath() when it exists, else realpath() of its folder +
+ * its base name, else path itself; malloc'ed (NULL when out of memory). */
+static char *canonical_path(const char *path)
+{
+    char *resolved = realpath(path, NULL);
+    if (resolved)
+        return resolved;
+    char *copy_dir = strdup(path), *copy_base = strdup(path);
+    char *result = NULL;
+    if (copy_dir && copy_base) {
+        char *dir = realpath(dirname(copy_dir), NULL);
+        const char *base = basename(copy_base);
+        if (dir) {
+            size_t size = strlen(dir) + strlen(base) + 2;
+            result = malloc(size);
+            if (result)
+                snprintf(result, size, "%s/%s", strcmp(dir, "/") ? dir : "", base);
+            free(dir);
+        } else {
+            result = strdup(path);
+        }
+    }
+    free(copy_dir);
+    free(copy_base);
+    return result;
+}
+
+int captcha_tool_same_file(const char *a, const char *b)
+{
+    struct stat info_a, info_b;
+    int exists_a = stat(a, &info_a) == 0, exists_b = stat(b, &info_b) == 0;
+    if (exists_a && exists_b)
+        return info_a.st_dev == info_b.st_dev && info_a.st_ino == info_b.st_ino;
+    if (exists_a != exists_b)
+        return 0;
+    char *canonical_a = canonical_path(a), *canonical_b = canonical_path(b);
+    int same = canonical_a && canonical_b ? !strcmp(canonical_a, canonical_b) : !strcmp(a, b);
+    free(canonical_a);
+    free(canonical_b);
+    return same;
 }

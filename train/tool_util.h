@@ -2,6 +2,10 @@
 #ifndef CAPTCHA_TOOL_UTIL_H
 #define CAPTCHA_TOOL_UTIL_H
 
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/types.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -27,6 +31,27 @@ int captcha_tool_parse_long(const char *program, const char *name, const char *t
  * arguments; when it is set (by the user or by the re-execution) or the exec
  * fails, it returns and nothing changes. Call first thing in main(). */
 void captcha_tool_prefer_passive_openmp(char **argv);
+
+/* "a directory", "a FIFO", "a character device", ... for a stat() st_mode. */
+const char *captcha_tool_file_kind(mode_t mode);
+
+/* Opens path for reading ("rb") when it is a regular file (symbolic links
+ * followed). A FIFO, device, directory or socket is refused without reading
+ * from it or waiting for a writer (opened with O_NONBLOCK, checked with
+ * fstat, then switched back to blocking reads). On failure returns NULL and
+ * writes the reason into reason (reason_size bytes): "the path is empty",
+ * strerror(errno), or "not a regular file (a FIFO)" and the like. */
+FILE *captcha_tool_open_regular(const char *path, char *reason, size_t reason_size);
+
+/* 1 when captcha_tool_open_regular(path) succeeds (the file is closed
+ * again), else 0 with the reason as there. For checks before a loader that
+ * opens the file itself. */
+int captcha_tool_check_regular(const char *path, char *reason, size_t reason_size);
+
+/* 1 when a and b name the same file: the same device and inode when both
+ * exist (so "./a.st", "a.st" and a symbolic link to it match); when neither
+ * exists, the same canonical folder (realpath) and base name; else 0. */
+int captcha_tool_same_file(const char *a, const char *b);
 
 #ifdef __cplusplus
 }
