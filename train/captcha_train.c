@@ -36,7 +36,9 @@
  *   uint64 hash (captcha_mix64 chain) of everything before it
  */
 #include <errno.h>
+#include <ctype.h>
 #include <fcntl.h>
+#include <float.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
@@ -44,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,6 +63,8 @@
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
 #define message(...) captcha_tool_message(PROGRAM, __VA_ARGS__)
+/* The largest input side captcha_config_validate accepts (model/captcha_config.c). */
+#define MAX_INPUT_SIDE 4096
 
 typedef enum { RECIPE_DEFAULT = 0, RECIPE_REFERENCE } recipe_id;
 
@@ -173,8 +178,10 @@ static int parse_float(const char *name, const char *text, double minimum, float
     char *end;
     errno = 0;
     double value = strtod(text, &end);
-    if (errno || end == text || *end || !isfinite(value) || value < minimum) {
-        message("%s: expected a number >= %g, got \"%s\"", name, minimum, text);
+    /* FLT_MAX: a larger value would become infinite as the float it is stored in */
+    if (errno || end == text || *end || !isfinite(value) || value < minimum || value > FLT_MAX) {
+        message("%s: expected a number in %g..%g, got \"%s\"", name, minimum, (double)FLT_MAX,
+                text);
         return 0;
     }
     *out = (float)value;
@@ -277,7 +284,8 @@ static int parse_options(int argc, char **argv, options *opt)
             char *end;
             errno = 0;
             unsigned long long seed = strtoull(optarg, &end, 10);
-            if (errno || end == optarg || *end || optarg[0] == '-') {
+            /* strtoull skips leading space and negates a '-': accept digits only */
+            if (errno || !isdigit((unsigned char)optarg[0]) || *end) {
                 message("--seed: expected a non-negative integer, got \"%s\"", optarg);
                 return EXIT_USAGE;
             }
@@ -289,10 +297,10 @@ static int parse_options(int argc, char **argv, options *opt)
         case OPT_INPUT: {
             int w, h, n = 0;
             if (sscanf(optarg, "%dx%d%n", &w, &h, &n) != 2 || optarg[n] || w < 32 || h < 32 ||
-                w % 32 || h % 32 || w > 8192 || h > 8192) {
-                message("--input: expected WIDTHxHEIGHT, multiples of 32 (e.g. 128x32), got "
-                        "\"%s\"",
-                        optarg);
+                w % 32 || h % 32 || w > MAX_INPUT_SIDE || h > MAX_INPUT_SIDE) {
+                message("--input: expected WIDTHxHEIGHT, multiples of 32 in 32..%d (e.g. 128x32), "
+                        "got \"%s\"",
+                        MAX_INPUT_SIDE, optarg);
                 return EXIT_USAGE;
             }
             opt->input_width = w;
@@ -340,6 +348,15 @@ static int parse_options(int argc, char **argv, options *opt)
         message("--init and --resume exclude each other (a checkpoint already holds weights)");
         return EXIT_USAGE;
     }
+    const char *const named[][2] = {
+        {"--train", opt->train_dir},    {"--val", opt->val_dir},
+        {"--out", opt->out_path},       {"--checkpoint", opt->checkpoint_path},
+        {"--resume", opt->resume_path}, {"--init", opt->init_path}};
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
+        if (named[i][1] && !named[i][1][0]) {
+            message("%s: the path is empty", named[i][0]);
+            return EXIT_USAGE;
+        }
     if (opt->init_path && (opt->charset || opt->input_given)) {
         message("--charset/--input cannot be combined with --init: they come from %s",
                 opt->init_path);
@@ -524,10 +541,11 @@ static captcha_status load_checkpoint(const char *path, captcha_config *config, 
     memset(state, 0, sizeof *state);
     for (int i = 0; i < 4; i++)
         buffers[i] = NULL;
-    hashed_stream s = {fopen(path, "rb"), 0, 0};
+    char reason[128];
+    hashed_stream s = {captcha_tool_open_regular(path, reason, sizeof reason), 0, 0};
     if (!s.stream)
         return captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot open the checkpoint: %s", path,
-                            strerror(errno));
+                            reason);
     captcha_status status = CAPTCHA_OK;
     char magic[8];
     get(&s, magic, sizeof magic);
@@ -536,11 +554,11 @@ static captcha_status load_checkpoint(const char *path, captcha_config *config, 
         int magic_ok = !memcmp(magic, checkpoint_magic, sizeof magic);
         /* a safetensors file starts with a little-endian header size: high bytes 0 */
         int looks_like_model = !magic_ok && magic[6] == 0 && magic[7] == 0;
-        status = captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: not a captcha-train checkpoint%s",
-                              path,
-                              magic_ok ? " of this version (written by another captcha-train)"
-                              : looks_like_model ? " (a model file? start from one with --init)"
-                                                 : "");
+        status =
+            captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: not a captcha-train checkpoint%s", path,
+                         magic_ok           ? " of this version (written by another captcha-train)"
+                         : looks_like_model ? " (a model file? start from one with --init)"
+                                            : "");
         goto done;
     }
     captcha_config_reference(config);
@@ -707,10 +725,44 @@ static double now_seconds(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-/* Checks before any training that path can be written: creates path.tmp (the
- * file captcha_model_save writes first) and removes it again. */
+/* Refuses (printing why) the files where one that this run writes would
+ * replace one it reads or another it writes: --out and the checkpoint, the
+ * checkpoint and --init (the first checkpoint would replace the model being
+ * fine-tuned), --out and --resume. */
+static int check_distinct_files(const options *opt, const char *checkpoint_path)
+{
+    if (captcha_tool_same_file(opt->out_path, checkpoint_path)) {
+        message("--out and the checkpoint are the same file (%s and %s): the checkpoint would "
+                "replace the model; give another --checkpoint (default: --out + \".ckpt\")",
+                opt->out_path, checkpoint_path);
+        return 0;
+    }
+    if (opt->init_path && captcha_tool_same_file(checkpoint_path, opt->init_path)) {
+        message("the checkpoint and --init are the same file (%s and %s): the first checkpoint "
+                "would replace the model being fine-tuned; give another --checkpoint",
+                checkpoint_path, opt->init_path);
+        return 0;
+    }
+    if (opt->resume_path && captcha_tool_same_file(opt->out_path, opt->resume_path)) {
+        message("--out and --resume are the same file (%s and %s): the model would replace the "
+                "checkpoint it continues; give another --out",
+                opt->out_path, opt->resume_path);
+        return 0;
+    }
+    return 1;
+}
+
+/* Checks before any training that path can be written: it is not a folder or
+ * another non-regular file (the final rename would fail), and path.tmp (the
+ * file captcha_model_save writes first) can be created (it is removed again). */
 static int check_writable(const char *path, const char *what)
 {
+    struct stat info;
+    if (stat(path, &info) == 0 && !S_ISREG(info.st_mode)) {
+        message("%s %s cannot be written: it is not a regular file (%s)", what, path,
+                captcha_tool_file_kind(info.st_mode));
+        return 0;
+    }
     size_t size = strlen(path) + sizeof ".tmp";
     char *tmp = malloc(size);
     if (!tmp)
@@ -811,6 +863,22 @@ int main(int argc, char **argv)
     captcha_config_reference(&config);
     size_t resume_counts[2] = {0, 0};
 
+    if (opt.checkpoint_path) {
+        checkpoint_path = strdup(opt.checkpoint_path);
+    } else {
+        checkpoint_path = malloc(strlen(opt.out_path) + sizeof ".ckpt");
+        if (checkpoint_path)
+            sprintf(checkpoint_path, "%s.ckpt", opt.out_path);
+    }
+    if (!checkpoint_path) {
+        message("out of memory");
+        goto done;
+    }
+    if (!check_distinct_files(&opt, checkpoint_path)) {
+        code = EXIT_USAGE;
+        goto done;
+    }
+
     if (opt.resume_path) {
         if (load_checkpoint(opt.resume_path, &config, &state, resume_buffers, resume_counts,
                             &err) != CAPTCHA_OK) {
@@ -828,6 +896,16 @@ int main(int argc, char **argv)
                     "with the checkpoint's values (batch %d, lr %g, weight decay %g, seed %llu)",
                     state.training.batch, state.training.learning_rate, state.training.weight_decay,
                     (unsigned long long)state.seed);
+        /* done: the epochs completed, plus the one begun when the checkpoint is mid-epoch */
+        const int begun = state.epoch + (state.step > 0);
+        if (opt.epochs_given && opt.training.epochs < begun) {
+            message("--epochs %d: the checkpoint %s has done %d epoch(s)%s already: training "
+                    "cannot go back; give --epochs %d or more",
+                    opt.training.epochs, opt.resume_path, state.epoch,
+                    state.step > 0 ? " and part of the next" : "", begun);
+            code = EXIT_USAGE;
+            goto done;
+        }
         if (opt.epochs_given && opt.training.epochs != state.training.epochs) {
             message("warning: --epochs %d replaces the checkpoint's %d (the learning-rate "
                     "schedule changes)",
@@ -846,9 +924,14 @@ int main(int argc, char **argv)
                 opt.train_dir);
     if (opt.init_path) {
         /* Fine-tuning: the model's geometry, charset and length; the labels must fit them. */
-        FILE *probe = fopen(opt.init_path, "rb");
+        char reason[128];
+        FILE *probe = captcha_tool_open_regular(opt.init_path, reason, sizeof reason);
         char magic[sizeof checkpoint_magic] = {0};
-        if (probe) {
+        if (!probe) {
+            /* the model loader would wait forever on a FIFO: refused here */
+            message("--init: %s: %s", opt.init_path, reason);
+            goto done;
+        } else {
             size_t got = fread(magic, 1, sizeof magic, probe);
             fclose(probe);
             if (got == sizeof magic && !memcmp(magic, checkpoint_magic, sizeof magic)) {
@@ -874,7 +957,10 @@ int main(int argc, char **argv)
         char charset[CAPTCHA_MAX_CHARSET + 1];
         const char *chosen = opt.charset ? opt.charset : CAPTCHA_REFERENCE_CHARSET;
         if (opt.charset && !strcmp(opt.charset, "auto")) {
-            captcha_dataset_charset(&train, charset);
+            if (captcha_dataset_charset(&train, charset, &err) != CAPTCHA_OK) {
+                message("--charset auto: %s", err.message);
+                goto done;
+            }
             chosen = charset;
         }
         if (captcha_config_set_charset(&config, chosen, &err) != CAPTCHA_OK) {
@@ -918,15 +1004,7 @@ int main(int argc, char **argv)
         message("%s: %zu image(s): training needs at least 2", opt.train_dir, train.count);
         goto done;
     }
-    if (opt.checkpoint_path) {
-        checkpoint_path = strdup(opt.checkpoint_path);
-    } else {
-        checkpoint_path = malloc(strlen(opt.out_path) + sizeof ".ckpt");
-        if (checkpoint_path)
-            sprintf(checkpoint_path, "%s.ckpt", opt.out_path);
-    }
-    if (!checkpoint_path || !check_writable(opt.out_path, "--out") ||
-        !check_writable(checkpoint_path, "checkpoint"))
+    if (!check_writable(opt.out_path, "--out") || !check_writable(checkpoint_path, "checkpoint"))
         goto done;
     /* One run per checkpoint: a second run (e.g. a --resume started while the
      * interrupted run is still writing) would overwrite it. */
@@ -963,8 +1041,7 @@ int main(int argc, char **argv)
         }
         if (notice[0])
             message("--init: %s", notice);
-    } else if (captcha_network_create(backend, &config, state.seed, &network, &err) !=
-               CAPTCHA_OK) {
+    } else if (captcha_network_create(backend, &config, state.seed, &network, &err) != CAPTCHA_OK) {
         message("%s", err.message);
         goto done;
     }
@@ -1033,6 +1110,9 @@ int main(int argc, char **argv)
     const double run_start = now_seconds();
     int64_t run_steps = 0;
     int stopped = 0;
+    int wrote_model = 0; /* this run saved --out */
+    accuracy last = {0}; /* validation accuracy of the last epoch run */
+    int have_last = 0;
     for (; state.epoch < state.training.epochs && !stopped; state.epoch++) {
         epoch_order(state.seed, state.epoch, order, train.count);
         double epoch_start = now_seconds();
@@ -1114,6 +1194,8 @@ int main(int argc, char **argv)
                 message("validation: %s", err.message);
                 goto done;
             }
+            last = acc;
+            have_last = 1;
             save = acc.full > state.best_accuracy;
             if (save) {
                 state.best_accuracy = acc.full;
@@ -1130,6 +1212,7 @@ int main(int argc, char **argv)
                 message("%s", err.message);
                 goto done;
             }
+            wrote_model = 1;
         }
         /* state.epoch + 1: the epoch just finished is done */
         state.epoch++;
@@ -1155,11 +1238,57 @@ int main(int argc, char **argv)
     }
     char took[32];
     format_duration(now_seconds() - run_start, took, sizeof took);
-    if (opt.val_dir)
+    if (wrote_model && opt.val_dir) {
         message("done in %s: %s holds epoch %d (validation full accuracy %.4f)", took, opt.out_path,
                 state.best_epoch, state.best_accuracy);
-    else
-        message("done in %s: %s holds the last epoch", took, opt.out_path);
+    } else if (wrote_model) {
+        message("done in %s: %s holds the last epoch, %d", took, opt.out_path, state.epoch);
+    } else {
+        /* A resumed run that saved nothing: the checkpoint had no epoch left, or no epoch of
+         * this run beat the best validation accuracy, which the run that wrote the checkpoint
+         * saved to its --out. */
+        const int best_elsewhere =
+            opt.val_dir && state.best_epoch >= 1 && state.best_epoch != state.epoch;
+        struct stat info;
+        if (best_elsewhere && stat(opt.out_path, &info) == 0) {
+            /* it may hold that best epoch: kept */
+            message("done in %s: no epoch of this run beat the best validation full accuracy "
+                    "%.4f (epoch %d, saved by the run that wrote the checkpoint); %s existed and "
+                    "is left as it was; the last epoch, %d, is in the checkpoint %s",
+                    took, state.best_accuracy, state.best_epoch, opt.out_path, state.epoch,
+                    checkpoint_path);
+            code = 0;
+            goto done;
+        }
+        if (opt.val_dir && !have_last) {
+            if (evaluate(network, &val, input, logits, eval_batch, &last, &err) != CAPTCHA_OK) {
+                message("validation: %s", err.message);
+                goto done;
+            }
+            have_last = 1;
+        }
+        if (save_model(network, &opt, &state, train.count, state.epoch, opt.val_dir ? &last : NULL,
+                       &err) != CAPTCHA_OK) {
+            message("%s", err.message);
+            goto done;
+        }
+        if (best_elsewhere)
+            message("done in %s: %s holds the last epoch, %d (validation full accuracy %.4f), "
+                    "not the best: no epoch of this run beat epoch %d (full accuracy %.4f), "
+                    "which the run that wrote the checkpoint saved to its --out",
+                    took, opt.out_path, state.epoch, last.full, state.best_epoch,
+                    state.best_accuracy);
+        else if (opt.val_dir && state.best_epoch == state.epoch)
+            message("done in %s: no epoch left to train: %s holds epoch %d, the best (validation "
+                    "full accuracy %.4f)",
+                    took, opt.out_path, state.epoch, last.full);
+        else if (opt.val_dir)
+            message("done in %s: %s holds the last epoch, %d (validation full accuracy %.4f)", took,
+                    opt.out_path, state.epoch, last.full);
+        else
+            message("done in %s: no epoch left to train: %s holds the last epoch, %d", took,
+                    opt.out_path, state.epoch);
+    }
     code = 0;
 
 done:

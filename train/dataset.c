@@ -13,7 +13,8 @@ captcha_status captcha_dataset_load(const char *dir, const char *program, FILE *
 {
     memset(dataset, 0, sizeof *dataset);
     captcha_path_list list = {0};
-    captcha_status status = captcha_path_list_add_folder(&list, dir, err);
+    captcha_status status =
+        captcha_path_list_read_folder(&list, dir, program, warnings, &dataset->skipped, err);
     if (status != CAPTCHA_OK)
         goto done;
     dataset->images = calloc(list.count ? list.count : 1, sizeof *dataset->images);
@@ -92,17 +93,39 @@ captcha_status captcha_dataset_label_length(const captcha_dataset *dataset, int 
     return CAPTCHA_OK;
 }
 
-void captcha_dataset_charset(const captcha_dataset *dataset, char *charset)
+/* 'c' for a printable character, else "byte 0xHH", into shown (16 bytes). */
+static void show_char(unsigned char c, char *shown, size_t size)
+{
+    if (c > 0x20 && c < 0x7f)
+        snprintf(shown, size, "'%c'", c);
+    else
+        snprintf(shown, size, "byte 0x%02x", c);
+}
+
+captcha_status captcha_dataset_charset(const captcha_dataset *dataset, char *charset,
+                                       captcha_error *err)
 {
     unsigned char used[256] = {0};
     for (size_t i = 0; i < dataset->count; i++)
-        for (const char *c = dataset->labels[i]; *c; c++)
-            used[(unsigned char)*c] = 1;
+        for (const char *c = dataset->labels[i]; *c; c++) {
+            unsigned char byte = (unsigned char)*c;
+            if (byte < 0x21 || byte > 0x7e) {
+                char shown[16];
+                show_char(byte, shown, sizeof shown);
+                return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                                    "%s: label \"%s\": character %s (position %d) cannot be in "
+                                    "a charset (printable ASCII without space; rename the file)",
+                                    dataset->paths[i], dataset->labels[i], shown,
+                                    (int)(c - dataset->labels[i]) + 1);
+            }
+            used[byte] = 1;
+        }
     int n = 0;
     for (int c = 1; c < 256 && n < CAPTCHA_MAX_CHARSET; c++)
         if (used[c])
             charset[n++] = (char)c;
     charset[n] = '\0';
+    return CAPTCHA_OK;
 }
 
 captcha_status captcha_dataset_check_labels(const captcha_dataset *dataset,
@@ -117,12 +140,8 @@ captcha_status captcha_dataset_check_labels(const captcha_dataset *dataset,
                                 dataset->paths[i], label, n, config->length);
         for (int p = 0; p < n; p++) {
             if (captcha_config_char_index(config, label[p]) < 0) {
-                unsigned char c = (unsigned char)label[p];
                 char shown[16];
-                if (c > 0x20 && c < 0x7f)
-                    snprintf(shown, sizeof shown, "'%c'", c);
-                else
-                    snprintf(shown, sizeof shown, "byte 0x%02x", c);
+                show_char((unsigned char)label[p], shown, sizeof shown);
                 return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                                     "%s: label \"%s\": character %s (position %d) is not in the "
                                     "charset \"%s\"",

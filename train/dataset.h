@@ -24,11 +24,13 @@ typedef struct {
     captcha_rgb_image *images;              /* [count] */
     char (*labels)[CAPTCHA_MAX_LENGTH + 1]; /* [count], see captcha_label_from_path */
     char **paths;                           /* [count] */
-    size_t skipped;                         /* files that were not images or did not decode */
+    size_t skipped; /* entries not read: not images, undecodable, hidden, not regular files */
 } captcha_dataset;
 
 /* Loads every regular file of folder dir (sorted by name). A file that cannot
- * be read or decoded is skipped: a warning naming it and the reason goes to
+ * be read or decoded is skipped, and so is every entry the folder listing
+ * leaves out (hidden files, broken symbolic links, subfolders, FIFOs, devices:
+ * captcha_path_list_read_folder): a warning naming it and the reason goes to
  * warnings (when not NULL) prefixed with program, and it is counted in
  * skipped. Errors: the folder cannot be read; a file name whose label is empty
  * or longer than CAPTCHA_MAX_LENGTH characters; no image at all. */
@@ -42,8 +44,11 @@ captcha_status captcha_dataset_label_length(const captcha_dataset *dataset, int 
                                             captcha_error *err);
 
 /* The sorted set of characters used in the labels, NUL-terminated, into
- * charset (CAPTCHA_MAX_CHARSET + 1 bytes). */
-void captcha_dataset_charset(const captcha_dataset *dataset, char *charset);
+ * charset (CAPTCHA_MAX_CHARSET + 1 bytes). A label character that no charset
+ * may hold (captcha_config_set_charset: printable ASCII without space) is an
+ * error naming the file, the label, the byte and its position. */
+captcha_status captcha_dataset_charset(const captcha_dataset *dataset, char *charset,
+                                       captcha_error *err);
 
 /* Checks that every label has config->length characters, all in the charset.
  * The message names the file, and the character or the lengths. */
