@@ -5,7 +5,8 @@
  * PATH: image files, or folders (their regular files, not recursive, sorted
  * by name). Output on stdout, one line per image in that order:
  *   path<TAB>text<TAB>confidence      (confidence: product of the per-position
- *                                      softmax probabilities, 4 decimals)
+ *                                      softmax probabilities, 4 decimals; path
+ *                                      with C escapes: \\ \t \n \r \xHH)
  * and, when the label of every read image's file name (image_io.h rule) has
  * the model's length, a last line
  *   accuracy: full=0.XXXX char=0.XXXX n=N
@@ -44,19 +45,44 @@ static void usage(FILE *stream)
           "  -h, --help     this help\n"
           "\n"
           "Output (stdout), one line per image: PATH<TAB>TEXT<TAB>CONFIDENCE, the confidence\n"
-          "being the product of the per-position softmax probabilities (4 decimals). When the\n"
-          "label of every image's file name (without extension and without any suffix from\n"
-          "the first '_') has the model's length, a last line\n"
+          "being the product of the per-position softmax probabilities (4 decimals). PATH is\n"
+          "escaped: a backslash, tab, newline, carriage return or other control byte is\n"
+          "written as a C escape (\\\\ \\t \\n \\r \\xHH). When the label of every image's\n"
+          "file name (without extension and without any suffix from the first '_') has the\n"
+          "model's length, a last line\n"
           "  accuracy: full=0.XXXX char=0.XXXX n=N\n"
           "compares the texts with those labels.\n"
           "\n"
           "A file that cannot be read or decoded is reported on stderr and skipped; the others\n"
-          "are still read.\n"
+          "are still read. In a folder, the entries not read (hidden files, whose name starts\n"
+          "with '.', subfolders, broken symbolic links, FIFOs, devices) are reported and\n"
+          "counted as skipped too.\n"
           "Exit status: 0 every image read; 1 some image skipped, or the model does not load\n"
           "(the reason is printed); 2 usage error.\n"
           "Environment: OMP_WAIT_POLICY, when unset, is set to PASSIVE (the program restarts\n"
           "itself once): spinning OpenMP threads waste most of the time on a busy machine.\n",
           stream);
+}
+
+/* text with backslash, tab, newline, carriage return and the other control
+ * bytes written as C escapes (\\ \t \n \r \xHH), so that a file name
+ * cannot break the PATH<TAB>TEXT<TAB>CONFIDENCE line. */
+static void print_escaped(FILE *stream, const char *text)
+{
+    for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
+        if (*c == '\\')
+            fputs("\\\\", stream);
+        else if (*c == '\t')
+            fputs("\\t", stream);
+        else if (*c == '\n')
+            fputs("\\n", stream);
+        else if (*c == '\r')
+            fputs("\\r", stream);
+        else if (*c < 0x20 || *c == 0x7f)
+            fprintf(stream, "\\x%02x", *c);
+        else
+            fputc(*c, stream);
+    }
 }
 
 int main(int argc, char **argv)
@@ -100,6 +126,10 @@ int main(int argc, char **argv)
         message("--model FILE is required (see --help)");
         return EXIT_USAGE;
     }
+    if (!model_path[0]) {
+        message("--model: the path is empty");
+        return EXIT_USAGE;
+    }
     if (optind >= argc) {
         message("no image or folder given (see --help)");
         return EXIT_USAGE;
@@ -117,7 +147,8 @@ int main(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         captcha_status status;
         if (captcha_is_directory(argv[i]) == 1)
-            status = captcha_path_list_add_folder(&paths, argv[i], &err);
+            status =
+                captcha_path_list_read_folder(&paths, argv[i], PROGRAM, stderr, &skipped, &err);
         else
             status = captcha_path_list_add(&paths, argv[i], &err);
         if (status == CAPTCHA_ERROR_IO) {
@@ -130,6 +161,11 @@ int main(int argc, char **argv)
     }
 
     char fallback[512], notice[512];
+    /* the model loader would wait forever on a FIFO and read /dev/zero until memory runs out */
+    if (!captcha_tool_check_regular(model_path, notice, sizeof notice)) {
+        message("cannot load the model: %s: %s", model_path, notice);
+        goto done;
+    }
     if (captcha_backend_create(device, 0, (int)threads, &backend, fallback, sizeof fallback,
                                &err) != CAPTCHA_OK) {
         message("cannot create the %s backend: %s", device == CAPTCHA_DEVICE_CUDA ? "CUDA" : "CPU",
@@ -208,7 +244,8 @@ int main(int argc, char **argv)
             }
             read_ok[index] = 1;
             read_count++;
-            printf("%s\t%s\t%.4f\n", paths.paths[index], r->text, r->confidence);
+            print_escaped(stdout, paths.paths[index]);
+            printf("\t%s\t%.4f\n", r->text, r->confidence);
             int length =
                 captcha_label_from_path(paths.paths[index], labels[index], sizeof labels[0]);
             if (length != config->length) {
