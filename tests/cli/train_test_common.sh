@@ -8,7 +8,7 @@ T=$(mktemp -d)
 trap 'chmod -R u+w "$T" 2>/dev/null; rm -rf "$T"' EXIT
 FAILS=0
 fail() {
-    echo "FAIL: $*"
+    printf 'FAIL: %s\n' "$*" # not echo: dash's echo would expand backslashes
     FAILS=$((FAILS + 1))
 }
 # make_set DIR COUNT SEED: COUNT images labelled with 2 characters of "abc", 64x32.

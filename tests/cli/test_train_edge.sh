@@ -1,0 +1,147 @@
+#!/bin/sh
+# captcha-train / captcha-predict edge cases found by testing: files that would overwrite each
+# other, resuming a finished run, directories, FIFOs and devices where a file is expected,
+# option values out of range, file names the folder readers skip or that break the output.
+# Usage: test_train_edge.sh TRAIN PREDICT MAKE_IMAGES
+. "$(dirname "$0")/train_test_common.sh"
+# expect STATUS PATTERN command...: runs the command (killed after 30 s: a FIFO must not make it
+# wait), checks its exit status and that stderr holds PATTERN (grep -E) after the program name.
+expect() {
+    want=$1
+    pattern=$2
+    shift 2
+    timeout 30 "$@" >"$T/out.txt" 2>"$T/err.txt" </dev/null
+    rc=$?
+    [ $rc -eq "$want" ] || fail "$*: exit $rc, expected $want; stderr: $(cat "$T/err.txt")"
+    grep -Eq "^captcha-(train|predict): .*$pattern" "$T/err.txt" ||
+        fail "$*: stderr lacks /$pattern/: $(cat "$T/err.txt")"
+}
+# no_training: the last expect's run did not train
+no_training() {
+    grep -q "epoch 1/" "$T/err.txt" && fail "$1: trained before refusing"
+}
+# epoch_of FILE: the "epoch" metadata of a model file (its safetensors header is JSON text)
+epoch_of() {
+    head -c 4096 "$1" | tr -d '\000' | grep -ao '"epoch":"[0-9]*"' | tr -dc '0-9'
+}
+C="--input 64x32 --batch 4 --threads 2 --device cpu"
+COMMON="$C --epochs 1 --charset abc"
+INIT="--batch 4 --threads 2 --device cpu --epochs 1"
+make_set "$T/good" 8 1
+make_set "$T/val" 4 2
+first=$(ls "$T/good" | head -n 1)
+"$TRAIN" --train "$T/good" --out "$T/m1.st" $COMMON 2>/dev/null || fail "training m1"
+printf 'precious' >"$T/precious.st"
+
+# --- 1. --out, the checkpoint and --init/--resume naming one file: usage error, nothing trained ---
+expect 2 "--out and the checkpoint .*are the same file" \
+    "$TRAIN" --train "$T/good" --out "$T/precious.st" --checkpoint "$T/precious.st" $COMMON
+no_training "--out = --checkpoint"
+[ "$(cat "$T/precious.st")" = precious ] || fail "--out = --checkpoint changed the file"
+(cd "$T" && expect 2 "are the same file" \
+    "$TRAIN" --train good --out ./new.st --checkpoint new.st $COMMON)
+ln -s m1.st "$T/link.st"
+expect 2 "the checkpoint and --init .*are the same file" \
+    "$TRAIN" --train "$T/good" --out "$T/i.st" --init "$T/m1.st" --checkpoint "$T/link.st" $INIT
+expect 2 "--out and --resume .*are the same file" \
+    "$TRAIN" --train "$T/good" --out "$T/m1.st.ckpt" --resume "$T/m1.st.ckpt" $COMMON
+cmp -s "$T/m1.st" "$T/link.st" || fail "m1.st changed"
+
+# --- 2. resuming a finished run writes --out and says which epoch it holds ---
+expect 0 "$T/r0.st holds the last epoch, 1" \
+    "$TRAIN" --train "$T/good" --out "$T/r0.st" --resume "$T/m1.st.ckpt" $COMMON
+cmp -s "$T/m1.st" "$T/r0.st" || fail "resuming a finished run: --out differs from the run's model"
+expect 2 "--epochs 1: the checkpoint .* has done 2 epoch" sh -c \
+    "'$TRAIN' --train '$T/good' --out '$T/m2.st' $C --charset abc --epochs 2 2>/dev/null &&
+     '$TRAIN' --train '$T/good' --out '$T/r1.st' --resume '$T/m2.st.ckpt' $COMMON"
+[ -e "$T/r1.st" ] && fail "--epochs below the checkpoint's wrote a model"
+# with --val: a new --out gets the last epoch when no epoch of this run is better; the message
+# names the epoch the file holds
+"$TRAIN" --train "$T/good" --val "$T/val" --out "$T/v1.st" $COMMON 2>/dev/null || fail "v1"
+for epochs in 1 3; do
+    expect 0 "done" "$TRAIN" --train "$T/good" --val "$T/val" --out "$T/v$epochs.new.st" \
+        --resume "$T/v1.st.ckpt" $C --epochs $epochs
+    [ -s "$T/v$epochs.new.st" ] || fail "resume --epochs $epochs with --val: --out not written"
+    said=$(sed -n "s/.*v$epochs.new.st holds [^0-9]*\([0-9][0-9]*\).*/\1/p" "$T/err.txt" | tail -n 1)
+    [ -n "$said" ] && [ "$said" = "$(epoch_of "$T/v$epochs.new.st")" ] ||
+        fail "resume --epochs $epochs: says epoch '$said', file holds $(epoch_of "$T/v$epochs.new.st"): $(cat "$T/err.txt")"
+done
+
+# --- 3. --out or the checkpoint naming a directory: refused before training ---
+mkdir "$T/outdir"
+expect 1 "--out $T/outdir cannot be written: .*directory" \
+    "$TRAIN" --train "$T/good" --out "$T/outdir" $COMMON
+no_training "--out DIR"
+expect 1 "checkpoint $T/outdir cannot be written: .*directory" \
+    "$TRAIN" --train "$T/good" --out "$T/d.st" --checkpoint "$T/outdir" $COMMON
+no_training "--checkpoint DIR"
+
+# --- 4. a rate that overflows a float ---
+expect 2 "--lr: expected" "$TRAIN" --train "$T/good" --out "$T/x.st" --lr 1e39 $INIT
+expect 2 "--weight-decay: expected" "$TRAIN" --train "$T/good" --out "$T/x.st" --weight-decay 1e39 $INIT
+
+# --- 5. --charset auto with a label character no charset may hold: names the file ---
+mkdir "$T/space" "$T/utf8"
+cp "$T"/good/* "$T/space/"
+cp "$T"/good/* "$T/utf8/"
+cp "$T/good/$first" "$T/space/a .png"
+cp "$T/good/$first" "$T/utf8/$(printf '\303\244').png"
+expect 1 "$T/space/a .png: label \"a \": .*byte 0x20" \
+    "$TRAIN" --train "$T/space" --out "$T/x.st" $C --epochs 1 --charset auto
+expect 1 "$T/utf8/$(printf '\303\244').png: label .*byte 0xc3" \
+    "$TRAIN" --train "$T/utf8" --out "$T/x.st" $C --epochs 1 --charset auto
+
+# --- 6. entries a folder reader skips are named and counted ---
+mkdir "$T/dots"
+cp "$T"/good/* "$T/dots/"
+cp "$T/good/$first" "$T/dots/.ab.png"
+ln -s nowhere.png "$T/dots/bc.png"
+mkfifo "$T/dots/ca.png"
+expect 0 "3 file\(s\) of $T/dots skipped" "$TRAIN" --train "$T/dots" --out "$T/x.st" $COMMON
+for f in .ab.png bc.png ca.png; do
+    grep -q "warning: skipping $T/dots/$f" "$T/err.txt" || fail "train: $f not named: $(cat "$T/err.txt")"
+done
+expect 1 "3 file\(s\) skipped" "$PREDICT" --model "$T/m1.st" --threads 2 --device cpu "$T/dots"
+for f in .ab.png bc.png ca.png; do
+    grep -q "warning: skipping $T/dots/$f" "$T/err.txt" || fail "predict: $f not named: $(cat "$T/err.txt")"
+done
+[ "$(wc -l <"$T/out.txt")" -eq 9 ] || fail "predict: expected 8 results + accuracy: $(cat "$T/out.txt")"
+
+# --- 7. --input beyond what a model may have ---
+expect 2 "--input: .*4096" "$TRAIN" --train "$T/good" --out "$T/x.st" --input 8192x32 $INIT --charset abc
+
+# --- 8. FIFOs and devices where a file is read: refused, no waiting ---
+mkfifo "$T/ff"
+expect 1 "$T/ff: .*not a regular file" "$PREDICT" --model "$T/ff" "$T/good"
+expect 1 "--init: $T/ff: .*not a regular file" "$TRAIN" --train "$T/good" --out "$T/x.st" --init "$T/ff" $INIT
+expect 1 "$T/ff: .*not a regular file" "$TRAIN" --train "$T/good" --out "$T/x.st" --resume "$T/ff" $COMMON
+expect 1 "skipping $T/ff: .*not a regular file" "$PREDICT" --model "$T/m1.st" --device cpu "$T/ff" "$T/good/$first"
+expect 1 "skipping /dev/zero: .*not a regular file" "$PREDICT" --model "$T/m1.st" --device cpu /dev/zero
+expect 1 "/dev/zero: .*not a regular file" "$PREDICT" --model /dev/zero "$T/good"
+
+# --- minor ones ---
+expect 2 "--seed: expected" "$TRAIN" --train "$T/good" --out "$T/x.st" --seed " -5" $INIT
+expect 2 "--seed: expected" "$TRAIN" --train "$T/good" --out "$T/x.st" --seed " 5" $INIT
+expect 1 "$T/outdir: .*not a regular file" "$TRAIN" --train "$T/good" --out "$T/x.st" --resume "$T/outdir" $COMMON
+expect 2 "--model: the path is empty" "$PREDICT" --model "" "$T/good"
+# a PNG header of 20000x20000 RGB: stb_image refuses it; the message gives the size
+mkdir "$T/big"
+printf '\211PNG\r\n\032\n\000\000\000\015IHDR\000\000N \000\000N \010\002\000\000\000\000\000\000\000' \
+    >"$T/big/ab.png"
+expect 1 "skipping $T/big/ab.png: .*too large.*20000x20000" "$PREDICT" --model "$T/m1.st" --device cpu "$T/big/ab.png"
+# a tab, a newline and a backslash in a file name: escaped in PATH<TAB>TEXT<TAB>CONFIDENCE
+mkdir "$T/names"
+cp "$T/good/$first" "$T/names/a$(printf '\t')b.png"
+cp "$T/good/$first" "$T/names/b
+c.png"
+cp "$T/good/$first" "$T/names/c\\a.png"
+"$PREDICT" --model "$T/m1.st" --device cpu "$T/names" >"$T/out.txt" 2>"$T/err.txt" || fail "predict names: $(cat "$T/err.txt")"
+# (the labels "a\tb", "b\nc" and "c\\a" are not of the model's length: no accuracy line)
+[ "$(wc -l <"$T/out.txt")" -eq 3 ] || fail "predict names: expected 3 results: $(cat "$T/out.txt")"
+awk -F '\t' 'NF != 3 { exit 1 }' "$T/out.txt" || fail "predict names: lines without 3 fields: $(cat "$T/out.txt")"
+grep -qF "$T/names/a\\tb.png	" "$T/out.txt" || fail "tab not escaped: $(cat "$T/out.txt")"
+grep -qF "$T/names/b\\nc.png	" "$T/out.txt" || fail "newline not escaped: $(cat "$T/out.txt")"
+grep -qF "$T/names/c\\\\a.png	" "$T/out.txt" || fail "backslash not escaped: $(cat "$T/out.txt")"
+"$PREDICT" --help | grep -q 'escaped' || fail "--help does not say how paths are escaped"
+
+finish
