@@ -176,12 +176,18 @@ static int compare_names(const void *a, const void *b)
 }
 
 /* Why entry name of a folder is not listed, or NULL when it is a regular file
- * (symbolic links followed) to list. */
-static const char *unlisted_reason(const char *path, const char *name, char *buffer, size_t size)
+ * (symbolic links followed) to list; *ignored tells a by-design omission
+ * (hidden file, subfolder) from a failure. */
+static const char *unlisted_reason(const char *path, const char *name, char *buffer, size_t size,
+                                   int *ignored)
 {
+    *ignored = 1;
     if (name[0] == '.')
         return "hidden file (the name starts with '.'), not read";
     struct stat info;
+    if (stat(path, &info) == 0 && S_ISDIR(info.st_mode))
+        return "a folder (folders are read without their subfolders)";
+    *ignored = 0;
     if (stat(path, &info) != 0) {
         int saved = errno;
         struct stat link;
@@ -193,8 +199,6 @@ static const char *unlisted_reason(const char *path, const char *name, char *buf
     }
     if (S_ISREG(info.st_mode))
         return NULL;
-    if (S_ISDIR(info.st_mode))
-        return "a folder (folders are read without their subfolders)";
     snprintf(buffer, size, "not a regular file (%s)", captcha_tool_file_kind(info.st_mode));
     return buffer;
 }
@@ -225,13 +229,15 @@ captcha_status captcha_path_list_read_folder(captcha_path_list *list, const char
         }
         snprintf(path, size, "%.*s/%s", (int)dir_length, dir, entry->d_name);
         char buffer[128];
-        const char *reason = unlisted_reason(path, entry->d_name, buffer, sizeof buffer);
+        int ignored;
+        const char *reason = unlisted_reason(path, entry->d_name, buffer, sizeof buffer, &ignored);
         if (!reason) {
             status = captcha_path_list_add(list, path, err);
         } else {
             if (warnings)
-                fprintf(warnings, "%s: warning: skipping %s: %s\n", program, path, reason);
-            if (unlisted)
+                fprintf(warnings, "%s: %s %s: %s\n", program,
+                        ignored ? "note: ignoring" : "warning: skipping", path, reason);
+            if (unlisted && !ignored)
                 (*unlisted)++;
         }
         free(path);

@@ -55,10 +55,13 @@ typedef struct {
  * CAPTCHA_ERROR_IO naming the folder when it cannot be read. */
 captcha_status captcha_path_list_add_folder(captcha_path_list *list, const char *dir,
                                             captcha_error *err);
-/* The same, reporting each entry it leaves out ("." and ".." aside): hidden
- * files, broken symbolic links, folders, FIFOs, devices and sockets. Each is
- * named on warnings (when not NULL) as "program: warning: skipping DIR/NAME:
- * REASON" and counted in *unlisted (when not NULL; added to). */
+/* The same, reporting each entry it leaves out ("." and ".." aside). Hidden
+ * files and subfolders are left out by design (a .gitkeep, a folder of other
+ * images): each is named on warnings (when not NULL) as "program: note:
+ * ignoring DIR/NAME: REASON" and not counted. Broken symbolic links, FIFOs,
+ * devices, sockets and entries that cannot be examined look like images that
+ * failed: each is named as "program: warning: skipping DIR/NAME: REASON" and
+ * counted in *unlisted (when not NULL; added to). */
 captcha_status captcha_path_list_read_folder(captcha_path_list *list, const char *dir,
                                              const char *program, FILE *warnings, size_t *unlisted,
                                              captcha_error *err);
