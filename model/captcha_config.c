@@ -52,14 +52,16 @@ captcha_status captcha_config_validate(const captcha_config *config, captcha_err
     if (config->length < 1 || config->length > CAPTCHA_MAX_LENGTH)
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT, "length is %d, expected 1..%d",
                             config->length, CAPTCHA_MAX_LENGTH);
-    if (config->input_height < 32 || config->input_height % 32 || config->input_height > 4096)
+    if (config->input_height < 32 || config->input_height % 32 ||
+        config->input_height > CAPTCHA_MAX_INPUT_SIDE)
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
-                            "input_height is %d, expected a multiple of 32 in 32..4096",
-                            config->input_height);
-    if (config->input_width < 32 || config->input_width % 32 || config->input_width > 4096)
+                            "input_height is %d, expected a multiple of 32 in 32..%d",
+                            config->input_height, CAPTCHA_MAX_INPUT_SIDE);
+    if (config->input_width < 32 || config->input_width % 32 ||
+        config->input_width > CAPTCHA_MAX_INPUT_SIDE)
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
-                            "input_width is %d, expected a multiple of 32 in 32..4096",
-                            config->input_width);
+                            "input_width is %d, expected a multiple of 32 in 32..%d",
+                            config->input_width, CAPTCHA_MAX_INPUT_SIDE);
     if (strcmp(config->channel_order, "BGR") && strcmp(config->channel_order, "RGB"))
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
                             "channel_order is \"%s\", expected \"BGR\" or \"RGB\"",

@@ -13,8 +13,9 @@
 extern "C" {
 #endif
 
-#define CAPTCHA_MAX_CHARSET 128 /* characters in a charset (single-byte ASCII) */
-#define CAPTCHA_MAX_LENGTH 32   /* characters in a code */
+#define CAPTCHA_MAX_CHARSET 128     /* characters in a charset (single-byte ASCII) */
+#define CAPTCHA_MAX_LENGTH 32       /* characters in a code */
+#define CAPTCHA_MAX_INPUT_SIDE 4096 /* network input height/width in pixels (multiples of 32) */
 
 /* The reference design's values. */
 #define CAPTCHA_REFERENCE_CHARSET "0123456789abcdefghijklmnopqrstuvwxyz"

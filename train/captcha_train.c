@@ -63,8 +63,6 @@
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
 #define message(...) captcha_tool_message(PROGRAM, __VA_ARGS__)
-/* The largest input side captcha_config_validate accepts (model/captcha_config.c). */
-#define MAX_INPUT_SIDE 4096
 
 typedef enum { RECIPE_DEFAULT = 0, RECIPE_REFERENCE } recipe_id;
 
@@ -297,10 +295,10 @@ static int parse_options(int argc, char **argv, options *opt)
         case OPT_INPUT: {
             int w, h, n = 0;
             if (sscanf(optarg, "%dx%d%n", &w, &h, &n) != 2 || optarg[n] || w < 32 || h < 32 ||
-                w % 32 || h % 32 || w > MAX_INPUT_SIDE || h > MAX_INPUT_SIDE) {
+                w % 32 || h % 32 || w > CAPTCHA_MAX_INPUT_SIDE || h > CAPTCHA_MAX_INPUT_SIDE) {
                 message("--input: expected WIDTHxHEIGHT, multiples of 32 in 32..%d (e.g. 128x32), "
                         "got \"%s\"",
-                        MAX_INPUT_SIDE, optarg);
+                        CAPTCHA_MAX_INPUT_SIDE, optarg);
                 return EXIT_USAGE;
             }
             opt->input_width = w;
