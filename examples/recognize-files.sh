@@ -4,7 +4,8 @@
 #     path<TAB>text<TAB>confidence
 # (text and confidence empty when the element gave no result), the
 # confidence with 4 decimals, as captcha-predict prints it, so that the two
-# outputs can be compared with diff.
+# outputs can be compared with diff (for paths without backslashes or control
+# characters: captcha-predict prints those C-escaped, this script as they are).
 #
 # Usage: recognize-files.sh [--model FILE] [--device auto|cpu|cuda] [FILE|DIR]...
 #   Without FILE/DIR: the shared test split ../shared/data/captcha-v2/test
