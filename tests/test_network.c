@@ -10,7 +10,10 @@
  *  - the CPU backend's Winograd inference convolutions agree with direct convolution on the
  *    bundled (trained) model, and the whole fast inference path (blocked layouts, Winograd)
  *    with plain NCHW direct convolutions at other input sizes: logits within 1e-4;
+ *  - the CPU backend's caches stay bounded across batch sizes, and evicted primitives give
+ *    the same logits when made again;
  *  - bad arguments are refused with a message. */
+#include <malloc.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -157,38 +160,65 @@ static void expect_same_eval_logits(captcha_network *x, captcha_network *y, cons
     assert_true(diff <= 1e-4);
 }
 
-/* Winograd convolution rounds differently from direct convolution; on trained weights the
- * logits must still agree to 1e-4 (the PyTorch parity tolerance). */
-static void test_winograd_matches_direct(void **state)
+/* expect_same_eval_logits for two reference-geometry (32x128, 180 logits) networks at each
+ * batch size of batches[0..count), on one uniform [-1, 1] input; label names the pair. */
+static void expect_same_over_batches(captcha_network *x, captcha_network *y, const int *batches,
+                                     size_t count, const char *label)
 {
-    (void)state;
-    const char *path = CAPTCHA_SOURCE_DIR "/model/captcha-default.safetensors";
-    captcha_backend *direct = NULL;
-    captcha_network *fast = NULL, *plain = NULL;
-    captcha_error err = {0};
-    setenv("CAPTCHA_CPU_CONV_ALG", "direct", 1);
-    captcha_status status = captcha_backend_cpu_create(2, &direct, &err);
-    unsetenv("CAPTCHA_CPU_CONV_ALG");
-    assert_int_equal(status, CAPTCHA_OK);
-    if (captcha_model_load(path, backend, &fast, NULL, 0, &err) ||
-        captcha_model_load(path, direct, &plain, NULL, 0, &err))
-        fail_msg("%s", err.message);
-    /* batch 1: F(2x2,3x3) on blocks 3-4 (oneDNN offers it at batches 1-2 only), F(4x4,3x3)
-     * on blocks 1-2; batch 3: F(4x4,3x3) everywhere */
-    const int batches[] = {1, 3}, max_batch = 3, classes = 180;
+    int max_batch = 1;
+    for (size_t i = 0; i < count; i++)
+        max_batch = batches[i] > max_batch ? batches[i] : max_batch;
+    const int classes = 180;
     const size_t per_image = 3 * 32 * 128;
     float *input = malloc(sizeof(float) * per_image * max_batch);
     float *a = malloc(sizeof(float) * classes * max_batch);
     float *b = malloc(sizeof(float) * classes * max_batch);
     captcha_test_fill_uniform(input, per_image * max_batch, -1, 1, 5);
-    for (size_t i = 0; i < sizeof batches / sizeof batches[0]; i++) {
-        char what[64];
-        snprintf(what, sizeof what, "bundled model, batch %d, Winograd vs direct", batches[i]);
-        expect_same_eval_logits(fast, plain, input, batches[i], classes, a, b, what);
+    for (size_t i = 0; i < count; i++) {
+        char what[96];
+        snprintf(what, sizeof what, "batch %d, %s", batches[i], label);
+        expect_same_eval_logits(x, y, input, batches[i], classes, a, b, what);
     }
     free(input);
     free(a);
     free(b);
+}
+
+/* A CPU backend created with environment variable name=value (unset again after). */
+static captcha_backend *backend_with_env(const char *name, const char *value)
+{
+    captcha_backend *made = NULL;
+    captcha_error err = {0};
+    setenv(name, value, 1);
+    captcha_status status = captcha_backend_cpu_create(2, &made, &err);
+    unsetenv(name);
+    if (status != CAPTCHA_OK)
+        fail_msg("cpu backend with %s=%s: %s", name, value, err.message);
+    return made;
+}
+
+/* The bundled (trained) model on backend `on`. */
+static captcha_network *load_bundled(captcha_backend *on)
+{
+    captcha_network *net = NULL;
+    captcha_error err = {0};
+    if (captcha_model_load(CAPTCHA_SOURCE_DIR "/model/captcha-default.safetensors", on, &net,
+                           NULL, 0, &err) != CAPTCHA_OK)
+        fail_msg("%s", err.message);
+    return net;
+}
+
+/* Winograd convolution rounds differently from direct convolution; on trained weights the
+ * logits must still agree to 1e-4 (the PyTorch parity tolerance). */
+static void test_winograd_matches_direct(void **state)
+{
+    (void)state;
+    captcha_backend *direct = backend_with_env("CAPTCHA_CPU_CONV_ALG", "direct");
+    captcha_network *fast = load_bundled(backend), *plain = load_bundled(direct);
+    /* batch 1: F(2x2,3x3) on blocks 3-4 (oneDNN offers it at batches 1-2 only), F(4x4,3x3)
+     * on blocks 1-2; batch 3: F(4x4,3x3) everywhere */
+    static const int batches[] = {1, 3};
+    expect_same_over_batches(fast, plain, batches, 2, "bundled model, Winograd vs direct");
     captcha_network_destroy(fast);
     captcha_network_destroy(plain);
     captcha_backend_destroy(direct);
@@ -202,12 +232,8 @@ static void test_fast_path_geometries(void **state)
 {
     (void)state;
     static const int sizes[][2] = {{32, 32}, {96, 64}, {256, 32}}; /* width, height */
-    captcha_backend *plain_backend = NULL;
+    captcha_backend *plain_backend = backend_with_env("CAPTCHA_CPU_CONV_LAYOUT", "plain");
     captcha_error err = {0};
-    setenv("CAPTCHA_CPU_CONV_LAYOUT", "plain", 1);
-    captcha_status status = captcha_backend_cpu_create(2, &plain_backend, &err);
-    unsetenv("CAPTCHA_CPU_CONV_LAYOUT");
-    assert_int_equal(status, CAPTCHA_OK);
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         captcha_config config;
         captcha_config_reference(&config);
@@ -243,6 +269,59 @@ static void test_fast_path_geometries(void **state)
         captcha_network_destroy(plain);
     }
     captcha_backend_destroy(plain_backend);
+}
+
+/* Bytes the C allocator has handed out and not taken back, in MiB (glibc mallinfo2: heap in
+ * use plus mmap-ed blocks); -1 where it reports nothing (a sanitizer's allocator). Freed
+ * memory that is reused does not count, unlike resident memory. */
+static double allocated_mib(void)
+{
+    struct mallinfo2 info = mallinfo2();
+    size_t bytes = info.uordblks + info.hblkhd;
+    return bytes ? (double)bytes / (1024.0 * 1024.0) : -1.0;
+}
+
+/* The CPU backend's caches stay bounded when the batch size keeps changing (the element
+ * reads as many regions as a frame has): the reordered weights are shared by every batch
+ * size (they took ~13 MiB more per batch size when each cached primitive had its own
+ * copy; now only the primitives, ~1 MiB, are per size), and with the primitive cache
+ * capped (CAPTCHA_CPU_MAX_PRIMITIVES=8, far below one forward's 20) primitives evicted
+ * and made again give the same logits. */
+static void test_caches_bounded_across_batch_sizes(void **state)
+{
+    (void)state;
+    captcha_backend *small = backend_with_env("CAPTCHA_CPU_MAX_PRIMITIVES", "8");
+    captcha_network *net = load_bundled(backend), *evicting = load_bundled(small);
+    captcha_error err = {0};
+    const int max_batch = 8, classes = 180;
+    const size_t per_image = 3 * 32 * 128;
+    float *input = malloc(sizeof(float) * per_image * max_batch);
+    float *logits = malloc(sizeof(float) * classes * max_batch);
+    captcha_test_fill_uniform(input, per_image * max_batch, -1, 1, 13);
+    /* the largest batch first: activation buffers and scratch reach their size */
+    assert_int_equal(
+        captcha_network_forward(net, input, max_batch, CAPTCHA_MODE_EVAL, logits, &err),
+        CAPTCHA_OK);
+    double before = allocated_mib();
+    for (int n = 1; n < max_batch; n++)
+        assert_int_equal(captcha_network_forward(net, input, n, CAPTCHA_MODE_EVAL, logits, &err),
+                         CAPTCHA_OK);
+    double growth = allocated_mib() - before;
+    if (before < 0) {
+        fprintf(stderr, "mallinfo2 reports nothing (sanitizer allocator): memory not checked\n");
+    } else {
+        fprintf(stderr, "batch sizes 1-7 after 8: allocations grew by %.1f MiB (limit 20)\n",
+                growth);
+        assert_true(growth < 20.0);
+    }
+    free(input);
+    free(logits);
+    static const int order[] = {1, 3, 2, 3, 1, 8};
+    expect_same_over_batches(evicting, net, order, sizeof order / sizeof order[0],
+                             "8 cached primitives vs unbounded");
+    captcha_network_destroy(net);
+    captcha_network_destroy(evicting);
+    captcha_backend_destroy(small);
 }
 
 /* Train-mode loss at the current parameters (the forward also updates running statistics,
@@ -389,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_batch_independence),
         cmocka_unit_test(test_winograd_matches_direct),
         cmocka_unit_test(test_fast_path_geometries),
+        cmocka_unit_test(test_caches_bounded_across_batch_sizes),
         cmocka_unit_test(test_gradient_finite_differences),
         cmocka_unit_test(test_bad_arguments),
     };

@@ -104,10 +104,19 @@ typedef struct op_entry {
     struct op_entry *next;
 } op_entry;
 
-/* A reordered (blocked) copy of a weight tensor, valid until invalidate_cache. */
+/* Cached primitives kept at most (least recently used evicted): the reference
+ * network's inference takes 20 per batch size, a training step about 60; 1024
+ * is also oneDNN's own primitive cache capacity. CAPTCHA_CPU_MAX_PRIMITIVES
+ * overrides it (tests). */
+#define CPU_MAX_ENTRIES 1024
+
+/* A reordered (blocked) copy of a weight tensor, valid until invalidate_cache. It
+ * is shared by every entry that reads the same pointer in the same plain layout
+ * into the same blocked layout (e.g. one convolution at several batch sizes):
+ * one copy per entry grew the backend by ~13 MB for each batch size met. */
 typedef struct weight_copy {
     const float *weight;
-    const op_entry *entry;
+    dnnl_memory_desc_t user_md, inner_md;
     void *buffer;
     struct weight_copy *next;
 } weight_copy;
@@ -116,7 +125,9 @@ typedef struct {
     captcha_backend base;
     dnnl_engine_t engine;
     dnnl_stream_t stream;
-    op_entry *entries;
+    op_entry *entries; /* most recently used first */
+    int entry_count;
+    int max_entries; /* CPU_MAX_ENTRIES unless CAPTCHA_CPU_MAX_PRIMITIVES says (>= 1) */
     weight_copy *weight_copies;
     int prefer_blocked; /* convolutions: let oneDNN choose layouts (default 1) */
     int native_block;   /* channel block of the native activation layout: 16 (AVX-512), 8 */
@@ -202,9 +213,16 @@ static void op_entry_destroy(op_entry *entry)
 static op_entry *cache_find(cpu_backend *cpu, const op_key *key)
 {
     omp_set_num_threads(cpu->base.threads);
-    for (op_entry *e = cpu->entries; e; e = e->next)
-        if (!memcmp(&e->key, key, sizeof *key))
+    for (op_entry **link = &cpu->entries; *link; link = &(*link)->next) {
+        op_entry *e = *link;
+        if (!memcmp(&e->key, key, sizeof *key)) {
+            /* most recently used first: the list's tail is what entry_finish evicts */
+            *link = e->next;
+            e->next = cpu->entries;
+            cpu->entries = e;
             return e;
+        }
+    }
     return NULL;
 }
 
@@ -286,12 +304,16 @@ static captcha_status ensure_temp(cpu_backend *cpu, int slot, size_t bytes, capt
 }
 
 /* Binds the reordered copy of a cached weight (making it on first use). */
-static captcha_status bind_weight_copy(cpu_backend *cpu, const op_entry *entry, op_arg *a,
-                                       const void *pointer, captcha_error *err)
+static captcha_status bind_weight_copy(cpu_backend *cpu, op_arg *a, const void *pointer,
+                                       captcha_error *err)
 {
     captcha_status status = CAPTCHA_OK;
+    const dnnl_memory_desc_t *user_md, *inner_md;
+    DNNL_CHECK(dnnl_memory_get_memory_desc(a->user, &user_md));
+    DNNL_CHECK(dnnl_memory_get_memory_desc(a->inner, &inner_md));
     for (weight_copy *w = cpu->weight_copies; w; w = w->next) {
-        if (w->weight == pointer && w->entry == entry) {
+        if (w->weight == pointer && dnnl_memory_desc_equal(&w->user_md, user_md) &&
+            dnnl_memory_desc_equal(&w->inner_md, inner_md)) {
             DNNL_CHECK(dnnl_memory_set_data_handle(a->inner, w->buffer));
             return CAPTCHA_OK;
         }
@@ -306,7 +328,8 @@ static captcha_status bind_weight_copy(cpu_backend *cpu, const op_entry *entry, 
                             a->inner_bytes);
     }
     w->weight = pointer;
-    w->entry = entry;
+    w->user_md = *user_md;
+    w->inner_md = *inner_md;
     w->next = cpu->weight_copies;
     cpu->weight_copies = w;
     DNNL_CHECK(dnnl_memory_set_data_handle(a->inner, w->buffer));
@@ -333,7 +356,7 @@ static captcha_status run_entry_inout(cpu_backend *cpu, op_entry *entry, void *c
         if (!a->inner)
             continue;
         if (a->cache_by_pointer) {
-            status = bind_weight_copy(cpu, entry, a, pointers[i], err);
+            status = bind_weight_copy(cpu, a, pointers[i], err);
             if (status != CAPTCHA_OK)
                 return status;
             continue;
@@ -388,6 +411,19 @@ static captcha_status entry_finish(cpu_backend *cpu, op_entry *entry, dnnl_primi
     entry->next = cpu->entries;
     cpu->entries = entry;
     *out = entry;
+    /* Bounded: a stream whose batch size keeps changing (roi-type with a varying
+     * number of regions) would otherwise keep ~20 primitives (~0.9 MB of JIT code
+     * and descriptors) for every batch size it ever met. Each op uses one entry at
+     * a time, so evicting the least recently used one cannot pull an entry from
+     * under a running op. */
+    if (++cpu->entry_count > cpu->max_entries) {
+        op_entry **link = &cpu->entries;
+        while ((*link)->next)
+            link = &(*link)->next;
+        op_entry_destroy(*link);
+        *link = NULL;
+        cpu->entry_count--;
+    }
     return CAPTCHA_OK;
 fail:
     return status;
@@ -1578,6 +1614,9 @@ captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, ca
     /* oneDNN here runs on OpenMP: this sets the threads of its primitives and
      * of our loops alike */
     omp_set_num_threads(cpu->base.threads);
+    const char *max_primitives = getenv("CAPTCHA_CPU_MAX_PRIMITIVES");
+    cpu->max_entries = max_primitives && atoi(max_primitives) >= 1 ? atoi(max_primitives)
+                                                                    : CPU_MAX_ENTRIES;
     const char *layout = getenv("CAPTCHA_CPU_CONV_LAYOUT");
     cpu->prefer_blocked = !(layout && !strcmp(layout, "plain"));
     const char *algorithm = getenv("CAPTCHA_CPU_CONV_ALG");
