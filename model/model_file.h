@@ -54,8 +54,13 @@ captcha_status captcha_model_read_config(const char *path, captcha_config *confi
  * the network, validates every tensor (present, dtype F32 (I64 for
  * num_batches_tracked), shape as the config implies, offsets inside the data
  * section and not overlapping, header size inside the file, every value
- * finite, running variances >= 0) and copies the data. On any failure nothing is returned and nothing leaks; the message
- * names the file and the tensor or field with expected versus found. */
+ * finite, running variances >= 0) and copies the data. backend is not owned: it
+ * must outlive the network (as in captcha_network_create). notice (may be NULL,
+ * notice_size bytes) receives a one-line remark when defaults were assumed (a
+ * plain PyTorch state_dict without our metadata), else "". path must name a
+ * regular file (a FIFO, device or folder is refused without being read). On any
+ * failure *out is NULL, nothing leaks, and the message names the file and the
+ * tensor or field with expected versus found. */
 captcha_status captcha_model_load(const char *path, captcha_backend *backend,
                                   captcha_network **out, char *notice, size_t notice_size,
                                   captcha_error *err);

@@ -736,9 +736,24 @@ static captcha_status check_batch(const captcha_network *net, int batch, int min
                                   captcha_error *err)
 {
     (void)net;
-    if (batch < minimum || batch > 65536)
+    if (batch < minimum || batch > CAPTCHA_MAX_BATCH)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "batch size %d out of range (%d..65536)", batch, minimum);
+                            "batch size %d out of range (%d..%d)", batch, minimum,
+                            CAPTCHA_MAX_BATCH);
+    return CAPTCHA_OK;
+}
+
+/* The caller's buffers of a forward pass, named as the header names them. */
+static captcha_status check_buffers(const char *function, const void *input, const void *logits,
+                                    int logits_optional, captcha_error *err)
+{
+    if (!input)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "%s: input is NULL (expected [batch, 3, H, W] floats)", function);
+    if (!logits && !logits_optional)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "%s: logits is NULL (expected [batch, length * charset_size] floats)",
+                            function);
     return CAPTCHA_OK;
 }
 
@@ -746,6 +761,7 @@ captcha_status captcha_network_forward(captcha_network *net, const float *input,
                                        captcha_mode mode, float *logits, captcha_error *err)
 {
     const int train = mode == CAPTCHA_MODE_TRAIN;
+    TRY(check_buffers("captcha_network_forward", input, logits, 0, err));
     TRY(check_batch(net, batch, train ? 2 : 1, err));
     TRY(ensure_activations(net, batch, train, err));
     set_shapes(net, batch);
@@ -766,6 +782,7 @@ captcha_status captcha_network_forward(captcha_network *net, const float *input,
 captcha_status captcha_network_forward_device(captcha_network *net, const float *input, int batch,
                                               float *logits, captcha_error *err)
 {
+    TRY(check_buffers("captcha_network_forward_device", input, logits, 0, err));
     TRY(check_batch(net, batch, 1, err));
     TRY(ensure_activations(net, batch, 0, err));
     set_shapes(net, batch);
@@ -888,6 +905,11 @@ captcha_status captcha_network_forward_backward(captcha_network *net, const floa
                                                 const float *targets, int batch, float *loss,
                                                 float *logits, captcha_error *err)
 {
+    TRY(check_buffers("captcha_network_forward_backward", input, logits, 1, err));
+    if (!targets || !loss)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "captcha_network_forward_backward: %s is NULL", !targets ? "targets"
+                                                                                     : "loss");
     TRY(check_batch(net, batch, 2, err));
     TRY(ensure_activations(net, batch, 1, err));
     set_shapes(net, batch);

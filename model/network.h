@@ -1,4 +1,5 @@
-/* The reference residual network (see ../shared/notes/architecture.md).
+/* The reference residual network (README.md, "The network"; the design notes it follows
+ * are the team's ../shared/notes/architecture.md, outside this repository).
  *
  * input [N, 3, H, W] (NCHW, normalized)
  *   -> 6 residual blocks, (in -> out, stride): 3->32 s1, 32->64 s2, 64->64 s2,
@@ -34,6 +35,7 @@ extern "C" {
 #define CAPTCHA_NUM_BLOCKS 6
 #define CAPTCHA_BATCHNORM_EPS 1e-5f
 #define CAPTCHA_BATCHNORM_MOMENTUM 0.1f
+#define CAPTCHA_MAX_BATCH 65536 /* images per forward call */
 
 typedef struct captcha_network captcha_network;
 
@@ -118,9 +120,20 @@ void captcha_network_set_adam_step_count(captcha_network *network, int64_t value
  * EVAL uses running statistics (batch norm folded into the convolutions, one
  * fused conv+bias(+residual)+ReLU call per convolution); TRAIN uses batch
  * statistics, updates the running statistics and num_batches_tracked, and keeps
- * the activations for captcha_network_backward. batch >= 1 (TRAIN: >= 2, as
- * PyTorch refuses batch statistics of one value per channel at the last block).
- */
+ * the activations for captcha_network_backward. batch in 1..CAPTCHA_MAX_BATCH
+ * (TRAIN: >= 2, as PyTorch refuses batch statistics of one value per channel at
+ * the last block).
+ *
+ * An image's EVAL logits do not depend on the other images of the batch, but
+ * the backend may pick a different kernel for another batch size (CPU:
+ * Winograd F(2x2,3x3) at batches 1-2, F(4x4,3x3) above), so they can differ in
+ * float32 rounding, up to ~1e-5 here (a confidence in its 4th decimal).
+ *
+ * Errors: CAPTCHA_ERROR_INVALID_ARGUMENT for a NULL input or logits or a batch
+ * out of range (the message names which); CAPTCHA_ERROR_OUT_OF_MEMORY when the
+ * activations for batch cannot be allocated; CAPTCHA_ERROR_BACKEND when the
+ * backend fails (the message carries its reason). A network is used by one
+ * thread at a time (see backend.h). */
 captcha_status captcha_network_forward(captcha_network *network, const float *input, int batch,
                                        captcha_mode mode, float *logits, captcha_error *err);
 

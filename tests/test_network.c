@@ -446,6 +446,22 @@ static void test_bad_arguments(void **state)
     assert_int_equal(captcha_network_forward(net, input, 0, CAPTCHA_MODE_EVAL, logits, &err),
                      CAPTCHA_ERROR_INVALID_ARGUMENT);
     assert_non_null(strstr(err.message, "batch"));
+    /* NULL buffers are named as the header names them */
+    assert_int_equal(captcha_network_forward(net, NULL, 1, CAPTCHA_MODE_EVAL, logits, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "input is NULL"));
+    assert_int_equal(captcha_network_forward(net, input, 1, CAPTCHA_MODE_EVAL, NULL, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "logits is NULL"));
+    assert_int_equal(captcha_network_forward(net, input, CAPTCHA_MAX_BATCH + 1, CAPTCHA_MODE_EVAL,
+                                             logits, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "65536"));
+    float loss_value;
+    assert_int_equal(
+        captcha_network_forward_backward(net, input, NULL, 2, &loss_value, NULL, &err),
+        CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "targets is NULL"));
     /* batch statistics need more than one value per channel */
     float loss;
     assert_int_equal(captcha_network_forward_backward(net, input, targets, 1, &loss, NULL, &err),
