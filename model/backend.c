@@ -1,6 +1,7 @@
 #include "backend.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -63,8 +64,10 @@ int captcha_backend_cuda_built(void)
 typedef captcha_status (*cuda_module_create_fn)(int gpu_id, captcha_backend **out,
                                                 captcha_error *err);
 
-/* Loads the CUDA backend module once per process (it stays loaded): $CAPTCHA_CUDA_MODULE,
- * else the build tree's, else the installed one. NULL with the reason in err. */
+/* Loads the CUDA backend module once per process (it stays loaded): $CAPTCHA_CUDA_MODULE
+ * when set (and only it: a wrong path there is an error naming it, not a silent fall back
+ * to another module), else the build tree's, else the installed one. NULL with the reason
+ * in err. */
 static cuda_module_create_fn load_cuda_module(captcha_error *err)
 {
     static cuda_module_create_fn create;
@@ -72,10 +75,16 @@ static cuda_module_create_fn load_cuda_module(captcha_error *err)
     pthread_mutex_lock(&lock);
     if (!create) {
         const char *env = getenv("CAPTCHA_CUDA_MODULE");
-        const char *candidates[3] = {env && *env ? env : NULL,
-                                     CAPTCHA_BUILD_DIR "/model/libcaptcha-cuda.so",
-                                     CAPTCHA_CUDA_MODULE_INSTALL_DIR "/libcaptcha-cuda.so"};
+        const int explicit_path = env && *env;
+        const char *candidates[3] = {explicit_path ? env : NULL,
+                                     explicit_path ? NULL
+                                                   : CAPTCHA_BUILD_DIR "/model/libcaptcha-cuda.so",
+                                     explicit_path
+                                         ? NULL
+                                         : CAPTCHA_CUDA_MODULE_INSTALL_DIR "/libcaptcha-cuda.so"};
         char reasons[CAPTCHA_ERROR_MESSAGE_SIZE] = "";
+        if (explicit_path && access(env, F_OK) != 0)
+            snprintf(reasons, sizeof reasons, "CAPTCHA_CUDA_MODULE=%s: %s", env, strerror(errno));
         for (int i = 0; i < 3 && !create; i++) {
             if (!candidates[i] || access(candidates[i], F_OK) != 0)
                 continue;

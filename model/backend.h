@@ -239,9 +239,22 @@ captcha_status captcha_backend_create(captcha_device device, int gpu_id, int thr
 void captcha_backend_destroy(captcha_backend *backend);
 
 /* Per-backend constructors. The CUDA backend lives in a module, libcaptcha-cuda.so
- * (model/cuda/backend_cuda.cu), loaded on first use from $CAPTCHA_CUDA_MODULE, the build
- * tree or the install directory, so programs linking this library start on machines
- * without the CUDA libraries; a missing module or library is CAPTCHA_ERROR_UNAVAILABLE. */
+ * (model/cuda/backend_cuda.cu), loaded on first use from $CAPTCHA_CUDA_MODULE when that is
+ * set (a path that does not load is an error naming it), else from the build tree this
+ * library was built in (its absolute path is compiled in) or the install directory, so
+ * programs linking this library start on machines without the CUDA libraries; a missing
+ * module or library is CAPTCHA_ERROR_UNAVAILABLE.
+ *
+ * Threads: a backend, and the networks made on it, are used by one thread at a time (no
+ * internal locking); a backend made in one thread may be used in another. Use one backend
+ * per thread for parallel work. Networks sharing one backend are correct, but each one's
+ * batch-norm fold drops the backend's cached weight copies, so alternating between them
+ * after weight changes costs re-copies.
+ *
+ * OpenMP (CPU backend): oneDNN runs on OpenMP here and takes a primitive's thread count
+ * from the calling thread's setting, so captcha_backend_cpu_create and every CPU op call
+ * omp_set_num_threads(threads) on the calling thread: the caller's own OpenMP regions in
+ * that thread then run with the backend's thread count as well. */
 captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, captcha_error *err);
 captcha_status captcha_backend_cuda_create(int gpu_id, captcha_backend **out, captcha_error *err);
 

@@ -1,8 +1,10 @@
-/* captcha_config: reference values, validation messages, charset rules; device parsing. */
+/* captcha_config: reference values, validation messages, charset rules; device parsing; a
+ * wrong $CAPTCHA_CUDA_MODULE named in the error. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -92,9 +94,35 @@ static void test_device_parse(void **state)
     assert_non_null(strstr(err.message, "\"tpu\""));
 }
 
+/* An explicit $CAPTCHA_CUDA_MODULE that does not exist is an error naming it, for CUDA and
+ * for AUTO's fallback reason (it used to be skipped silently for the build tree's module).
+ * First in this process: the module, once loaded, stays loaded. */
+static void test_cuda_module_path(void **state)
+{
+    (void)state;
+    captcha_backend *backend = NULL;
+    captcha_error err = {0};
+    char reason[CAPTCHA_ERROR_MESSAGE_SIZE];
+    const char *path = "/nonexistent/libcaptcha-cuda.so";
+    setenv("CAPTCHA_CUDA_MODULE", path, 1);
+    captcha_status status = captcha_backend_cuda_create(0, &backend, &err);
+    assert_int_equal(status, CAPTCHA_ERROR_UNAVAILABLE);
+    assert_null(backend);
+    if (captcha_backend_cuda_built())
+        assert_non_null(strstr(err.message, "CAPTCHA_CUDA_MODULE=/nonexistent/libcaptcha-cuda.so"));
+    assert_int_equal(captcha_backend_create(CAPTCHA_DEVICE_AUTO, 0, 1, &backend, reason,
+                                            sizeof reason, &err),
+                     CAPTCHA_OK);
+    if (captcha_backend_cuda_built())
+        assert_non_null(strstr(reason, path));
+    captcha_backend_destroy(backend);
+    unsetenv("CAPTCHA_CUDA_MODULE");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cuda_module_path),
         cmocka_unit_test(test_reference),
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_charset_rules),
