@@ -5,7 +5,9 @@
 # (text and confidence empty when the element gave no result), the
 # confidence with 4 decimals, as captcha-predict prints it, so that the two
 # outputs can be compared with diff (for paths without backslashes or control
-# characters: captcha-predict prints those C-escaped, this script as they are).
+# characters: captcha-predict prints those C-escaped, this script as they are;
+# and with `captcha-predict --batch 1`: at its default batch of 32 the CPU
+# kernels round differently, which can move a confidence in its 4th decimal).
 #
 # Usage: recognize-files.sh [--model FILE] [--device auto|cpu|cuda] [FILE|DIR]...
 #   Without FILE/DIR: the shared test split ../shared/data/captcha-v2/test

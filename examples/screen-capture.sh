@@ -51,6 +51,12 @@ if [ -z "$width" ] || [ -z "$height" ]; then
     exit 1
 fi
 
+case "$x$y" in *[!0-9]*) echo "--x and --y take non-negative integers" >&2; exit 2 ;; esac
+if [ $((x + width)) -gt 1280 ] || [ $((y + height)) -gt 720 ]; then
+    echo "warning: a ${width}x${height} image at $x,$y does not fit the 1280x720 screen:" \
+        "only its visible part is read, so the two lines may differ" >&2
+fi
+
 # Prints "text confidence x,y widthxheight" from the -m output's first
 # captcha message.
 first_result() {

@@ -358,7 +358,9 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    */
   g_object_class_install_property (gobject_class, PROP_ROI_X,
       g_param_spec_int ("roi-x", "ROI x",
-          "Left column of the region read, frame pixels (roi-type unset)",
+          "Left column of the region read, frame pixels (roi-type unset); a "
+          "region partly outside the frame is clipped (the result reports "
+          "what was read), one wholly outside warns and gives no result",
           0, G_MAXINT, DEFAULT_ROI_X, G_PARAM_READWRITE |
           G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_PLAYING));
 
@@ -426,7 +428,8 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
   g_object_class_install_property (gobject_class, PROP_INTERVAL,
       g_param_spec_uint ("interval", "Interval",
           "Read every Nth frame; frames in between carry the last results "
-          "marked reused=TRUE", 1, G_MAXUINT, DEFAULT_INTERVAL,
+          "marked reused=TRUE; GAP buffers are not counted", 1, G_MAXUINT,
+          DEFAULT_INTERVAL,
           G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_PLAYING));
 

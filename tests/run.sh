@@ -2,9 +2,10 @@
 # The whole test suite from a fresh clone (the README's test command; CI runs it):
 #  1. installs the Debian packages (.ci/install-deps.sh),
 #  2. builds in build/ (release, every feature found) and runs every test,
-#  3. builds in build-asan/ with AddressSanitizer (+LeakSanitizer) and runs the unit and
-#     element tests again,
-#  4. prints one closing line "tests: N passed, N failed, N skipped".
+#  3. builds in build-asan/ with AddressSanitizer (+LeakSanitizer) and runs every test again
+#     but the "slow" suite,
+#  4. prints why each skipped test skipped, then one closing line
+#     "tests: N passed, N failed, N skipped".
 # Tests that need what this machine lacks (a GPU, python3-torch, the shared data set) skip
 # with exit code 77 and say why.
 set -euo pipefail
@@ -37,9 +38,15 @@ import json, sys
 counts = {"passed": 0, "failed": 0, "skipped": 0}
 for path in sys.argv[1:]:
     for line in open(path):
-        r = json.loads(line)["result"]
+        entry = json.loads(line)
+        r = entry["result"]
         key = {"OK": "passed", "SKIP": "skipped", "EXPECTEDFAIL": "passed"}.get(r, "failed")
         counts[key] += 1
+        if r == "SKIP":
+            said = (entry.get("stdout") or "") + (entry.get("stderr") or "")
+            reason = " / ".join(l.strip() for l in said.splitlines() if "skip" in l.lower())
+            build = path.split("/")[0]
+            print(f"skipped: {entry['name']} ({build}): {reason or said.strip()[-200:] or 'no reason printed'}")
 print(f"tests: {counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
 PY
 exit $status
