@@ -66,11 +66,16 @@ captcha_status captcha_config_validate(const captcha_config *config, captcha_err
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
                             "channel_order is \"%s\", expected \"BGR\" or \"RGB\"",
                             config->channel_order);
-    if (!isfinite(config->mean))
-        return captcha_fail(err, CAPTCHA_ERROR_FORMAT, "mean is not a finite number");
-    if (!isfinite(config->std) || config->std <= 0)
-        return captcha_fail(err, CAPTCHA_ERROR_FORMAT, "std is %g, expected a positive number",
-                            config->std);
+    /* (x/255 - mean) / std with x/255 in [0, 1] stays finite and below ~1e12 */
+    if (!(fabsf(config->mean) <= CAPTCHA_MAX_NORMALIZATION))
+        return captcha_fail(err, CAPTCHA_ERROR_FORMAT, "mean is %g, expected -%g..%g",
+                            (double)config->mean, (double)CAPTCHA_MAX_NORMALIZATION,
+                            (double)CAPTCHA_MAX_NORMALIZATION);
+    if (!(config->std >= 1.0f / CAPTCHA_MAX_NORMALIZATION &&
+          config->std <= CAPTCHA_MAX_NORMALIZATION))
+        return captcha_fail(err, CAPTCHA_ERROR_FORMAT, "std is %g, expected %g..%g",
+                            (double)config->std, 1.0 / CAPTCHA_MAX_NORMALIZATION,
+                            (double)CAPTCHA_MAX_NORMALIZATION);
     return CAPTCHA_OK;
 }
 

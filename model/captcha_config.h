@@ -16,6 +16,7 @@ extern "C" {
 #define CAPTCHA_MAX_CHARSET 128     /* characters in a charset (single-byte ASCII) */
 #define CAPTCHA_MAX_LENGTH 32       /* characters in a code */
 #define CAPTCHA_MAX_INPUT_SIDE 4096 /* network input height/width in pixels (multiples of 32) */
+#define CAPTCHA_MAX_NORMALIZATION 1e6f /* |mean| at most, std in 1/this..this */
 
 /* The reference design's values. */
 #define CAPTCHA_REFERENCE_CHARSET "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -40,8 +41,12 @@ typedef struct {
  * input 32x128, BGR, mean 0.5, std 0.5. */
 void captcha_config_reference(captcha_config *config);
 
-/* Checks every field's range; the message names the field and its value.
- * Returns CAPTCHA_ERROR_FORMAT on failure. */
+/* Checks every field's range; the message names the field and its value:
+ * charset (captcha_config_set_charset's rules), length 1..CAPTCHA_MAX_LENGTH,
+ * input height and width multiples of 32 in 32..CAPTCHA_MAX_INPUT_SIDE,
+ * channel_order "BGR" or "RGB", |mean| <= CAPTCHA_MAX_NORMALIZATION and std in
+ * 1/CAPTCHA_MAX_NORMALIZATION..CAPTCHA_MAX_NORMALIZATION (so the normalized input
+ * stays finite). Returns CAPTCHA_ERROR_FORMAT on failure; err may be NULL. */
 captcha_status captcha_config_validate(const captcha_config *config, captcha_error *err);
 
 /* Sets config->charset (and charset_size) from a NUL-terminated string,

@@ -387,13 +387,13 @@ static int compare_begin(const void *a, const void *b)
     return x->begin < y->begin ? -1 : x->begin > y->begin;
 }
 
-/* No two non-empty byte ranges may share a byte. */
+/* No two non-empty byte ranges may share a byte, and together they cover the data
+ * section without a gap (as the safetensors format requires: its reference reader
+ * refuses a file with bytes that belong to no tensor). */
 static captcha_status check_overlaps(const model_file *file, tensor_entry *entries, size_t count,
                                      captcha_error *err)
 {
-    if (count < 2)
-        return CAPTCHA_OK;
-    tensor_entry **sorted = malloc(count * sizeof *sorted);
+    tensor_entry **sorted = malloc((count ? count : 1) * sizeof *sorted);
     if (!sorted)
         return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "%s: out of memory", file->path);
     size_t n = 0;
@@ -402,16 +402,29 @@ static captcha_status check_overlaps(const model_file *file, tensor_entry *entri
             sorted[n++] = &entries[i];
     qsort(sorted, n, sizeof *sorted, compare_begin);
     captcha_status status = CAPTCHA_OK;
-    for (size_t i = 1; i < n; i++) {
-        const tensor_entry *a = sorted[i - 1], *b = sorted[i];
-        if (b->begin < a->end) {
+    uint64_t covered = 0; /* bytes [0, covered) belong to the tensors seen so far */
+    for (size_t i = 0; i < n && status == CAPTCHA_OK; i++) {
+        const tensor_entry *b = sorted[i];
+        if (i > 0 && b->begin < sorted[i - 1]->end) {
+            const tensor_entry *a = sorted[i - 1];
             status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
                                   "%s: tensors %s (data_offsets [%" PRIu64 ", %" PRIu64
                                   "]) and %s ([%" PRIu64 ", %" PRIu64 "]) overlap",
                                   file->path, a->name, a->begin, a->end, b->name, b->begin, b->end);
-            break;
+        } else if (b->begin > covered) {
+            status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                                  "%s: data bytes [%" PRIu64 ", %" PRIu64
+                                  ") belong to no tensor (the next, %s, starts at %" PRIu64
+                                  "): a safetensors data section has no gaps",
+                                  file->path, covered, b->begin, b->name, b->begin);
         }
+        covered = b->end;
     }
+    if (status == CAPTCHA_OK && covered < file->data_size)
+        status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                              "%s: data bytes [%" PRIu64 ", %" PRIu64
+                              ") after the last tensor belong to no tensor (trailing data?)",
+                              file->path, covered, file->data_size);
     free(sorted);
     return status;
 }
@@ -448,25 +461,51 @@ static captcha_status parse_int_value(const char *path, const char *key, const c
     return CAPTCHA_OK;
 }
 
-/* A finite decimal number, the whole string (strtof syntax without leading space). */
+/* A decimal number, the whole string: optional sign, digits with an optional '.'
+ * fraction, optional exponent (no hex, inf, nan, spaces or suffix), whose magnitude is
+ * 0 or in [1e-30, 1e30] (anything else: a typo or corruption; captcha_config_validate
+ * then checks the mean and std ranges). */
 static captcha_status parse_float_value(const char *path, const char *key, const char *text,
                                         float *out, captcha_error *err)
 {
-    char *end = NULL;
-    errno = 0;
-    /* '.' as the decimal point whatever the application's LC_NUMERIC */
-    locale_t c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
-    locale_t previous = c_locale ? uselocale(c_locale) : (locale_t)0;
-    float value = text[0] && !strchr(" \t\n\r\f\v", text[0]) ? strtof(text, &end) : 0.0f;
-    if (c_locale) {
-        uselocale(previous);
-        freelocale(c_locale);
+    const char *p = text;
+    if (*p == '+' || *p == '-')
+        p++;
+    size_t digits = strspn(p, "0123456789");
+    p += digits;
+    if (*p == '.') {
+        size_t fraction = strspn(p + 1, "0123456789");
+        digits += fraction;
+        p += 1 + fraction;
     }
-    if (!end || end == text || *end || errno == ERANGE || !isfinite(value))
+    int ok = digits > 0;
+    if (ok && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (*p == '+' || *p == '-')
+            p++;
+        size_t exponent = strspn(p, "0123456789");
+        ok = exponent > 0;
+        p += exponent;
+    }
+    ok = ok && *p == '\0';
+    double value = 0.0;
+    if (ok) {
+        /* '.' as the decimal point whatever the application's LC_NUMERIC */
+        locale_t c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0);
+        locale_t previous = c_locale ? uselocale(c_locale) : (locale_t)0;
+        value = strtod(text, NULL);
+        if (c_locale) {
+            uselocale(previous);
+            freelocale(c_locale);
+        }
+        ok = value == 0.0 || (fabs(value) >= 1e-30 && fabs(value) <= 1e30);
+    }
+    if (!ok)
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
-                            "%s: metadata: %s is \"%s\", expected a finite decimal number", path,
-                            key, text);
-    *out = value;
+                            "%s: metadata: %s is \"%s\", expected a decimal number (e.g. "
+                            "\"0.5\", \"-1.25e-2\"; magnitude 0 or 1e-30..1e30)",
+                            path, key, text);
+    *out = (float)value;
     return CAPTCHA_OK;
 }
 
@@ -806,6 +845,20 @@ captcha_status captcha_model_load(const char *path, captcha_backend *backend, ca
     captcha_config config;
     captcha_network *network = NULL;
     status = config_from_header(&file, &config, notice, notice_size, err);
+    if (status == CAPTCHA_OK) {
+        /* Before anything is allocated for the network (its parameters, gradients and
+         * Adam moments, ~5x its tensors): a header naming a large geometry over a data
+         * section too small for it is refused here, not after gigabytes were taken. */
+        uint64_t needed = (uint64_t)captcha_network_tensor_floats(&config) * sizeof(float);
+        if (file.data_size < needed)
+            status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                                  "%s: the data section is %" PRIu64 " bytes, but a model of "
+                                  "input %dx%d, %d characters of %zu classes needs %" PRIu64
+                                  " bytes of F32 tensors (truncated, or metadata that does not "
+                                  "match the tensors?)",
+                                  path, file.data_size, config.input_width, config.input_height,
+                                  config.length, strlen(config.charset), needed);
+    }
     if (status == CAPTCHA_OK) {
         status = captcha_network_create(backend, &config, 0, &network, err);
         if (status != CAPTCHA_OK)

@@ -29,8 +29,15 @@
  * the resulting config implies, [length * charset size, 256 * H/32 * W/32],
  * or loading (and captcha_model_read_config) fails naming both shapes.
  * Metadata values are strings; integers are plain decimal digits ("5x", " 5"
- * and "+5" are errors), mean/std finite decimal numbers. Other metadata keys
- * are ignored on load.
+ * and "+5" are errors), mean/std decimal numbers (sign, digits, '.', exponent;
+ * no hex, inf or nan; magnitude 0 or 1e-30..1e30) within the config's ranges
+ * (captcha_config_validate). Other metadata keys are ignored on load.
+ *
+ * The data section must be covered by the tensors exactly, without gaps or
+ * trailing bytes (as the safetensors reference reader requires), and it must be
+ * at least as large as the config's tensors (captcha_network_tensor_floats)
+ * before any network memory is allocated, so a small file cannot make the
+ * loader allocate for a large geometry its data does not hold.
  */
 #ifndef CAPTCHA_MODEL_FILE_H
 #define CAPTCHA_MODEL_FILE_H

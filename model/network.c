@@ -254,6 +254,22 @@ static captcha_status initialize(captcha_network *net, uint64_t seed, captcha_er
 
 /* ---------- create / destroy ---------- */
 
+size_t captcha_network_tensor_floats(const captcha_config *config)
+{
+    if (!config || captcha_config_validate(config, NULL) != CAPTCHA_OK)
+        return 0;
+    captcha_network *net = calloc(1, sizeof *net);
+    if (!net)
+        return 0;
+    net->config = *config;
+    net->classes = captcha_config_classes(config);
+    net->flatten = captcha_config_flatten_size(config);
+    build_tensor_table(net);
+    size_t floats = net->parameter_count + net->running_stat_count;
+    free(net);
+    return floats;
+}
+
 captcha_status captcha_network_create(captcha_backend *backend, const captcha_config *config,
                                       uint64_t seed, captcha_network **out, captcha_error *err)
 {

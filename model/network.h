@@ -59,6 +59,12 @@ typedef enum {
     CAPTCHA_MODE_TRAIN,    /* batch statistics, running statistics updated, as model.train() */
 } captcha_mode;
 
+/* Floats in the tensors of a network for config: parameters plus running
+ * statistics, i.e. the F32 data a model file of that config holds (4 bytes
+ * each; num_batches_tracked aside). Allocates nothing lasting; 0 when config is
+ * invalid (captcha_config_validate). */
+size_t captcha_network_tensor_floats(const captcha_config *config);
+
 /* Creates the network for config on backend (not owned; it must outlive the
  * network). Parameters are initialized as PyTorch initializes a fresh model
  * (kaiming-uniform conv/linear weights with a = sqrt(5), linear bias uniform in

@@ -616,6 +616,108 @@ static void test_metadata_format_requires_every_key(void **state)
     expect_error(path, CAPTCHA_ERROR_FORMAT, 1, "metadata: length is missing", NULL);
 }
 
+/* mean/std: decimal syntax only (no hex, inf, nan), magnitudes 1e-30..1e30 (else a
+ * typo or corruption), and then the config's ranges (|mean| <= 1e6, std 1e-6..1e6) so
+ * that the network input (x/255 - mean)/std stays finite. */
+static const char *g_number_key, *g_number_value;
+static void edit_number(json_t *header)
+{
+    set_metadata(header, g_number_key, g_number_value);
+}
+
+static void test_metadata_numbers(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *key, *value, *needle; /* needle NULL: accepted */
+        float expected;
+    } cases[] = {
+        {"mean", "0x1p-1", "expected a decimal number", 0},
+        {"mean", "inf", "expected a decimal number", 0},
+        {"mean", "3e38", "expected a decimal number", 0},
+        {"std", "1e-38", "expected a decimal number", 0},
+        {"std", "1e-7", "std is 1e-07, expected 1e-06..1e+06", 0},
+        {"mean", "2e6", "mean is 2e+06", 0},
+        {"mean", "-.25", NULL, -0.25f},
+        {"std", "1.5E+1", NULL, 15.0f},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[4200], name[64];
+        g_number_key = cases[i].key;
+        g_number_value = cases[i].value;
+        snprintf(name, sizeof name, "number-%zu.safetensors", i);
+        patched_file(name, path, sizeof path, edit_number);
+        if (cases[i].needle) {
+            expect_error(path, CAPTCHA_ERROR_FORMAT, 1, cases[i].needle, NULL);
+            continue;
+        }
+        captcha_config config;
+        captcha_error err = {0};
+        assert_int_equal(captcha_model_read_config(path, &config, NULL, 0, &err), CAPTCHA_OK);
+        assert_true((!strcmp(cases[i].key, "mean") ? config.mean : config.std) ==
+                    cases[i].expected);
+    }
+}
+
+/* A header whose metadata names a large geometry over a data section far too small for
+ * it is refused before the network is allocated (a 73-byte file used to take 1.5 GB,
+ * and 4096x4096 with 32 characters failed as out of memory asking for 50 GB). */
+static void test_geometry_larger_than_data(void **state)
+{
+    (void)state;
+    char path[4200];
+    tmp_path(path, sizeof path, "geometry-only.safetensors");
+    json_t *header = json_pack("{s:{s:s, s:s, s:s, s:s, s:s}}", "__metadata__", "input_height",
+                               "4096", "input_width", "4096", "length", "32", "charset",
+                               "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                               "format", "gst-captcha/1");
+    assert_non_null(header);
+    /* format gst-captcha/1 needs every key: add the rest from the reference */
+    json_t *metadata = json_object_get(header, "__metadata__");
+    json_object_set_new(metadata, "channel_order", json_string("BGR"));
+    json_object_set_new(metadata, "mean", json_string("0.5"));
+    json_object_set_new(metadata, "std", json_string("0.5"));
+    write_model(path, header, "", 0);
+    json_decref(header);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 0, "the data section is 0 bytes",
+                 "input 4096x4096, 32 characters of 62 classes needs", NULL);
+}
+
+/* Bytes of the data section that belong to no tensor: trailing, or a gap between two
+ * tensors (the safetensors reference reader refuses both). */
+static void test_data_not_covered(void **state)
+{
+    (void)state;
+    model_bytes m;
+    read_model(g_valid, &m);
+    unsigned char *data = calloc(m.data_size + 12, 1);
+    assert_non_null(data);
+    memcpy(data, m.data, m.data_size);
+    char path[4200];
+    tmp_path(path, sizeof path, "trailing.safetensors");
+    write_model(path, m.header, data, m.data_size + 12);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 0, "after the last tensor belong to no tensor",
+                 NULL);
+
+    /* the last tensor (fc_layers.0.bias) moved 4 bytes on, its data with it */
+    json_t *offsets = json_object_get(entry_of(m.header, "fc_layers.0.bias"), "data_offsets");
+    json_int_t begin = json_integer_value(json_array_get(offsets, 0));
+    json_int_t end = json_integer_value(json_array_get(offsets, 1));
+    assert_int_equal(end, (json_int_t)m.data_size);
+    json_array_set_new(offsets, 0, json_integer(begin + 4));
+    json_array_set_new(offsets, 1, json_integer(end + 4));
+    memset(data + begin, 0, 4);
+    memcpy(data + begin + 4, m.data + begin, (size_t)(end - begin));
+    tmp_path(path, sizeof path, "gap.safetensors");
+    write_model(path, m.header, data, m.data_size + 4);
+    char needle[96];
+    snprintf(needle, sizeof needle, "data bytes [%lld, %lld) belong to no tensor",
+             (long long)begin, (long long)begin + 4);
+    expect_error(path, CAPTCHA_ERROR_FORMAT, 0, needle, "fc_layers.0.bias", NULL);
+    free(data);
+    free_model(&m);
+}
+
 /* Loads path, expecting success; returns the network (caller destroys). */
 static captcha_network *load_ok(const char *path, char *notice, size_t notice_size)
 {
@@ -1048,6 +1150,9 @@ int main(void)
         cmocka_unit_test(test_metadata_non_numeric_length),
         cmocka_unit_test(test_metadata_input_not_multiple_of_32),
         cmocka_unit_test(test_metadata_format_requires_every_key),
+        cmocka_unit_test(test_metadata_numbers),
+        cmocka_unit_test(test_geometry_larger_than_data),
+        cmocka_unit_test(test_data_not_covered),
         cmocka_unit_test(test_metadata_partial),
         cmocka_unit_test(test_no_metadata_uses_reference),
         cmocka_unit_test(test_round_trip_bit_exact),
