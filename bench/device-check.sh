@@ -3,15 +3,23 @@
 #   1. unpack the libraries it lacks (.carry/carry.tar.xz from bench/prepare-carry.sh),
 #   2. find cuDNN / cuBLAS (the CUDA toolkit, else PyTorch's nvidia-* wheels),
 #   3. meson setup -Dgst=disabled -Dcuda=enabled -Dgpu_arch=90 and build,
-#   4. run test_backend_cuda and test_ops,
-#   5. run the GPU benchmark when it exists (bench-gpu from bench/bench_gpu.c, which runs
-#      bench/torch_gpu.py for the PyTorch side).
+#   4. run test_backend_cuda (again under compute-sanitizer memcheck if it fails) and test_ops,
+#   5. parity on the real test split (.carry/data/captcha-v2, else ../shared/data/captcha-v2):
+#      captcha-predict --device cpu against --device cuda (batch 1 and 32), and, when
+#      .carry/gst.tar.xz is there, the captchaocr element with device=cpu against device=cuda
+#      (one gst-launch-1.0 pipeline over the 104 images each),
+#   6. run the GPU benchmark (bench-gpu from bench/bench_gpu.c, which runs
+#      bench/torch_gpu.py for the PyTorch side),
+#   7. train with the default recipe on the GPU (captcha-train --device cuda, real train
+#      split, test split as --val), then read the test split with the result.
 # Logs go to $OUT (at most 8 files come back from the device tool):
-#   summary.txt, build.log, test_backend_cuda.log, test_ops.log, bench_gpu.log
+#   summary.txt, build.log, test_backend_cuda.log, sanitizer.log, test_ops.log, parity.log,
+#   bench_gpu.log, train.log
 #
 # From the development machine:
-#   bench/prepare-carry.sh       # once; writes .carry/carry.tar.xz (git-ignored)
-#   device run, carry [".carry"], command "bash bench/device-check.sh", timeout_s 420
+#   bench/prepare-carry.sh --gst build --data ../shared/data/captcha-v2
+#       # writes .carry/ (git-ignored): carry.tar.xz, gst.tar.xz, data/
+#   device run, carry [".carry"], command "bash bench/device-check.sh", timeout_s 480
 # It also runs on any machine (OUT defaults to build-device-out/); without a GPU
 # test_backend_cuda reports "skipped".
 set -u -o pipefail
@@ -149,10 +157,93 @@ run_test() { # name, timeout
     *) note "$name: FAIL (exit $rc)"; grep -E '\[  FAILED|\[  ERROR|FAIL|exceeds|failed' "$OUT/$name.log" | head -20 | tee -a "$summary"; status=1 ;;
     esac
 }
-run_test test_backend_cuda 150
+run_test test_backend_cuda 120
+if ! grep -q 'test_backend_cuda: \(PASS\|SKIPPED\)' "$summary" && command -v compute-sanitizer >/dev/null; then
+    note "test_backend_cuda again under compute-sanitizer memcheck ($(elapsed) s so far)"
+    (cd "$build" && CAPTCHA_SOURCE_DIR=$src CAPTCHA_BUILD_DIR=$build timeout 100 \
+        compute-sanitizer --tool memcheck --print-limit 30 tests/test_backend_cuda) \
+        >"$OUT/sanitizer.log" 2>&1
+    grep -m 10 -E 'ERROR SUMMARY|Invalid|Program hit' "$OUT/sanitizer.log" | tee -a "$summary"
+fi
 run_test test_ops 100
 
-# ---- 5. benchmark ----
+# ---- 5. parity on the real test split: CPU against CUDA, tools and element ----
+data=""
+for d in "$repo/.carry/data/captcha-v2" "$repo/../shared/data/captcha-v2"; do
+    if [ -d "$d/test" ] && [ -d "$d/train" ]; then data=$d; break; fi
+done
+model=$src/model/captcha-default.safetensors
+export CAPTCHA_CUDA_MODULE=$build/model/libcaptcha-cuda.so
+# compare A B: the number of differing texts and the largest confidence difference of two
+# PATH<TAB>TEXT<TAB>CONFIDENCE listings in the same order
+compare() {
+    paste <(grep -v '^accuracy:' "$1") <(grep -v '^accuracy:' "$2") | awk -F'\t' '{n++; if ($2 != $5) d++;
+        c = $3 - $6; if (c < 0) c = -c; if (c > m) m = c}
+        END {printf "%d images, %d texts differ, max |confidence difference| %.4f\n", n, d, m}'
+}
+parity_log=$OUT/parity.log
+if [ -z "$data" ]; then
+    note "parity: no captcha-v2 data (.carry/data or ../shared/data): skipped"
+elif [ ! -x "$build/train/captcha-predict" ]; then
+    note "parity: captcha-predict not built"; status=1
+else
+    note "parity on $(ls "$data/test" | wc -l) test images ($(elapsed) s so far)"
+    predict=$build/train/captcha-predict
+    for run in "cpu 1" "cuda 1" "cuda 32"; do
+        set -- $run
+        echo "--- captcha-predict --device $1 --batch $2" >>"$parity_log"
+        t0=$(date +%s.%N)
+        timeout 60 "$predict" --model "$model" --device "$1" --batch "$2" "$data/test" \
+            >"/tmp/captcha-predict-$1-$2.txt" 2>>"$parity_log"
+        echo "exit $?, $(echo "$(date +%s.%N) - $t0" | bc) s, $(tail -1 "/tmp/captcha-predict-$1-$2.txt")" |
+            tee -a "$parity_log" >>"$summary"
+    done
+    for run in "cuda 1" "cuda 32"; do
+        set -- $run
+        echo "predict cpu/1 against $1/$2: $(compare /tmp/captcha-predict-cpu-1.txt "/tmp/captcha-predict-$1-$2.txt")" |
+            tee -a "$parity_log" >>"$summary"
+    done
+    if [ -f "$repo/.carry/gst.tar.xz" ]; then
+        gst=/tmp/captcha-gst
+        rm -rf "$gst" /tmp/captcha-seq && mkdir -p "$gst" /tmp/captcha-seq
+        tar -C "$gst" -xJf "$repo/.carry/gst.tar.xz"
+        # multifilesrc reads numbered files: link the sorted test images as 000.png, 001.png, ...
+        i=0
+        for f in $(ls "$data/test"/*.png | LC_ALL=C sort); do
+            ln -s "$f" "/tmp/captcha-seq/$(printf %03d $i).png"
+            basename "$f" .png >>/tmp/captcha-seq/labels
+            i=$((i + 1))
+        done
+        for dev in cpu cuda; do
+            echo "--- element, device=$dev" >>"$parity_log"
+            t0=$(date +%s.%N)
+            env LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$gst/lib" GST_REGISTRY_FORK=no \
+                GST_PLUGIN_SYSTEM_PATH_1_0="$gst/plugins" GST_PLUGIN_PATH_1_0= \
+                GST_REGISTRY_1_0="$gst/registry-$dev.bin" \
+                timeout 60 "$gst/bin/gst-launch-1.0" -m multifilesrc location=/tmp/captcha-seq/%03d.png \
+                index=0 stop-index=$((i - 1)) caps=image/png,framerate=30/1 ! pngdec ! videoconvert ! \
+                captchaocr device=$dev model="$model" ! fakesink >"/tmp/captcha-element-$dev.log" 2>&1
+            rc=$?
+            grep '(element): captcha,' "/tmp/captcha-element-$dev.log" |
+                sed -n 's/.*text\\=\\(string\\)\([^\\]*\)\\,\\ confidence\\=\\(double\\)\([^\\]*\)\\,.*/\1\t\2/p' |
+                awk -F'\t' '{printf "%d\t%s\t%.4f\n", NR - 1, $1, $2}' >"/tmp/captcha-element-$dev.txt"
+            right=$(cut -f2 "/tmp/captcha-element-$dev.txt" | paste - /tmp/captcha-seq/labels | awk '$1 == $2' | wc -l)
+            echo "element device=$dev: exit $rc, $(echo "$(date +%s.%N) - $t0" | bc) s, $(wc -l <"/tmp/captcha-element-$dev.txt") results, $right of $i equal to the label" |
+                tee -a "$parity_log" >>"$summary"
+            grep -E 'ERROR|WARN|CRITICAL|captcha.*(fall|CUDA)' "/tmp/captcha-element-$dev.log" | head -10 |
+                tee -a "$parity_log" >>"$summary"
+        done
+        echo "element cpu against cuda: $(compare /tmp/captcha-element-cpu.txt /tmp/captcha-element-cuda.txt)" |
+            tee -a "$parity_log" >>"$summary"
+        # and the element's texts against captcha-predict's on the CPU
+        echo "element cpu against captcha-predict cpu/1: $(compare /tmp/captcha-element-cpu.txt /tmp/captcha-predict-cpu-1.txt)" |
+            tee -a "$parity_log" >>"$summary"
+    else
+        note "element: no .carry/gst.tar.xz (bench/prepare-carry.sh --gst BUILD): skipped"
+    fi
+fi
+
+# ---- 6. benchmark ----
 # bench-gpu runs bench/torch_gpu.py itself (python3 on PATH, or $CAPTCHA_PYTHON) before its
 # own measurements and prints both sides with ratios; it exits 77 without a usable GPU.
 if [ -x "$build/bench/bench-gpu" ]; then
@@ -161,6 +252,21 @@ if [ -x "$build/bench/bench-gpu" ]; then
     tail -25 "$OUT/bench_gpu.log" >>"$summary"
 else
     note "bench-gpu not built (no bench/bench_gpu.c)"
+fi
+
+# ---- 7. training on the GPU, default recipe, real data ----
+if [ -n "$data" ] && [ -x "$build/train/captcha-train" ]; then
+    note "captcha-train --device cuda, default recipe ($(elapsed) s so far)"
+    t0=$(date +%s.%N)
+    timeout 120 "$build/train/captcha-train" --device cuda --train "$data/train" --val "$data/test" \
+        --out /tmp/captcha-gpu-trained.safetensors >"$OUT/train.log" 2>&1
+    rc=$?
+    echo "train: exit $rc after $(echo "$(date +%s.%N) - $t0" | bc) s" | tee -a "$summary"
+    grep -i -E 'epoch' "$OUT/train.log" | tail -4 >>"$summary"
+    if [ -f /tmp/captcha-gpu-trained.safetensors ]; then
+        "$build/train/captcha-predict" --model /tmp/captcha-gpu-trained.safetensors --device cuda \
+            "$data/test" 2>&1 | tail -1 | sed 's/^/trained on the GPU, test split: /' | tee -a "$summary"
+    fi
 fi
 note "done in $(elapsed) s, status $status"
 exit $status

@@ -15,10 +15,30 @@
 # libdnnl.so.2 alone is ~40 MB; xz brings the archive to a fraction of that
 # (the device tool sends at most 64 MiB of tree per call).
 #
-# Usage: bench/prepare-carry.sh [output-dir]   (default: <repo>/.carry)
+# With --gst BUILD_DIR it also writes .carry/gst.tar.xz: gst-launch-1.0, the
+# GStreamer plugins the element check needs (coreelements, multifile, png,
+# videoconvertscale), the captchaocr plugin from BUILD_DIR/gst (a build of this
+# tree with -Dgst=enabled) and every library they load except glibc's, libstdc++
+# and libgcc_s, so that device-check.sh can run the element on a machine
+# without GStreamer. With --data DIR it copies DIR (the captcha-v2 folder with
+# train/ and test/) to .carry/data/captcha-v2 for the parity and training
+# checks; the images stay out of the repository (.carry/ is git-ignored).
+#
+# Usage: bench/prepare-carry.sh [--gst BUILD_DIR] [--data DIR] [output-dir]
+#        (default output-dir: <repo>/.carry)
 set -eu
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+gst_build=""
+data=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --gst) gst_build=$2; shift 2 ;;
+    --data) data=$2; shift 2 ;;
+    -*) echo "prepare-carry: unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+    esac
+done
 out=${1:-$repo/.carry}
 multiarch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 libdir=/usr/lib/$multiarch
@@ -87,3 +107,35 @@ rm -f "$out/carry.tar.xz"
 tar -C "$stage" -cf - . | xz -T0 -3 >"$out/carry.tar.xz"
 echo "prepare-carry: wrote $out/carry.tar.xz ($(du -h "$out/carry.tar.xz" | cut -f1)):"
 tar -tJf "$out/carry.tar.xz" | grep -v '/$' | sed 's|^\./|  |' | grep -v '^  include/oneapi\|^  include/stb/' 
+
+if [ -n "$gst_build" ]; then
+    plugin=$gst_build/gst/libgstcaptcha.so
+    need "$plugin" /usr/bin/gst-launch-1.0
+    gst=$(mktemp -d)
+    trap 'rm -rf "$stage" "$gst"' EXIT
+    mkdir -p "$gst/bin" "$gst/lib" "$gst/plugins"
+    cp /usr/bin/gst-launch-1.0 "$gst/bin/"
+    cp "$plugin" "$gst/plugins/"
+    for p in coreelements multifile png videoconvertscale; do
+        need "$libdir/gstreamer-1.0/libgst$p.so"
+        cp "$libdir/gstreamer-1.0/libgst$p.so" "$gst/plugins/"
+    done
+    # the libraries they load, by soname, except the C runtime every machine has
+    ldd "$gst/bin/gst-launch-1.0" "$gst"/plugins/*.so | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' |
+        sort -u | while read -r soname path; do
+        case "$soname" in
+        libc.so.*|libm.so.*|libdl.so.*|libpthread.so.*|librt.so.*|ld-linux*|libstdc++.so.*|libgcc_s.so.*) ;;
+        *) cp "$(readlink -f "$path")" "$gst/lib/$soname" ;;
+        esac
+    done
+    rm -f "$out/gst.tar.xz"
+    tar -C "$gst" -cf - . | xz -T0 -3 >"$out/gst.tar.xz"
+    echo "prepare-carry: wrote $out/gst.tar.xz ($(du -h "$out/gst.tar.xz" | cut -f1), $(ls "$gst/lib" | wc -l) libraries)"
+fi
+
+if [ -n "$data" ]; then
+    need "$data/train" "$data/test"
+    rm -rf "$out/data" && mkdir -p "$out/data"
+    cp -r "$data" "$out/data/captcha-v2"
+    echo "prepare-carry: copied $data to $out/data/captcha-v2 ($(du -sh "$out/data" | cut -f1))"
+fi
