@@ -98,17 +98,20 @@ if [ ! -e "$cuda/lib64/libcublas.so" ] || [ ! -e "$cuda/lib64/libcudart.so" ]; t
     rm -rf "$root" && mkdir -p "$root/lib64"
     for e in "$cuda"/*; do [ "$(basename "$e")" = lib64 ] || ln -s "$e" "$root/"; done
     for f in "$cuda"/lib64/*; do [ -e "$f" ] && ln -s "$f" "$root/lib64/"; done
-    for w in cublas cuda_runtime; do
+    # CUDA 12 wheels: nvidia/cublas/lib, nvidia/cuda_runtime/lib; CUDA 13: nvidia/cu13/lib
+    for w in cublas cuda_runtime cu13; do
         d=$(wheel_dir $w) || true
         [ -n "$d" ] || continue
         for f in "$d"/lib/*.so*; do [ -e "$root/lib64/$(basename "$f")" ] || ln -s "$f" "$root/lib64/"; done
         lib_dirs=$lib_dirs:$d/lib
     done
     for n in cublas cublasLt cudart; do
-        [ -e "$root/lib64/lib$n.so" ] || ln -s "$(cd "$root/lib64" && ls lib$n.so.* | head -1)" "$root/lib64/lib$n.so"
+        [ -e "$root/lib64/lib$n.so" ] && continue
+        f=$(cd "$root/lib64" && ls lib$n.so.* 2>/dev/null | head -1)
+        if [ -n "$f" ]; then ln -s "$f" "$root/lib64/lib$n.so"; else note "lib$n.so not found (toolkit or wheels)"; fi
     done
     cuda=$root
-    note "cuBLAS/cudart completed from the nvidia wheels into $root/lib64"
+    note "cuBLAS/cudart completed from the nvidia wheels into $root/lib64 (from ${lib_dirs#:})"
 fi
 meson_cuda_options+=("-Dcudatoolkit_dir=$cuda")
 export LD_LIBRARY_PATH=${lib_dirs:+$lib_dirs:}$cuda/lib64:$LD_LIBRARY_PATH
@@ -195,7 +198,7 @@ else
         t0=$(date +%s.%N)
         timeout 60 "$predict" --model "$model" --device "$1" --batch "$2" "$data/test" \
             >"/tmp/captcha-predict-$1-$2.txt" 2>>"$parity_log"
-        echo "exit $?, $(echo "$(date +%s.%N) - $t0" | bc) s, $(tail -1 "/tmp/captcha-predict-$1-$2.txt")" |
+        echo "predict --device $1 --batch $2: exit $?, $(echo "$(date +%s.%N) - $t0" | bc) s, $(tail -1 "/tmp/captcha-predict-$1-$2.txt")" |
             tee -a "$parity_log" >>"$summary"
     done
     for run in "cuda 1" "cuda 32"; do
@@ -267,6 +270,16 @@ if [ -n "$data" ] && [ -x "$build/train/captcha-train" ]; then
         "$build/train/captcha-predict" --model /tmp/captcha-gpu-trained.safetensors --device cuda \
             "$data/test" 2>&1 | tail -1 | sed 's/^/trained on the GPU, test split: /' | tee -a "$summary"
     fi
+fi
+# ---- 8. memcheck of the whole test, when time is left (it runs many times slower) ----
+if [ ! -s "$OUT/sanitizer.log" ] && command -v compute-sanitizer >/dev/null &&
+    [ -x "$build/tests/test_backend_cuda" ] && [ "$(elapsed)" -lt 300 ]; then
+    note "test_backend_cuda under compute-sanitizer memcheck ($(elapsed) s so far)"
+    (cd "$build" && CAPTCHA_SOURCE_DIR=$src CAPTCHA_BUILD_DIR=$build timeout $((400 - $(elapsed))) \
+        compute-sanitizer --tool memcheck --print-limit 30 tests/test_backend_cuda) \
+        >"$OUT/sanitizer.log" 2>&1
+    echo "exit $?" >>"$OUT/sanitizer.log"
+    grep -m 10 -E 'ERROR SUMMARY|Invalid|Program hit|^exit' "$OUT/sanitizer.log" | tee -a "$summary"
 fi
 note "done in $(elapsed) s, status $status"
 exit $status

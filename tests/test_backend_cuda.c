@@ -745,7 +745,14 @@ static void test_network(void **state)
     CHECK_OK(gpu, captcha_network_read_buffer(net_gpu, CAPTCHA_BUFFER_RUNNING_STATS, sb, err));
     compare_host("running statistics after the step", sb, sa, stats, 1e-4);
 
-    /* and the Adam step on the whole parameter buffer */
+    /* and the Adam step on the whole parameter buffer, from the same gradients: Adam's first
+     * step moves each parameter by about lr * sign(gradient), so a near-zero gradient whose
+     * sign differs between the backends (within the 1e-3 above) would move it 2 * lr apart */
+    float *grads = malloc(params * 4);
+    assert_true(grads != NULL);
+    CHECK_OK(cpu, captcha_network_read_buffer(net_cpu, CAPTCHA_BUFFER_GRADIENTS, grads, err));
+    CHECK_OK(gpu, captcha_network_write_buffer(net_gpu, CAPTCHA_BUFFER_GRADIENTS, grads, err));
+    free(grads);
     captcha_adam_config adam = captcha_adam_default();
     CHECK_OK(cpu, captcha_network_adam_step(net_cpu, &adam, err));
     CHECK_OK(gpu, captcha_network_adam_step(net_gpu, &adam, err));

@@ -89,10 +89,16 @@ captcha_status fail_cuda(captcha_error *err, cudaError_t code, const char *expr,
 captcha_status fail_cudnn(captcha_error *err, cudnnStatus_t code, const char *expr,
                           const char *file, int line)
 {
-    captcha_status status =
-        code == CUDNN_STATUS_ALLOC_FAILED ? CAPTCHA_ERROR_OUT_OF_MEMORY : CAPTCHA_ERROR_BACKEND;
-    return captcha_fail(err, status, "cuDNN error at %s:%d: %s failed: %s", source_basename(file),
-                        line, expr, cudnnGetErrorString(code));
+    /* cuDNN 9 codes carry a detail (e.g. 3002 NOT_SUPPORTED_SHAPE under 3000 NOT_SUPPORTED)
+     * and keep a message of the last failure */
+    char detail[256] = "";
+    cudnnGetLastErrorString(detail, sizeof detail);
+    captcha_status status = CUDNN_STATUS_CATEGORY(code) == CUDNN_STATUS_ALLOC_FAILED
+                                ? CAPTCHA_ERROR_OUT_OF_MEMORY
+                                : CAPTCHA_ERROR_BACKEND;
+    return captcha_fail(err, status, "cuDNN error at %s:%d: %s failed: %s (%d)%s%s",
+                        source_basename(file), line, expr, cudnnGetErrorString(code), (int)code,
+                        detail[0] ? ": " : "", detail);
 }
 
 captcha_status fail_cublas(captcha_error *err, cublasStatus_t code, const char *expr,
@@ -159,7 +165,9 @@ struct conv_plan {
     size_t backward_data_workspace;
     cudnnConvolutionBwdFilterAlgo_t backward_filter_algo;
     size_t backward_filter_workspace;
-    bool fused_unsupported; /* cuDNN refused the fused form: conv + epilogue kernel */
+    bool fused_relu_precomp; /* the heuristic's algorithm was refused for the fused ReLU form:
+                                IMPLICIT_PRECOMP_GEMM is used for it */
+    bool fused_unsupported;  /* cuDNN refused the fused form: conv + epilogue kernel */
 };
 
 struct bn_plan {
@@ -799,13 +807,31 @@ captcha_status plan_forward(cuda_backend *b, conv_plan *plan, captcha_error *err
     return CAPTCHA_OK;
 }
 
+/* cuDNN declined a call for this shape or algorithm (rather than failing): cuDNN 9 returns
+ * detailed codes such as CUDNN_STATUS_NOT_SUPPORTED_SHAPE (3002) under these categories. */
+bool cudnn_refused(cudnnStatus_t status)
+{
+    return CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_NOT_SUPPORTED ||
+           CUDNN_STATUS_CATEGORY(status) == CUDNN_STATUS_BAD_PARAM;
+}
+
+/* The workspace of IMPLICIT_PRECOMP_GEMM, the one algorithm cuDNN fuses the IDENTITY
+ * activation with. When cuDNN refuses that algorithm for the shape, the plan is marked
+ * fused_unsupported (conv + epilogue kernel) and CAPTCHA_OK is returned. */
 captcha_status plan_fused_identity(cuda_backend *b, conv_plan *plan, captcha_error *err)
 {
-    if (plan->have_fused_identity)
+    if (plan->have_fused_identity || plan->fused_unsupported)
         return CAPTCHA_OK;
-    CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
+    cudnnStatus_t status = cudnnGetConvolutionForwardWorkspaceSize(
         b->cudnn, plan->x_desc, plan->w_desc, plan->conv_desc, plan->y_desc,
-        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, &plan->fused_identity_workspace));
+        CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, &plan->fused_identity_workspace);
+    if (cudnn_refused(status)) {
+        plan->fused_unsupported = true;
+        return CAPTCHA_OK;
+    }
+    if (status != CUDNN_STATUS_SUCCESS)
+        return fail_cudnn(err, status, "cudnnGetConvolutionForwardWorkspaceSize", __FILE__,
+                          __LINE__);
     plan->have_fused_identity = true;
     return CAPTCHA_OK;
 }
@@ -863,38 +889,45 @@ captcha_status cuda_conv2d_forward(captcha_backend *backend, const captcha_conv2
     bool fused = bias || residual || relu;
 
     if (fused && !plan->fused_unsupported) {
-        cudnnConvolutionFwdAlgo_t algo;
-        size_t workspace;
-        if (relu) {
-            TRY(plan_forward(b, plan, err));
-            algo = plan->forward_algo;
-            workspace = plan->forward_workspace;
-        } else {
-            /* cuDNN: the IDENTITY activation only with IMPLICIT_PRECOMP_GEMM */
-            TRY(plan_fused_identity(b, plan, err));
-            algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
-            workspace = plan->fused_identity_workspace;
-        }
-        TRY(ensure_workspace(b, workspace, err));
-        if (!bias) {
+        const float *fused_bias = bias;
+        if (!fused_bias) {
             TRY(ensure_zero_bias(b, shape->out_channels, err));
-            bias = b->zero_bias;
+            fused_bias = b->zero_bias;
         }
         const float alpha2 = residual ? 1.0f : 0.0f;
-        const float *z = residual ? residual : y;
-        cudnnStatus_t status = cudnnConvolutionBiasActivationForward(
-            b->cudnn, &one, plan->x_desc, x, plan->w_desc, weight, plan->conv_desc, algo,
-            b->workspace, workspace, &alpha2, plan->y_desc, z, plan->bias_desc, bias,
-            relu ? b->relu_desc : b->identity_desc, plan->y_desc, y);
-        if (status == CUDNN_STATUS_SUCCESS)
+        const float *z = residual ? residual : y; /* not read with alpha2 = 0 */
+        auto fused_call = [&](cudnnConvolutionFwdAlgo_t algo, size_t workspace,
+                              cudnnStatus_t *status) -> captcha_status {
+            TRY(ensure_workspace(b, workspace, err));
+            *status = cudnnConvolutionBiasActivationForward(
+                b->cudnn, &one, plan->x_desc, x, plan->w_desc, weight, plan->conv_desc, algo,
+                b->workspace, workspace, &alpha2, plan->y_desc, z, plan->bias_desc, fused_bias,
+                relu ? b->relu_desc : b->identity_desc, plan->y_desc, y);
+            if (*status != CUDNN_STATUS_SUCCESS && !cudnn_refused(*status))
+                return fail_cudnn(err, *status, "cudnnConvolutionBiasActivationForward",
+                                  __FILE__, __LINE__);
             return CAPTCHA_OK;
-        if (status != CUDNN_STATUS_NOT_SUPPORTED && status != CUDNN_STATUS_BAD_PARAM)
-            return fail_cudnn(err, status, "cudnnConvolutionBiasActivationForward", __FILE__,
-                              __LINE__);
-        /* this shape cannot be fused: conv + epilogue from now on */
+        };
+        cudnnStatus_t status;
+        if (relu && !plan->fused_relu_precomp) {
+            /* ReLU: any algorithm; the heuristic's first choice */
+            TRY(plan_forward(b, plan, err));
+            TRY(fused_call(plan->forward_algo, plan->forward_workspace, &status));
+            if (status == CUDNN_STATUS_SUCCESS)
+                return CAPTCHA_OK;
+            plan->fused_relu_precomp = true;
+        }
+        /* IDENTITY (and ReLU when the heuristic's algorithm was refused): cuDNN fuses it
+         * only with IMPLICIT_PRECOMP_GEMM */
+        TRY(plan_fused_identity(b, plan, err));
+        if (!plan->fused_unsupported) {
+            TRY(fused_call(CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+                           plan->fused_identity_workspace, &status));
+            if (status == CUDNN_STATUS_SUCCESS)
+                return CAPTCHA_OK;
+        }
+        /* this shape cannot be fused: conv + epilogue kernel from now on */
         plan->fused_unsupported = true;
-        if (bias == b->zero_bias)
-            bias = nullptr;
     }
 
     TRY(plan_forward(b, plan, err));
