@@ -722,6 +722,12 @@ static void test_network(void **state)
     printf(" network train step, batch %d: loss cpu %.7g cuda %.7g\n", batch, loss_cpu, loss_gpu);
     assert_true(fabs((double)loss_gpu - loss_cpu) <= 1e-5 * fabs(loss_cpu));
     compare_host("train logits", lg, lc, out, 1e-4);
+    /* Gradients: the forward differs by ~1e-6 (batch statistics in float on the GPU, in
+     * double on the CPU), which can flip a ReLU whose input is within that of 0. One flip
+     * changes one term of a deep layer's bias gradient (block 4 sums only 8 x 16 values per
+     * channel), measured 1.3e-3 on an H200. So: each tensor within 1e-2 (a wrong op gives
+     * O(1)), all gradients together within 1e-3, and the op tests above check each backward
+     * op on identical inputs at 1e-4. */
     size_t worst_index = 0;
     double worst = 0;
     for (size_t t = 0; t < captcha_network_tensor_count(net_cpu); t++) {
@@ -731,13 +737,20 @@ static void test_network(void **state)
         CHECK_OK(cpu, captcha_network_read_gradient(net_cpu, t, pa, err));
         CHECK_OK(gpu, captcha_network_read_gradient(net_gpu, t, pb, err));
         double error = captcha_test_rel_error(pb, pa, info->count);
-        if (!(error <= 1e-3))
-            fail_msg("gradient of %s: relative error %.3g exceeds 1e-3", info->name, error);
+        if (error > 1e-4)
+            printf("  %-44s rel L2 %.3g\n", info->name, error);
+        if (!(error <= 1e-2))
+            fail_msg("gradient of %s: relative error %.3g exceeds 1e-2", info->name, error);
         if (error > worst)
             worst = error, worst_index = t;
     }
-    printf("  %-44s rel L2 %.3g at %s (tolerance 1e-3)\n", "worst parameter gradient", worst,
+    printf("  %-44s rel L2 %.3g at %s (tolerance 1e-2)\n", "worst parameter gradient", worst,
            captcha_network_tensor(net_cpu, worst_index)->name);
+    CHECK_OK(cpu, captcha_network_read_buffer(net_cpu, CAPTCHA_BUFFER_GRADIENTS, pa, err));
+    CHECK_OK(gpu, captcha_network_read_buffer(net_gpu, CAPTCHA_BUFFER_GRADIENTS, pb, err));
+    double all = captcha_test_rel_error(pb, pa, params);
+    printf("  %-44s rel L2 %.3g (tolerance 1e-3)\n", "all parameter gradients", all);
+    assert_true(all <= 1e-3);
     size_t stats = captcha_network_running_stat_count(net_cpu);
     float *sa = malloc(stats * 4), *sb = malloc(stats * 4);
     assert_true(sa && sb);
@@ -785,7 +798,7 @@ static void test_errors(void **state)
     assert_int_equal(gpu->ops->conv2d_forward(gpu, &bad, p, p, NULL, NULL, 0, p, &err),
                      CAPTCHA_ERROR_INVALID_ARGUMENT);
     printf("  bad conv shape: %s\n", err.message);
-    assert_non_null(strstr(err.message, "shape"));
+    assert_non_null(strstr(err.message, "does not match"));
     captcha_adam_config adam = captcha_adam_default();
     assert_int_equal(gpu->ops->adam_update(gpu, 16, p, p, p, p, &adam, 0, &err),
                      CAPTCHA_ERROR_INVALID_ARGUMENT);
@@ -858,6 +871,10 @@ int main(void)
         cmocka_unit_test(test_preprocess),    cmocka_unit_test(test_graph_capture),
         cmocka_unit_test(test_network),       cmocka_unit_test(test_errors),
     };
+    /* CAPTCHA_TEST_FILTER=test_conv_fused (a cmocka pattern, * and ? allowed) runs only the
+     * matching tests, e.g. under compute-sanitizer */
+    if (getenv("CAPTCHA_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("CAPTCHA_TEST_FILTER"));
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     captcha_backend_destroy(cpu);
     captcha_backend_destroy(gpu);

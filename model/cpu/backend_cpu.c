@@ -20,6 +20,7 @@
  * Host memory only; ops run synchronously. A backend instance is not
  * thread-safe: use one per thread. */
 #include "../backend.h"
+#include "../op_check.h"
 
 #include <limits.h>
 #include <math.h>
@@ -429,54 +430,6 @@ fail:
     return status;
 }
 
-/* ---- argument validation ---- */
-
-#define REQUIRE_POINTER(p, op)                                                                     \
-    do {                                                                                           \
-        if (!(p))                                                                                  \
-            return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,                               \
-                                "%s: pointer %s is NULL (expected a buffer)", op, #p);             \
-    } while (0)
-
-static captcha_status check_positive(const char *op, const char *name, long long value,
-                                     captcha_error *err)
-{
-    if (value > 0)
-        return CAPTCHA_OK;
-    return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "%s: %s is %lld (expected > 0)", op,
-                        name, value);
-}
-
-static captcha_status check_conv_shape(const char *op, const captcha_conv2d_shape *s,
-                                       captcha_error *err)
-{
-    if (!s)
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "%s: shape is NULL", op);
-    const int values[] = {s->batch,        s->in_channels, s->in_height, s->in_width,
-                          s->out_channels, s->kernel_size, s->stride};
-    const char *names[] = {"batch",        "in_channels", "in_height", "in_width",
-                           "out_channels", "kernel_size", "stride"};
-    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
-        captcha_status status = check_positive(op, names[i], values[i], err);
-        if (status != CAPTCHA_OK)
-            return status;
-    }
-    if (s->padding < 0)
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "%s: padding is %d (expected >= 0)", op, s->padding);
-    int out_h = (s->in_height + 2 * s->padding - s->kernel_size) / s->stride + 1;
-    int out_w = (s->in_width + 2 * s->padding - s->kernel_size) / s->stride + 1;
-    if (s->in_height + 2 * s->padding < s->kernel_size ||
-        s->in_width + 2 * s->padding < s->kernel_size || out_h != s->out_height ||
-        out_w != s->out_width)
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "%s: output size %dx%d does not match input %dx%d, kernel %d, "
-                            "stride %d, padding %d (expected %dx%d)",
-                            op, s->out_height, s->out_width, s->in_height, s->in_width,
-                            s->kernel_size, s->stride, s->padding, out_h, out_w);
-    return CAPTCHA_OK;
-}
-
 /* ---- convolution ---- */
 
 static void conv_key(op_key *key, int kind, const captcha_conv2d_shape *s, int flags)
@@ -776,12 +729,9 @@ static captcha_status cpu_conv2d_forward_native(captcha_backend *backend,
                                                 captcha_error *err)
 {
     cpu_backend *cpu = (cpu_backend *)backend;
-    captcha_status status = check_conv_shape("conv2d_forward", shape, err);
+    captcha_status status = captcha_check_conv2d_forward_args(shape, x, weight, y, err);
     if (status != CAPTCHA_OK)
         return status;
-    REQUIRE_POINTER(x, "conv2d_forward");
-    REQUIRE_POINTER(weight, "conv2d_forward");
-    REQUIRE_POINTER(y, "conv2d_forward");
     int flags = (bias ? CONV_FLAG_BIAS : 0) | (residual ? CONV_FLAG_RESIDUAL : 0) |
                 (relu ? CONV_FLAG_RELU : 0) | (x_native ? CONV_FLAG_SRC_NATIVE : 0) |
                 (y_native ? CONV_FLAG_DST_NATIVE : 0);
@@ -877,12 +827,9 @@ static captcha_status cpu_conv2d_backward_data(captcha_backend *backend,
                                                const float *weight, float *dx, captcha_error *err)
 {
     cpu_backend *cpu = (cpu_backend *)backend;
-    captcha_status status = check_conv_shape("conv2d_backward_data", shape, err);
+    captcha_status status = captcha_check_conv2d_backward_data_args(shape, dy, weight, dx, err);
     if (status != CAPTCHA_OK)
         return status;
-    REQUIRE_POINTER(dy, "conv2d_backward_data");
-    REQUIRE_POINTER(weight, "conv2d_backward_data");
-    REQUIRE_POINTER(dx, "conv2d_backward_data");
     op_entry *entry;
     if ((status = conv_backward_entry(cpu, shape, OP_CONV_BACKWARD_DATA, &entry, err)))
         return status;
@@ -896,12 +843,10 @@ static captcha_status cpu_conv2d_backward_weight(captcha_backend *backend,
                                                  captcha_error *err)
 {
     cpu_backend *cpu = (cpu_backend *)backend;
-    captcha_status status = check_conv_shape("conv2d_backward_weight", shape, err);
+    captcha_status status =
+        captcha_check_conv2d_backward_weight_args(shape, x, dy, dweight, err);
     if (status != CAPTCHA_OK)
         return status;
-    REQUIRE_POINTER(x, "conv2d_backward_weight");
-    REQUIRE_POINTER(dy, "conv2d_backward_weight");
-    REQUIRE_POINTER(dweight, "conv2d_backward_weight");
     op_entry *entry;
     if ((status = conv_backward_entry(cpu, shape, OP_CONV_BACKWARD_WEIGHT, &entry, err)))
         return status;
@@ -910,17 +855,6 @@ static captcha_status cpu_conv2d_backward_weight(captcha_backend *backend,
 }
 
 /* ---- batch normalization ---- */
-
-static captcha_status check_bn(const char *op, int batch, int channels, int spatial,
-                               captcha_error *err)
-{
-    captcha_status status;
-    if ((status = check_positive(op, "batch", batch, err)) ||
-        (status = check_positive(op, "channels", channels, err)) ||
-        (status = check_positive(op, "spatial", spatial, err)))
-        return status;
-    return CAPTCHA_OK;
-}
 
 static captcha_status bn_entry(cpu_backend *cpu, int kind, int batch, int channels, int spatial,
                                float eps, op_entry **out, captcha_error *err)
@@ -1025,25 +959,13 @@ cpu_batchnorm_forward_training(captcha_backend *backend, int batch, int channels
                                float momentum, float eps, float *running_mean, float *running_var,
                                float *saved_mean, float *saved_invstd, float *y, captcha_error *err)
 {
-    const char *op = "batchnorm_forward_training";
     cpu_backend *cpu = (cpu_backend *)backend;
-    captcha_status status = check_bn(op, batch, channels, spatial, err);
+    captcha_status status = captcha_check_batchnorm_training_args(
+        batch, channels, spatial, x, gamma, beta, running_mean, running_var, saved_mean,
+        saved_invstd, y, err);
     if (status != CAPTCHA_OK)
         return status;
-    REQUIRE_POINTER(x, op);
-    REQUIRE_POINTER(gamma, op);
-    REQUIRE_POINTER(beta, op);
-    REQUIRE_POINTER(running_mean, op);
-    REQUIRE_POINTER(running_var, op);
-    REQUIRE_POINTER(saved_mean, op);
-    REQUIRE_POINTER(saved_invstd, op);
-    REQUIRE_POINTER(y, op);
     double n = (double)batch * spatial;
-    if (n < 2)
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "%s: batch * spatial is 1 (training needs more than one value per "
-                            "channel, as torch.nn.BatchNorm2d)",
-                            op);
     /* Batch statistics in our own loop, accumulated in double in two passes (mean, then
      * the squared deviations) as PyTorch's CPU batch norm does; oneDNN 2.6's float
      * reductions drift from PyTorch's by enough to flip ReLU signs downstream. oneDNN
@@ -1090,17 +1012,11 @@ static captcha_status cpu_batchnorm_forward_inference(captcha_backend *backend, 
                                                       const float *running_var, float eps, float *y,
                                                       captcha_error *err)
 {
-    const char *op = "batchnorm_forward_inference";
     cpu_backend *cpu = (cpu_backend *)backend;
-    captcha_status status = check_bn(op, batch, channels, spatial, err);
+    captcha_status status = captcha_check_batchnorm_inference_args(
+        batch, channels, spatial, x, gamma, beta, running_mean, running_var, y, err);
     if (status != CAPTCHA_OK)
         return status;
-    REQUIRE_POINTER(x, op);
-    REQUIRE_POINTER(gamma, op);
-    REQUIRE_POINTER(beta, op);
-    REQUIRE_POINTER(running_mean, op);
-    REQUIRE_POINTER(running_var, op);
-    REQUIRE_POINTER(y, op);
     op_entry *entry;
     if ((status =
              bn_entry(cpu, OP_BN_FORWARD_INFERENCE, batch, channels, spatial, eps, &entry, err)))
@@ -1122,19 +1038,11 @@ static captcha_status cpu_batchnorm_backward(captcha_backend *backend, int batch
                                              const float *saved_invstd, float *dx, float *dgamma,
                                              float *dbeta, captcha_error *err)
 {
-    const char *op = "batchnorm_backward";
     cpu_backend *cpu = (cpu_backend *)backend;
-    captcha_status status = check_bn(op, batch, channels, spatial, err);
+    captcha_status status = captcha_check_batchnorm_backward_args(
+        batch, channels, spatial, x, dy, gamma, saved_mean, saved_invstd, dx, dgamma, dbeta, err);
     if (status != CAPTCHA_OK)
         return status;
-    REQUIRE_POINTER(x, op);
-    REQUIRE_POINTER(dy, op);
-    REQUIRE_POINTER(gamma, op);
-    REQUIRE_POINTER(saved_mean, op);
-    REQUIRE_POINTER(saved_invstd, op);
-    REQUIRE_POINTER(dx, op);
-    REQUIRE_POINTER(dgamma, op);
-    REQUIRE_POINTER(dbeta, op);
     const size_t plane = (size_t)spatial, channel_stride = (size_t)channels * plane;
     const double n = (double)batch * spatial;
 #pragma omp parallel for schedule(static) num_threads(cpu->base.threads)
@@ -1261,17 +1169,6 @@ fail:
     return status;
 }
 
-static captcha_status check_linear(const char *op, int batch, int in_features, int out_features,
-                                   captcha_error *err)
-{
-    captcha_status status;
-    if ((status = check_positive(op, "batch", batch, err)) ||
-        (status = check_positive(op, "in_features", in_features, err)) ||
-        (status = check_positive(op, "out_features", out_features, err)))
-        return status;
-    return CAPTCHA_OK;
-}
-
 /* linear_forward and linear_forward_native (chw not NULL: x native [N, C, H, W]). */
 static captcha_status linear_forward_run(cpu_backend *cpu, const char *op, int batch,
                                          int in_features, int out_features, const int *chw,
@@ -1280,16 +1177,13 @@ static captcha_status linear_forward_run(cpu_backend *cpu, const char *op, int b
 {
     captcha_status status = CAPTCHA_OK;
     for (int i = 0; chw && i < 3 && status == CAPTCHA_OK; i++)
-        status = check_positive(op, i == 0 ? "channels" : i == 1 ? "height" : "width", chw[i],
+        status = captcha_check_positive(op, i == 0 ? "channels" : i == 1 ? "height" : "width", chw[i],
                                 err);
     if (status == CAPTCHA_OK)
-        status = check_linear(op, batch, in_features, out_features, err);
+        status = captcha_check_linear_forward_args(op, batch, in_features, out_features, x, weight,
+                                                   bias, y, err);
     if (status != CAPTCHA_OK)
         return status;
-    REQUIRE_POINTER(x, op);
-    REQUIRE_POINTER(weight, op);
-    REQUIRE_POINTER(bias, op);
-    REQUIRE_POINTER(y, op);
     op_entry *entry;
     if ((status = linear_entry(cpu, chw ? OP_LINEAR_FORWARD_NATIVE : OP_LINEAR_FORWARD, batch,
                                in_features, out_features, chw, &entry, err)))
@@ -1325,18 +1219,13 @@ static captcha_status cpu_linear_backward(captcha_backend *backend, int batch, i
                                           const float *dy, float *dx, float *dweight, float *dbias,
                                           captcha_error *err)
 {
-    const char *op = "linear_backward";
     cpu_backend *cpu = (cpu_backend *)backend;
-    captcha_status status = check_linear(op, batch, in_features, out_features, err);
+    captcha_status status = captcha_check_linear_backward_args(batch, in_features, out_features, x,
+                                                               weight, dy, dx, dweight, dbias, err);
     if (status != CAPTCHA_OK)
         return status;
-    REQUIRE_POINTER(x, op);
-    REQUIRE_POINTER(dy, op);
-    REQUIRE_POINTER(dweight, op);
-    REQUIRE_POINTER(dbias, op);
     op_entry *entry;
     if (dx) {
-        REQUIRE_POINTER(weight, op);
         if ((status = linear_entry(cpu, OP_LINEAR_BACKWARD_DATA, batch, in_features, out_features,
                                    NULL, &entry, err)))
             return status;
@@ -1353,22 +1242,10 @@ static captcha_status cpu_linear_backward(captcha_backend *backend, int batch, i
 
 /* ---- element-wise ---- */
 
-static captcha_status check_count(const char *op, size_t count, const void *a, const void *b,
-                                  const void *c, captcha_error *err)
-{
-    if (count == 0)
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "%s: count is 0 (expected > 0)",
-                            op);
-    if (!a || !b || !c)
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "%s: a tensor pointer is NULL (expected a buffer)", op);
-    return CAPTCHA_OK;
-}
-
 static captcha_status cpu_relu_forward(captcha_backend *backend, size_t count, const float *x,
                                        float *y, captcha_error *err)
 {
-    captcha_status status = check_count("relu_forward", count, x, y, y, err);
+    captcha_status status = captcha_check_elementwise("relu_forward", count, x, y, y, err);
     if (status != CAPTCHA_OK)
         return status;
 #pragma omp parallel for schedule(static) num_threads(backend->threads)
@@ -1380,7 +1257,7 @@ static captcha_status cpu_relu_forward(captcha_backend *backend, size_t count, c
 static captcha_status cpu_relu_backward(captcha_backend *backend, size_t count, const float *y,
                                         const float *dy, float *dx, captcha_error *err)
 {
-    captcha_status status = check_count("relu_backward", count, y, dy, dx, err);
+    captcha_status status = captcha_check_elementwise("relu_backward", count, y, dy, dx, err);
     if (status != CAPTCHA_OK)
         return status;
 #pragma omp parallel for schedule(static) num_threads(backend->threads)
@@ -1392,7 +1269,7 @@ static captcha_status cpu_relu_backward(captcha_backend *backend, size_t count, 
 static captcha_status cpu_add(captcha_backend *backend, size_t count, const float *a,
                               const float *b, float *y, captcha_error *err)
 {
-    captcha_status status = check_count("add", count, a, b, y, err);
+    captcha_status status = captcha_check_elementwise("add", count, a, b, y, err);
     if (status != CAPTCHA_OK)
         return status;
 #pragma omp parallel for schedule(static) num_threads(backend->threads)
@@ -1422,15 +1299,10 @@ static captcha_status cpu_multilabel_soft_margin_loss(captcha_backend *backend, 
                                                       const float *targets, float *loss_host,
                                                       float *dlogits, captcha_error *err)
 {
-    const char *op = "multilabel_soft_margin_loss";
-    captcha_status status;
-    if ((status = check_positive(op, "batch", batch, err)) ||
-        (status = check_positive(op, "classes", classes, err)))
+    captcha_status status =
+        captcha_check_loss_args(batch, classes, logits, targets, loss_host, dlogits, err);
+    if (status != CAPTCHA_OK)
         return status;
-    REQUIRE_POINTER(logits, op);
-    REQUIRE_POINTER(targets, op);
-    REQUIRE_POINTER(loss_host, op);
-    REQUIRE_POINTER(dlogits, op);
     size_t count = (size_t)batch * classes;
     double scale = 1.0 / (double)count;
     double total = 0;
@@ -1452,16 +1324,10 @@ static captcha_status cpu_adam_update(captcha_backend *backend, size_t count, fl
                                       const captcha_adam_config *config, int64_t step,
                                       captcha_error *err)
 {
-    const char *op = "adam_update";
-    captcha_status status = check_count(op, count, param, grad, m, err);
+    captcha_status status =
+        captcha_check_adam_args(count, param, grad, m, v, config, step, err);
     if (status != CAPTCHA_OK)
         return status;
-    REQUIRE_POINTER(v, op);
-    REQUIRE_POINTER(config, op);
-    if (step < 1)
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "%s: step is %lld (expected >= 1, counted from 1)", op,
-                            (long long)step);
     /* torch.optim.Adam (_single_tensor_adam): the bias corrections and the
      * step size are Python floats (double), the tensor math is float. */
     const float beta1 = config->beta1, beta2 = config->beta2;

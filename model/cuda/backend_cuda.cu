@@ -11,11 +11,14 @@
  *  - alloc() is cudaMalloc (never managed memory).
  *  - Convolutions: per distinct captcha_conv2d_shape a plan holds the cuDNN
  *    descriptors and the forward / backward-data / backward-filter algorithms,
- *    chosen once with the cuDNN heuristics (cudnnGet*Algorithm_v7: first
- *    result that succeeds within a 512 MiB workspace, deterministic ones
- *    preferred for backward-filter). One workspace, grown on demand, serves
- *    all of them. The heuristic query runs nothing on the GPU, so a plan can
- *    be created while a CUDA graph is being captured.
+ *    chosen once, on first use, by timing them (cudnnFind*Algorithm, as
+ *    PyTorch's cudnn.benchmark): the fastest that succeeds within a 512 MiB
+ *    workspace, deterministic ones preferred for backward-data and
+ *    backward-filter. CAPTCHA_CUDA_ALGO=heuristic (read when the backend is
+ *    created) takes the cuDNN heuristics' first choice instead
+ *    (cudnnGet*Algorithm_v7, which runs nothing on the GPU); so does a plan
+ *    made while a CUDA graph is being captured. One workspace, grown on
+ *    demand, serves all of them.
  *  - The inference conv (bias / residual / ReLU) is one
  *    cudnnConvolutionBiasActivationForward: y = act(conv(x) + 1 * z + bias)
  *    with z = residual (alpha2 = 1), or z = y and alpha2 = 0 without residual;
@@ -61,6 +64,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "op_check.h"
 
 namespace
 {
@@ -205,6 +209,7 @@ struct cuda_backend {
     captcha_backend base;
     int device;
     bool tf32;
+    bool algo_find; /* time the algorithms (cudnnFind*) rather than take the heuristics' */
     cudaStream_t stream;
     cudnnHandle_t cudnn;
     cublasHandle_t cublas;
@@ -686,21 +691,6 @@ void conv_plan_destroy(conv_plan *plan)
     free(plan);
 }
 
-captcha_status check_conv_shape(const captcha_conv2d_shape *s, captcha_error *err)
-{
-    if (s->batch < 1 || s->in_channels < 1 || s->out_channels < 1 || s->in_height < 1 ||
-        s->in_width < 1 || s->kernel_size < 1 || s->stride < 1 || s->padding < 0 ||
-        s->out_height != (s->in_height + 2 * s->padding - s->kernel_size) / s->stride + 1 ||
-        s->out_width != (s->in_width + 2 * s->padding - s->kernel_size) / s->stride + 1 ||
-        s->out_height < 1 || s->out_width < 1)
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "CUDA conv2d: inconsistent shape N=%d Cin=%d %dx%d -> Cout=%d %dx%d "
-                            "(kernel %d, stride %d, padding %d)",
-                            s->batch, s->in_channels, s->in_height, s->in_width, s->out_channels,
-                            s->out_height, s->out_width, s->kernel_size, s->stride, s->padding);
-    return CAPTCHA_OK;
-}
-
 captcha_status conv_plan_create(cuda_backend *b, const captcha_conv2d_shape *s, conv_plan **out,
                                 captcha_error *err)
 {
@@ -744,7 +734,7 @@ captcha_status conv_plan_create(cuda_backend *b, const captcha_conv2d_shape *s, 
 captcha_status find_conv_plan(cuda_backend *b, const captcha_conv2d_shape *s, conv_plan **out,
                               captcha_error *err)
 {
-    TRY(check_conv_shape(s, err));
+    TRY(captcha_check_conv_shape("conv2d", s, err));
     for (size_t i = 0; i < b->conv_plans.count; i++) {
         conv_plan *plan = (conv_plan *)b->conv_plans.items[i];
         if (!memcmp(&plan->shape, s, sizeof(*s))) {
@@ -790,9 +780,14 @@ captcha_status plan_forward(cuda_backend *b, conv_plan *plan, captcha_error *err
         return CAPTCHA_OK;
     cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
     int count = 0;
-    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
-        b->cudnn, plan->x_desc, plan->w_desc, plan->conv_desc, plan->y_desc,
-        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
+    if (b->algo_find && !b->capturing)
+        CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithm(
+            b->cudnn, plan->x_desc, plan->w_desc, plan->conv_desc, plan->y_desc,
+            CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
+    else
+        CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
+            b->cudnn, plan->x_desc, plan->w_desc, plan->conv_desc, plan->y_desc,
+            CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
     const cudnnConvolutionFwdAlgoPerf_t *best = pick_algo(perf, count, false);
     if (!best)
         return captcha_fail(err, CAPTCHA_ERROR_BACKEND,
@@ -842,9 +837,14 @@ captcha_status plan_backward_data(cuda_backend *b, conv_plan *plan, captcha_erro
         return CAPTCHA_OK;
     cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
     int count = 0;
-    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
-        b->cudnn, plan->w_desc, plan->y_desc, plan->conv_desc, plan->x_desc,
-        CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
+    if (b->algo_find && !b->capturing)
+        CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithm(
+            b->cudnn, plan->w_desc, plan->y_desc, plan->conv_desc, plan->x_desc,
+            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
+    else
+        CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
+            b->cudnn, plan->w_desc, plan->y_desc, plan->conv_desc, plan->x_desc,
+            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
     const cudnnConvolutionBwdDataAlgoPerf_t *best = pick_algo(perf, count, true);
     if (!best)
         return captcha_fail(err, CAPTCHA_ERROR_BACKEND,
@@ -862,9 +862,14 @@ captcha_status plan_backward_filter(cuda_backend *b, conv_plan *plan, captcha_er
         return CAPTCHA_OK;
     cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
     int count = 0;
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-        b->cudnn, plan->x_desc, plan->y_desc, plan->conv_desc, plan->w_desc,
-        CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf));
+    if (b->algo_find && !b->capturing)
+        CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithm(
+            b->cudnn, plan->x_desc, plan->y_desc, plan->conv_desc, plan->w_desc,
+            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf));
+    else
+        CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+            b->cudnn, plan->x_desc, plan->y_desc, plan->conv_desc, plan->w_desc,
+            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf));
     const cudnnConvolutionBwdFilterAlgoPerf_t *best = pick_algo(perf, count, true);
     if (!best)
         return captcha_fail(err, CAPTCHA_ERROR_BACKEND,
@@ -882,6 +887,7 @@ captcha_status cuda_conv2d_forward(captcha_backend *backend, const captcha_conv2
                                    const float *residual, int relu, float *y, captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
+    TRY(captcha_check_conv2d_forward_args(shape, x, weight, y, err));
     TRY(bind_device(b, err));
     conv_plan *plan = nullptr;
     TRY(find_conv_plan(b, shape, &plan, err));
@@ -950,6 +956,7 @@ captcha_status cuda_conv2d_backward_data(captcha_backend *backend,
                                          const float *weight, float *dx, captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
+    TRY(captcha_check_conv2d_backward_data_args(shape, dy, weight, dx, err));
     TRY(bind_device(b, err));
     conv_plan *plan = nullptr;
     TRY(find_conv_plan(b, shape, &plan, err));
@@ -968,6 +975,7 @@ captcha_status cuda_conv2d_backward_weight(captcha_backend *backend,
                                            const float *dy, float *dweight, captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
+    TRY(captcha_check_conv2d_backward_weight_args(shape, x, dy, dweight, err));
     TRY(bind_device(b, err));
     conv_plan *plan = nullptr;
     TRY(find_conv_plan(b, shape, &plan, err));
@@ -999,11 +1007,7 @@ void bn_plan_destroy(bn_plan *plan)
 captcha_status find_bn_plan(cuda_backend *b, int batch, int channels, int spatial, bool training,
                             bn_plan **out, captcha_error *err)
 {
-    if (batch < 1 || channels < 1 || spatial < 1 || (training && (size_t)batch * spatial < 2))
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "CUDA batch norm: N=%d C=%d spatial=%d is invalid%s", batch, channels,
-                            spatial,
-                            training ? " (training needs more than 1 value per channel)" : "");
+    TRY(captcha_check_batchnorm("batchnorm", batch, channels, spatial, training, err));
     for (size_t i = 0; i < b->bn_plans.count; i++) {
         bn_plan *plan = (bn_plan *)b->bn_plans.items[i];
         if (plan->batch == batch && plan->channels == channels && plan->spatial == spatial) {
@@ -1048,6 +1052,9 @@ captcha_status cuda_batchnorm_forward_training(captcha_backend *backend, int bat
                                                captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
+    TRY(captcha_check_batchnorm_training_args(batch, channels, spatial, x, gamma, beta,
+                                              running_mean, running_var, saved_mean, saved_invstd,
+                                              y, err));
     TRY(bind_device(b, err));
     bn_plan *plan = nullptr;
     TRY(find_bn_plan(b, batch, channels, spatial, true, &plan, err));
@@ -1066,6 +1073,8 @@ captcha_status cuda_batchnorm_forward_inference(captcha_backend *backend, int ba
                                                 captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
+    TRY(captcha_check_batchnorm_inference_args(batch, channels, spatial, x, gamma, beta,
+                                               running_mean, running_var, y, err));
     TRY(bind_device(b, err));
     bn_plan *plan = nullptr;
     TRY(find_bn_plan(b, batch, channels, spatial, false, &plan, err));
@@ -1083,6 +1092,8 @@ captcha_status cuda_batchnorm_backward(captcha_backend *backend, int batch, int 
                                        float *dbeta, captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
+    TRY(captcha_check_batchnorm_backward_args(batch, channels, spatial, x, dy, gamma, saved_mean,
+                                              saved_invstd, dx, dgamma, dbeta, err));
     TRY(bind_device(b, err));
     bn_plan *plan = nullptr;
     TRY(find_bn_plan(b, batch, channels, spatial, true, &plan, err));
@@ -1103,21 +1114,13 @@ captcha_status cuda_batchnorm_backward(captcha_backend *backend, int batch, int 
  * column-major [cols, rows] matrix (its transpose) with leading dimension cols.
  * ------------------------------------------------------------------------- */
 
-captcha_status check_linear(int batch, int in_features, int out_features, captcha_error *err)
-{
-    if (batch < 1 || in_features < 1 || out_features < 1)
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "CUDA linear: N=%d in=%d out=%d must all be >= 1", batch, in_features,
-                            out_features);
-    return CAPTCHA_OK;
-}
-
 captcha_status cuda_linear_forward(captcha_backend *backend, int batch, int in_features,
                                    int out_features, const float *x, const float *weight,
                                    const float *bias, float *y, captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
-    TRY(check_linear(batch, in_features, out_features, err));
+    TRY(captcha_check_linear_forward_args("linear_forward", batch, in_features, out_features, x,
+                                          weight, bias, y, err));
     TRY(bind_device(b, err));
     float beta = 0.0f;
     if (bias) {
@@ -1140,7 +1143,8 @@ captcha_status cuda_linear_backward(captcha_backend *backend, int batch, int in_
                                     captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
-    TRY(check_linear(batch, in_features, out_features, err));
+    TRY(captcha_check_linear_backward_args(batch, in_features, out_features, x, weight, dy, dx,
+                                           dweight, dbias, err));
     TRY(bind_device(b, err));
     const float one = 1.0f, zero = 0.0f;
     if (dx) {
@@ -1171,8 +1175,7 @@ captcha_status cuda_relu_forward(captcha_backend *backend, size_t count, const f
                                  captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
-    if (!count)
-        return CAPTCHA_OK;
+    TRY(captcha_check_elementwise("relu_forward", count, x, y, y, err));
     TRY(bind_device(b, err));
     relu_forward_kernel<<<grid_for(count), kThreads, 0, b->stream>>>(count, x, y);
     CUDA_CHECK(cudaGetLastError());
@@ -1183,8 +1186,7 @@ captcha_status cuda_relu_backward(captcha_backend *backend, size_t count, const 
                                   const float *dy, float *dx, captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
-    if (!count)
-        return CAPTCHA_OK;
+    TRY(captcha_check_elementwise("relu_backward", count, y, dy, dx, err));
     TRY(bind_device(b, err));
     relu_backward_kernel<<<grid_for(count), kThreads, 0, b->stream>>>(count, y, dy, dx);
     CUDA_CHECK(cudaGetLastError());
@@ -1195,8 +1197,7 @@ captcha_status cuda_add(captcha_backend *backend, size_t count, const float *a, 
                         float *y, captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
-    if (!count)
-        return CAPTCHA_OK;
+    TRY(captcha_check_elementwise("add", count, a, b_, y, err));
     TRY(bind_device(b, err));
     add_kernel<<<grid_for(count), kThreads, 0, b->stream>>>(count, a, b_, y);
     CUDA_CHECK(cudaGetLastError());
@@ -1209,9 +1210,7 @@ captcha_status cuda_multilabel_soft_margin_loss(captcha_backend *backend, int ba
                                                 captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
-    if (batch < 1 || classes < 1)
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "CUDA loss: N=%d classes=%d must be >= 1", batch, classes);
+    TRY(captcha_check_loss_args(batch, classes, logits, targets, loss_host, dlogits, err));
     TRY(refuse_while_capturing(b, "the loss (returned in host memory)", err));
     TRY(bind_device(b, err));
     size_t n = (size_t)batch * classes;
@@ -1230,12 +1229,7 @@ captcha_status cuda_adam_update(captcha_backend *backend, size_t count, float *p
                                 const captcha_adam_config *config, int64_t step, captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
-    if (step < 1)
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "CUDA Adam: step %lld must be >= 1 (steps count from 1)",
-                            (long long)step);
-    if (!count)
-        return CAPTCHA_OK;
+    TRY(captcha_check_adam_args(count, param, grad, m, v, config, step, err));
     TRY(bind_device(b, err));
     /* as torch: scalars computed in double on the host, used as float */
     double bias_correction1 = 1.0 - pow((double)config->beta1, (double)step);
@@ -1570,6 +1564,8 @@ captcha_cuda_module_create(int gpu_id, captcha_backend **out, captcha_error *err
     b->device = gpu_id;
     const char *tf32 = getenv("CAPTCHA_CUDA_TF32");
     b->tf32 = tf32 && !strcmp(tf32, "1");
+    const char *algo = getenv("CAPTCHA_CUDA_ALGO");
+    b->algo_find = !(algo && !strcmp(algo, "heuristic"));
     captcha_status status = cuda_setup(b, err);
     if (status != CAPTCHA_OK) {
         cuda_destroy(&b->base);
