@@ -41,6 +41,7 @@
 #include <float.h>
 #include <getopt.h>
 #include <math.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1021,6 +1022,8 @@ int main(int argc, char **argv)
     }
 
     /* ---- backend and network ---- */
+    if (opt.threads > 0)
+        omp_set_num_threads(opt.threads); /* also the batch building (captcha_dataset_batch) */
     char fallback[512];
     if (captcha_backend_create(opt.device, 0, opt.threads, &backend, fallback, sizeof fallback,
                                &err) != CAPTCHA_OK) {
@@ -1073,7 +1076,7 @@ int main(int argc, char **argv)
     logits = malloc((size_t)eval_batch * (size_t)classes * sizeof *logits);
     order = malloc(train.count * sizeof *order);
     keys = malloc((size_t)batch * sizeof *keys);
-    scratch = malloc(captcha_dataset_scratch_size(&train));
+    scratch = malloc(captcha_dataset_scratch_size(&train) * (size_t)batch);
     if (!input || !targets || !logits || !order || !keys || !scratch) {
         message("out of memory");
         goto done;

@@ -264,28 +264,48 @@ captcha_status captcha_dataset_batch(const captcha_dataset *dataset, const size_
 {
     const size_t image_floats = 3 * (size_t)config->input_height * (size_t)config->input_width;
     const size_t classes = (size_t)captcha_config_classes(config);
+    const size_t scratch_size = captcha_dataset_scratch_size(dataset);
     uint8_t *owned = NULL;
-    if (augment && !scratch) {
-        owned = malloc(captcha_dataset_scratch_size(dataset));
+    if (augment && !scratch && batch > 0) {
+        owned = malloc(scratch_size * (size_t)batch);
         if (!owned)
             return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "out of memory building a batch");
         scratch = owned;
     }
+    /* The images are independent (each augmentation depends only on its key), so they are
+     * built in parallel; the result does not depend on the number of threads. The error
+     * reported is that of the first failing image in batch order. */
+    int first_failed = batch;
     captcha_status status = CAPTCHA_OK;
-    for (int i = 0; i < batch && status == CAPTCHA_OK; i++) {
+    captcha_error first_err = {0};
+#pragma omp parallel for schedule(dynamic)
+    for (int i = 0; i < batch; i++) {
         size_t index = indices[i];
         captcha_rgb_image image = dataset->images[index];
         if (augment) {
-            captcha_augment_image(&dataset->images[index], augment, keys[i], scratch);
-            image.rgb = scratch;
+            uint8_t *own_scratch = scratch + scratch_size * (size_t)i;
+            captcha_augment_image(&dataset->images[index], augment, keys[i], own_scratch);
+            image.rgb = own_scratch;
         }
+        captcha_error image_err = {0};
         captcha_image view = captcha_rgb_image_view(&image);
-        status = captcha_preprocess(&view, NULL, config, input + (size_t)i * image_floats, err);
-        if (status == CAPTCHA_OK && targets)
-            status = captcha_encode_label(config, dataset->labels[index],
-                                          targets + (size_t)i * classes, err);
-        if (status != CAPTCHA_OK)
-            captcha_error_prefix(err, "%s: ", dataset->paths[index]);
+        captcha_status image_status =
+            captcha_preprocess(&view, NULL, config, input + (size_t)i * image_floats, &image_err);
+        if (image_status == CAPTCHA_OK && targets)
+            image_status = captcha_encode_label(config, dataset->labels[index],
+                                                targets + (size_t)i * classes, &image_err);
+        if (image_status != CAPTCHA_OK) {
+#pragma omp critical(captcha_dataset_batch_error)
+            if (i < first_failed) {
+                first_failed = i;
+                status = image_status;
+                first_err = image_err;
+            }
+        }
+    }
+    if (status != CAPTCHA_OK && err) {
+        *err = first_err;
+        captcha_error_prefix(err, "%s: ", dataset->paths[indices[first_failed]]);
     }
     free(owned);
     return status;

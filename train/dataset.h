@@ -83,7 +83,9 @@ void captcha_augment_image(const captcha_rgb_image *src, const captcha_augment *
  * keys[i] when augment is not NULL) preprocessed into input [batch, 3,
  * config->input_height, config->input_width] and, when targets is not NULL,
  * its one-hot label into targets [batch, length * charset_size]. scratch:
- * NULL or a buffer of captcha_dataset_scratch_size() bytes. */
+ * NULL or a buffer of batch * captcha_dataset_scratch_size() bytes (one image's
+ * room per image of the batch). The images are built in parallel (OpenMP, the
+ * current number of threads); the result does not depend on that number. */
 captcha_status captcha_dataset_batch(const captcha_dataset *dataset, const size_t *indices,
                                      int batch, const captcha_config *config,
                                      const captcha_augment *augment, const uint64_t *keys,
