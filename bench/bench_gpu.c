@@ -107,6 +107,39 @@ static void bench_latency(captcha_network *net, int iters, double *sorted, char 
     }
     qsort(sorted, iters, sizeof *sorted, bench_compare_double);
     snprintf(text, text_size, "%s", result.text);
+
+    /* Where the time goes: the same steps with a synchronize after each, medians in us
+     * (their sum exceeds the pipelined latency above by the synchronizations). */
+    enum { STAGES = 4 };
+    static const char *stage_names[STAGES] = {"preprocess (upload + kernel)",
+                                              "forward (graph launch)", "download of logits",
+                                              "decode on the host"};
+    double *stage = malloc((size_t)STAGES * iters * sizeof(double));
+    for (int i = -warmup; i < iters; i++) {
+        double t[STAGES + 1];
+        t[0] = bench_now();
+        if (ops->preprocess)
+            check(ops->preprocess(backend, &image, &roi, c, input, &err), "preprocess", &err);
+        check(ops->synchronize(backend, &err), "synchronize", &err);
+        t[1] = bench_now();
+        check(captcha_network_forward_device(net, input, 1, logits, &err), "forward", &err);
+        check(ops->synchronize(backend, &err), "synchronize", &err);
+        t[2] = bench_now();
+        check(ops->download(backend, host_logits, logits, (size_t)classes * sizeof(float), &err),
+              "download", &err);
+        t[3] = bench_now();
+        check(captcha_decode(c, host_logits, &result, &err), "decode", &err);
+        t[4] = bench_now();
+        for (int k = 0; i >= 0 && k < STAGES; k++)
+            stage[(size_t)k * iters + i] = (t[k + 1] - t[k]) * 1e6;
+    }
+    printf("batch 1 by stage, each followed by a synchronize (median us):");
+    for (int k = 0; k < STAGES; k++) {
+        qsort(stage + (size_t)k * iters, iters, sizeof *stage, bench_compare_double);
+        printf("%s %s %.1f", k ? "," : "", stage_names[k], stage[(size_t)k * iters + iters / 2]);
+    }
+    printf("\n");
+    free(stage);
     ops->free(backend, input);
     ops->free(backend, logits);
     free(pixels);

@@ -3,13 +3,14 @@
 #   1. unpack the libraries it lacks (.carry/carry.tar.xz from bench/prepare-carry.sh),
 #   2. find cuDNN / cuBLAS (the CUDA toolkit, else PyTorch's nvidia-* wheels),
 #   3. meson setup -Dgst=disabled -Dcuda=enabled -Dgpu_arch=90 and build,
-#   4. run test_backend_cuda (again under compute-sanitizer memcheck if it fails) and test_ops,
+#   4. run test_backend_cuda, again under compute-sanitizer (memcheck; initcheck for the conv
+#      tests), and test_ops,
 #   5. parity on the real test split (.carry/data/captcha-v2, else ../shared/data/captcha-v2):
 #      captcha-predict --device cpu against --device cuda (batch 1 and 32), and, when
 #      .carry/gst.tar.xz is there, the captchaocr element with device=cpu against device=cuda
 #      (one gst-launch-1.0 pipeline over the 104 images each),
 #   6. run the GPU benchmark (bench-gpu from bench/bench_gpu.c, which runs
-#      bench/torch_gpu.py for the PyTorch side),
+#      bench/torch_gpu.py for the PyTorch side), and ours again with CAPTCHA_CUDA_ALGO=heuristic,
 #   7. train with the default recipe on the GPU (captcha-train --device cuda, real train
 #      split, test split as --val), then read the test split with the result.
 # Logs go to $OUT (at most 8 files come back from the device tool):
@@ -32,6 +33,8 @@ summary=$OUT/summary.txt
 note() { echo "== $*" | tee -a "$summary"; }
 started=$(date +%s)
 elapsed() { echo $(($(date +%s) - started)); }
+# seconds since $1 (a `date +%s%N`), with 3 decimals
+since() { local ns=$(($(date +%s%N) - $1)); printf '%d.%03d' $((ns / 1000000000)) $((ns / 1000000 % 1000)); }
 status=0
 
 note "machine: $(uname -m), $(nproc) cores; $(date -u +%FT%TZ)"
@@ -161,12 +164,21 @@ run_test() { # name, timeout
     esac
 }
 run_test test_backend_cuda 120
-if ! grep -q 'test_backend_cuda: \(PASS\|SKIPPED\)' "$summary" && command -v compute-sanitizer >/dev/null; then
-    note "test_backend_cuda again under compute-sanitizer memcheck ($(elapsed) s so far)"
-    (cd "$build" && CAPTCHA_SOURCE_DIR=$src CAPTCHA_BUILD_DIR=$build timeout 100 \
-        compute-sanitizer --tool memcheck --print-limit 30 tests/test_backend_cuda) \
-        >"$OUT/sanitizer.log" 2>&1
-    grep -m 10 -E 'ERROR SUMMARY|Invalid|Program hit' "$OUT/sanitizer.log" | tee -a "$summary"
+if [ -x "$build/tests/test_backend_cuda" ] && command -v compute-sanitizer >/dev/null &&
+    ! grep -q 'test_backend_cuda: SKIPPED' "$summary"; then
+    # memcheck: out-of-bounds and misaligned accesses; initcheck: reads of device memory
+    # never written (the conv tests: the fused forms must not read y or a stale workspace)
+    note "test_backend_cuda under compute-sanitizer memcheck, conv tests under initcheck ($(elapsed) s so far)"
+    for tool in memcheck initcheck; do
+        filter=""
+        [ $tool = initcheck ] && filter="test_conv_*"
+        echo "=== compute-sanitizer --tool $tool ${filter:+(CAPTCHA_TEST_FILTER=$filter)}" >>"$OUT/sanitizer.log"
+        (cd "$build" && CAPTCHA_SOURCE_DIR=$src CAPTCHA_BUILD_DIR=$build CAPTCHA_TEST_FILTER=$filter \
+            timeout 90 compute-sanitizer --tool $tool --print-limit 30 tests/test_backend_cuda) \
+            >>"$OUT/sanitizer.log" 2>&1
+        echo "=== $tool exit $?" >>"$OUT/sanitizer.log"
+    done
+    grep -E 'ERROR SUMMARY|FAILED  \]|^=== .* exit' "$OUT/sanitizer.log" | tee -a "$summary"
 fi
 run_test test_ops 100
 
@@ -195,10 +207,10 @@ else
     for run in "cpu 1" "cuda 1" "cuda 32"; do
         set -- $run
         echo "--- captcha-predict --device $1 --batch $2" >>"$parity_log"
-        t0=$(date +%s.%N)
+        t0=$(date +%s%N)
         timeout 60 "$predict" --model "$model" --device "$1" --batch "$2" "$data/test" \
             >"/tmp/captcha-predict-$1-$2.txt" 2>>"$parity_log"
-        echo "predict --device $1 --batch $2: exit $?, $(echo "$(date +%s.%N) - $t0" | bc) s, $(tail -1 "/tmp/captcha-predict-$1-$2.txt")" |
+        echo "predict --device $1 --batch $2: exit $?, $(since $t0) s, $(tail -1 "/tmp/captcha-predict-$1-$2.txt")" |
             tee -a "$parity_log" >>"$summary"
     done
     for run in "cuda 1" "cuda 32"; do
@@ -219,7 +231,7 @@ else
         done
         for dev in cpu cuda; do
             echo "--- element, device=$dev" >>"$parity_log"
-            t0=$(date +%s.%N)
+            t0=$(date +%s%N)
             env LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$gst/lib" GST_REGISTRY_FORK=no \
                 GST_PLUGIN_SYSTEM_PATH_1_0="$gst/plugins" GST_PLUGIN_PATH_1_0= \
                 GST_REGISTRY_1_0="$gst/registry-$dev.bin" \
@@ -231,7 +243,7 @@ else
                 sed -n 's/.*text\\=\\(string\\)\([^\\]*\)\\,\\ confidence\\=\\(double\\)\([^\\]*\)\\,.*/\1\t\2/p' |
                 awk -F'\t' '{printf "%d\t%s\t%.4f\n", NR - 1, $1, $2}' >"/tmp/captcha-element-$dev.txt"
             right=$(cut -f2 "/tmp/captcha-element-$dev.txt" | paste - /tmp/captcha-seq/labels | awk '$1 == $2' | wc -l)
-            echo "element device=$dev: exit $rc, $(echo "$(date +%s.%N) - $t0" | bc) s, $(wc -l <"/tmp/captcha-element-$dev.txt") results, $right of $i equal to the label" |
+            echo "element device=$dev: exit $rc, $(since $t0) s, $(wc -l <"/tmp/captcha-element-$dev.txt") results, $right of $i equal to the label" |
                 tee -a "$parity_log" >>"$summary"
             grep -E 'ERROR|WARN|CRITICAL|captcha.*(fall|CUDA)' "/tmp/captcha-element-$dev.log" | head -10 |
                 tee -a "$parity_log" >>"$summary"
@@ -253,6 +265,11 @@ if [ -x "$build/bench/bench-gpu" ]; then
     note "bench-gpu ($(elapsed) s so far)"
     timeout 110 "$build/bench/bench-gpu" >"$OUT/bench_gpu.log" 2>&1 || note "bench-gpu exit $?"
     tail -25 "$OUT/bench_gpu.log" >>"$summary"
+    # the same, ours only, with the cuDNN heuristics' algorithms instead of timed ones
+    echo "=== CAPTCHA_CUDA_ALGO=heuristic, ours only" >>"$OUT/bench_gpu.log"
+    CAPTCHA_CUDA_ALGO=heuristic timeout 60 "$build/bench/bench-gpu" --no-torch --quick \
+        >>"$OUT/bench_gpu.log" 2>&1 || note "bench-gpu (heuristic) exit $?"
+    grep -A12 '^=== CAPTCHA_CUDA_ALGO' "$OUT/bench_gpu.log" | grep -E '^===|stage|median|256|epoch' >>"$summary"
 else
     note "bench-gpu not built (no bench/bench_gpu.c)"
 fi
@@ -260,26 +277,16 @@ fi
 # ---- 7. training on the GPU, default recipe, real data ----
 if [ -n "$data" ] && [ -x "$build/train/captcha-train" ]; then
     note "captcha-train --device cuda, default recipe ($(elapsed) s so far)"
-    t0=$(date +%s.%N)
+    t0=$(date +%s%N)
     timeout 120 "$build/train/captcha-train" --device cuda --train "$data/train" --val "$data/test" \
         --out /tmp/captcha-gpu-trained.safetensors >"$OUT/train.log" 2>&1
     rc=$?
-    echo "train: exit $rc after $(echo "$(date +%s.%N) - $t0" | bc) s" | tee -a "$summary"
+    echo "train: exit $rc after $(since $t0) s" | tee -a "$summary"
     grep -i -E 'epoch' "$OUT/train.log" | tail -4 >>"$summary"
     if [ -f /tmp/captcha-gpu-trained.safetensors ]; then
         "$build/train/captcha-predict" --model /tmp/captcha-gpu-trained.safetensors --device cuda \
             "$data/test" 2>&1 | tail -1 | sed 's/^/trained on the GPU, test split: /' | tee -a "$summary"
     fi
-fi
-# ---- 8. memcheck of the whole test, when time is left (it runs many times slower) ----
-if [ ! -s "$OUT/sanitizer.log" ] && command -v compute-sanitizer >/dev/null &&
-    [ -x "$build/tests/test_backend_cuda" ] && [ "$(elapsed)" -lt 300 ]; then
-    note "test_backend_cuda under compute-sanitizer memcheck ($(elapsed) s so far)"
-    (cd "$build" && CAPTCHA_SOURCE_DIR=$src CAPTCHA_BUILD_DIR=$build timeout $((400 - $(elapsed))) \
-        compute-sanitizer --tool memcheck --print-limit 30 tests/test_backend_cuda) \
-        >"$OUT/sanitizer.log" 2>&1
-    echo "exit $?" >>"$OUT/sanitizer.log"
-    grep -m 10 -E 'ERROR SUMMARY|Invalid|Program hit|^exit' "$OUT/sanitizer.log" | tee -a "$summary"
 fi
 note "done in $(elapsed) s, status $status"
 exit $status
