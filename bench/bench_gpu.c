@@ -3,6 +3,7 @@
  * TF32 off on both sides (cudnn.benchmark on for PyTorch).
  *
  *   bench-gpu [--gpu N] [--iters N] [--quick] [--no-torch] [--python PATH] [MODEL.safetensors]
+ *   bench-gpu --profile N | --profile-train [--gpu N] [MODEL.safetensors]
  *
  * 1. batch-1 latency, host pixels to text: a 200x50 BGRA host image -> the backend's
  *    preprocess op (upload of the region + resize/normalize on the device) -> forward on
@@ -12,8 +13,14 @@
  * 3. one training epoch of 936 synthetic images 3x32x128 with random one-hot targets at
  *    batch 16 (58 steps of 16 + one of 8): forward + backward + Adam, the host input
  *    uploaded at each step as the trainer does. Median of 3 epochs after one warm-up epoch.
+ * --profile N runs one batch-N inference (N = 1: from host pixels to logits, as in 1.) and
+ * --profile-train one training step at batch 16 between cudaProfilerStart and
+ * cudaProfilerStop, after a warm-up, and exits: under
+ *   ncu --profile-from-start off --clock-control none --metrics gpu__time_duration.sum
+ * that lists the GPU time of each kernel of exactly that work.
  * PyTorch runs first (its process exits before ours measures). Without a GPU (or a build
  * without CUDA) it prints the reason and exits 77. Not a test: it asserts nothing. */
+#include <dlfcn.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -215,6 +222,80 @@ static double bench_train(captcha_network *net, int epochs)
     return seconds[epochs / 2];
 }
 
+/* cudaProfilerStart / cudaProfilerStop of the CUDA runtime the backend module loaded (it is
+ * loaded privately; RTLD_NOLOAD finds that same library). */
+static void profiler(int start)
+{
+    void *cudart = dlopen("libcudart.so.13", RTLD_NOW | RTLD_NOLOAD);
+    if (!cudart)
+        cudart = dlopen("libcudart.so.12", RTLD_NOW | RTLD_NOLOAD);
+    int (*fn)(void) =
+        cudart ? (int (*)(void))dlsym(cudart, start ? "cudaProfilerStart" : "cudaProfilerStop")
+               : NULL;
+    if (!fn || fn() != 0)
+        fprintf(stderr, "bench-gpu: %s not available\n",
+                start ? "cudaProfilerStart" : "cudaProfilerStop");
+}
+
+/* The work of --profile N / --profile-train, once after two warm-ups, between profiler marks. */
+static void profile_once(captcha_network *net, int batch, int train)
+{
+    captcha_backend *backend = captcha_network_backend(net);
+    const captcha_config *c = captcha_network_config(net);
+    const int classes = captcha_config_classes(c);
+    const size_t image = (size_t)3 * c->input_height * c->input_width;
+    if (train)
+        batch = TRAIN_BATCH;
+    float *host = malloc((size_t)batch * image * sizeof(float));
+    float *targets = calloc((size_t)batch * classes, sizeof(float));
+    float *host_logits = malloc((size_t)batch * classes * sizeof(float));
+    uint8_t *pixels = malloc((size_t)IMAGE_WIDTH * IMAGE_HEIGHT * 4);
+    fill(host, (size_t)batch * image, 5);
+    memset(pixels, 128, (size_t)IMAGE_WIDTH * IMAGE_HEIGHT * 4);
+    for (int n = 0; n < batch; n++)
+        targets[(size_t)n * classes] = 1;
+    captcha_image picture = {
+        CAPTCHA_PIXEL_BGRA, IMAGE_WIDTH, IMAGE_HEIGHT, {pixels}, {IMAGE_WIDTH * 4}};
+    captcha_roi roi = {0, 0, IMAGE_WIDTH, IMAGE_HEIGHT};
+    float *input = device_alloc(backend, (size_t)batch * image * sizeof(float));
+    float *logits = device_alloc(backend, (size_t)batch * classes * sizeof(float));
+    captcha_error err;
+    captcha_adam_config adam = captcha_adam_default();
+    check(backend->ops->upload(backend, input, host, (size_t)batch * image * sizeof(float), &err),
+          "upload", &err);
+    for (int round = 0; round < 3; round++) {
+        if (round == 2) {
+            check(backend->ops->synchronize(backend, &err), "synchronize", &err);
+            profiler(1);
+        }
+        if (train) {
+            float loss;
+            check(captcha_network_forward_backward(net, host, targets, batch, &loss, NULL, &err),
+                  "forward/backward", &err);
+            check(captcha_network_adam_step(net, &adam, &err), "Adam step", &err);
+        } else {
+            if (batch == 1 && backend->ops->preprocess)
+                check(backend->ops->preprocess(backend, &picture, &roi, c, input, &err),
+                      "preprocess", &err);
+            check(captcha_network_forward_device(net, input, batch, logits, &err), "forward",
+                  &err);
+            check(backend->ops->download(backend, host_logits, logits,
+                                         (size_t)batch * classes * sizeof(float), &err),
+                  "download", &err);
+        }
+    }
+    check(backend->ops->synchronize(backend, &err), "synchronize", &err);
+    profiler(0);
+    printf("bench-gpu: profiled one %s at batch %d\n", train ? "training step" : "inference",
+           batch);
+    backend->ops->free(backend, input);
+    backend->ops->free(backend, logits);
+    free(host);
+    free(targets);
+    free(host_logits);
+    free(pixels);
+}
+
 static const char *verdict(int met)
 {
     return met ? "met" : "NOT met";
@@ -222,13 +303,15 @@ static const char *verdict(int met)
 
 int main(int argc, char **argv)
 {
-    int gpu = 0, iters = 0, quick = 0, torch = 1;
+    int gpu = 0, iters = 0, quick = 0, torch = 1, profile_batch = 0, profile_train = 0;
     const char *python = getenv("CAPTCHA_PYTHON") ? getenv("CAPTCHA_PYTHON") : "python3";
     static const struct option options[] = {{"gpu", required_argument, 0, 'g'},
                                             {"iters", required_argument, 0, 'i'},
                                             {"quick", no_argument, 0, 'q'},
                                             {"no-torch", no_argument, 0, 'n'},
                                             {"python", required_argument, 0, 'p'},
+                                            {"profile", required_argument, 0, 'P'},
+                                            {"profile-train", no_argument, 0, 'T'},
                                             {"help", no_argument, 0, 'h'},
                                             {0, 0, 0, 0}};
     int opt;
@@ -240,10 +323,13 @@ int main(int argc, char **argv)
         case 'q': quick = 1; break;
         case 'n': torch = 0; break;
         case 'p': python = optarg; break;
+        case 'P': profile_batch = atoi(optarg); break;
+        case 'T': profile_train = 1; break;
         default:
             printf("usage: %s [--gpu N (0)] [--iters N (2000)] [--quick] [--no-torch] "
-                   "[--python PATH (python3, or $CAPTCHA_PYTHON)] [MODEL.safetensors]\n",
-                   argv[0]);
+                   "[--python PATH (python3, or $CAPTCHA_PYTHON)] [MODEL.safetensors]\n"
+                   "       %s --profile N | --profile-train [--gpu N] [MODEL.safetensors]\n",
+                   argv[0], argv[0]);
             return opt == 'h' ? 0 : 2;
         }
     }
@@ -275,6 +361,15 @@ int main(int argc, char **argv)
         check(captcha_network_create(backend, &config, 42, &net, &err), "network", &err);
         snprintf(model_path, sizeof model_path, "/tmp/bench-gpu-%d.safetensors", (int)getpid());
         check(captcha_model_save(net, model_path, NULL, &err), "save", &err);
+    }
+
+    if (profile_batch > 0 || profile_train) {
+        profile_once(net, profile_batch, profile_train);
+        if (optind >= argc)
+            unlink(model_path);
+        captcha_network_destroy(net);
+        captcha_backend_destroy(backend);
+        return 0;
     }
 
     /* PyTorch first, in its own process, so it holds the GPU alone while it measures */

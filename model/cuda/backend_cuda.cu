@@ -60,6 +60,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -210,6 +211,7 @@ struct cuda_backend {
     int device;
     bool tf32;
     bool algo_find; /* time the algorithms (cudnnFind*) rather than take the heuristics' */
+    bool verbose;   /* CAPTCHA_CUDA_VERBOSE=1: each plan's algorithm choice on stderr */
     cudaStream_t stream;
     cudnnHandle_t cudnn;
     cublasHandle_t cublas;
@@ -774,6 +776,26 @@ const Perf *pick_algo(const Perf *perf, int count, bool prefer_deterministic)
     return nullptr;
 }
 
+/* CAPTCHA_CUDA_VERBOSE=1: one line per algorithm choice, with cuDNN's timing (Find) of the
+ * chosen algorithm and of the fastest refused or slower ones. */
+template <typename Perf>
+void report_choice(const cuda_backend *b, const conv_plan *plan, const char *what,
+                   const Perf *perf, int count, const Perf *best)
+{
+    if (!b->verbose)
+        return;
+    const captcha_conv2d_shape *s = &plan->shape;
+    fprintf(stderr, "captcha-cuda: %s N=%d %d->%d %dx%d k%d s%d: algo %d %.1f us ws %zu (%s); "
+            "others:", what, s->batch, s->in_channels, s->out_channels, s->in_height,
+            s->in_width, s->kernel_size, s->stride, (int)best->algo, best->time * 1e3,
+            best->memory, b->algo_find && !b->capturing ? "timed" : "heuristic");
+    for (int i = 0; i < count && i < 4; i++)
+        if (&perf[i] != best)
+            fprintf(stderr, " %d:%s%.1f", (int)perf[i].algo,
+                    perf[i].status == CUDNN_STATUS_SUCCESS ? "" : "failed/", perf[i].time * 1e3);
+    fprintf(stderr, "\n");
+}
+
 captcha_status plan_forward(cuda_backend *b, conv_plan *plan, captcha_error *err)
 {
     if (plan->have_forward)
@@ -796,6 +818,7 @@ captcha_status plan_forward(cuda_backend *b, conv_plan *plan, captcha_error *err
                             plan->shape.in_channels, plan->shape.out_channels,
                             plan->shape.in_height, plan->shape.in_width, plan->shape.kernel_size,
                             plan->shape.stride);
+    report_choice(b, plan, "forward", perf, count, best);
     plan->forward_algo = best->algo;
     plan->forward_workspace = best->memory;
     plan->have_forward = true;
@@ -850,6 +873,7 @@ captcha_status plan_backward_data(cuda_backend *b, conv_plan *plan, captcha_erro
         return captcha_fail(err, CAPTCHA_ERROR_BACKEND,
                             "cuDNN has no backward-data convolution algorithm for Cin=%d Cout=%d",
                             plan->shape.in_channels, plan->shape.out_channels);
+    report_choice(b, plan, "backward-data", perf, count, best);
     plan->backward_data_algo = best->algo;
     plan->backward_data_workspace = best->memory;
     plan->have_backward_data = true;
@@ -876,6 +900,7 @@ captcha_status plan_backward_filter(cuda_backend *b, conv_plan *plan, captcha_er
                             "cuDNN has no backward-filter convolution algorithm for Cin=%d "
                             "Cout=%d",
                             plan->shape.in_channels, plan->shape.out_channels);
+    report_choice(b, plan, "backward-filter", perf, count, best);
     plan->backward_filter_algo = best->algo;
     plan->backward_filter_workspace = best->memory;
     plan->have_backward_filter = true;
@@ -922,6 +947,9 @@ captcha_status cuda_conv2d_forward(captcha_backend *backend, const captcha_conv2
             if (status == CUDNN_STATUS_SUCCESS)
                 return CAPTCHA_OK;
             plan->fused_relu_precomp = true;
+            if (b->verbose)
+                fprintf(stderr, "captcha-cuda: fused conv + ReLU refused algo %d (%d): "
+                        "IMPLICIT_PRECOMP_GEMM\n", (int)plan->forward_algo, (int)status);
         }
         /* IDENTITY (and ReLU when the heuristic's algorithm was refused): cuDNN fuses it
          * only with IMPLICIT_PRECOMP_GEMM */
@@ -934,6 +962,10 @@ captcha_status cuda_conv2d_forward(captcha_backend *backend, const captcha_conv2
         }
         /* this shape cannot be fused: conv + epilogue kernel from now on */
         plan->fused_unsupported = true;
+        if (b->verbose)
+            fprintf(stderr, "captcha-cuda: fused conv refused for N=%d %d->%d %dx%d: "
+                    "conv + epilogue\n", shape->batch, shape->in_channels, shape->out_channels,
+                    shape->in_height, shape->in_width);
     }
 
     TRY(plan_forward(b, plan, err));
@@ -1566,6 +1598,8 @@ captcha_cuda_module_create(int gpu_id, captcha_backend **out, captcha_error *err
     b->tf32 = tf32 && !strcmp(tf32, "1");
     const char *algo = getenv("CAPTCHA_CUDA_ALGO");
     b->algo_find = !(algo && !strcmp(algo, "heuristic"));
+    const char *verbose = getenv("CAPTCHA_CUDA_VERBOSE");
+    b->verbose = verbose && !strcmp(verbose, "1");
     captcha_status status = cuda_setup(b, err);
     if (status != CAPTCHA_OK) {
         cuda_destroy(&b->base);
