@@ -148,6 +148,7 @@ static void usage(FILE *stream)
         "  --weight-decay X   Adam L2 weight decay (default: the recipe's)\n"
         "  --seed N           seed of initialization, shuffling and augmentation (default 1);\n"
         "                     same seed, data, threads and machine give identical weights\n"
+        "                     (on a GPU only with CAPTCHA_CUDA_DETERMINISTIC=1)\n"
         "  --charset S|auto   characters, in logit order (default "
         "%s;\n"
         "                     auto: the sorted set of characters of the training labels)\n"

@@ -13,12 +13,19 @@
  *    descriptors and the forward / backward-data / backward-filter algorithms,
  *    chosen once, on first use, by timing them (cudnnFind*Algorithm, as
  *    PyTorch's cudnn.benchmark): the fastest that succeeds within a 512 MiB
- *    workspace, deterministic ones preferred for backward-data and
- *    backward-filter. CAPTCHA_CUDA_ALGO=heuristic (read when the backend is
- *    created) takes the cuDNN heuristics' first choice instead
- *    (cudnnGet*Algorithm_v7, which runs nothing on the GPU); so does a plan
- *    made while a CUDA graph is being captured. One workspace, grown on
- *    demand, serves all of them.
+ *    workspace. As in PyTorch by default, that may be a non-deterministic
+ *    backward algorithm (atomic accumulation: gradients vary in the last bits
+ *    from run to run); CAPTCHA_CUDA_DETERMINISTIC=1 prefers deterministic ones
+ *    for backward-data and backward-filter. CAPTCHA_CUDA_ALGO=heuristic takes
+ *    the cuDNN heuristics' first choice instead (cudnnGet*Algorithm_v7, which
+ *    runs nothing on the GPU); so does a plan made while a CUDA graph is being
+ *    captured. One workspace, grown on demand, serves all of them. (All
+ *    CAPTCHA_CUDA_* variables are read when the backend is created.)
+ *  - Forward convolutions at small batch and spatial size are faster as
+ *    im2col (a kernel of ours) + cuBLAS SGEMM, which splits the long
+ *    Cin*k*k reduction across the GPU: conv2d_forward times both forms on a
+ *    shape's first use and keeps the faster (choose_forward_path);
+ *    CAPTCHA_CUDA_CONV=cudnn or gemm forces one.
  *  - The inference conv (bias / residual / ReLU) is one
  *    cudnnConvolutionBiasActivationForward: y = act(conv(x) + 1 * z + bias)
  *    with z = residual (alpha2 = 1), or z = y and alpha2 = 0 without residual;
@@ -173,7 +180,14 @@ struct conv_plan {
     bool fused_relu_precomp; /* the heuristic's algorithm was refused for the fused ReLU form:
                                 IMPLICIT_PRECOMP_GEMM is used for it */
     bool fused_unsupported;  /* cuDNN refused the fused form: conv + epilogue kernel */
+    int forward_path;        /* FORWARD_UNDECIDED, FORWARD_CUDNN or FORWARD_GEMM */
 };
+
+/* How conv2d_forward computes a shape: cuDNN, or im2col + cuBLAS SGEMM (see
+ * choose_forward_path). */
+enum { FORWARD_UNDECIDED = 0, FORWARD_CUDNN, FORWARD_GEMM };
+/* CAPTCHA_CUDA_CONV: auto (time both per shape), cudnn, gemm */
+enum { CONV_MODE_AUTO = 0, CONV_MODE_CUDNN, CONV_MODE_GEMM };
 
 struct bn_plan {
     int batch, channels, spatial;
@@ -212,6 +226,8 @@ struct cuda_backend {
     bool tf32;
     bool algo_find; /* time the algorithms (cudnnFind*) rather than take the heuristics' */
     bool verbose;   /* CAPTCHA_CUDA_VERBOSE=1: each plan's algorithm choice on stderr */
+    bool deterministic; /* CAPTCHA_CUDA_DETERMINISTIC=1: deterministic backward algorithms */
+    int conv_mode;      /* CONV_MODE_* */
     cudaStream_t stream;
     cudnnHandle_t cudnn;
     cublasHandle_t cublas;
@@ -367,6 +383,27 @@ __global__ void conv_epilogue_kernel(size_t n, int channels, int spatial, const 
         if (relu && v < 0.0f)
             v = 0.0f;
         y[i] = v;
+    }
+}
+
+/* col [N, Cin*k*k, Ho*Wo] from x [N, Cin, H, W] (zero padding), row index c*k*k + ky*k + kx
+ * as the OIHW weight's column index: the unfolded input of a convolution. */
+__global__ void im2col_kernel(size_t total, int channels, int height, int width, int kernel,
+                              int stride, int padding, int out_height, int out_width,
+                              const float *x, float *col)
+{
+    const size_t hw = (size_t)out_height * out_width;
+    const size_t kk = (size_t)channels * kernel * kernel;
+    GRID_STRIDE_LOOP(i, total)
+    {
+        size_t pixel = i % hw, row = i / hw;
+        size_t r = row % kk, n = row / kk;
+        int kx = (int)(r % kernel), ky = (int)(r / kernel % kernel), c = (int)(r / kernel / kernel);
+        int oy = (int)(pixel / out_width), ox = (int)(pixel % out_width);
+        int iy = oy * stride - padding + ky, ix = ox * stride - padding + kx;
+        col[i] = iy >= 0 && iy < height && ix >= 0 && ix < width
+                     ? x[((n * channels + c) * height + iy) * width + ix]
+                     : 0.0f;
     }
 }
 
@@ -868,7 +905,7 @@ captcha_status plan_backward_data(cuda_backend *b, conv_plan *plan, captcha_erro
         CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
             b->cudnn, plan->w_desc, plan->y_desc, plan->conv_desc, plan->x_desc,
             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &count, perf));
-    const cudnnConvolutionBwdDataAlgoPerf_t *best = pick_algo(perf, count, true);
+    const cudnnConvolutionBwdDataAlgoPerf_t *best = pick_algo(perf, count, b->deterministic);
     if (!best)
         return captcha_fail(err, CAPTCHA_ERROR_BACKEND,
                             "cuDNN has no backward-data convolution algorithm for Cin=%d Cout=%d",
@@ -894,7 +931,7 @@ captcha_status plan_backward_filter(cuda_backend *b, conv_plan *plan, captcha_er
         CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
             b->cudnn, plan->x_desc, plan->y_desc, plan->conv_desc, plan->w_desc,
             CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf));
-    const cudnnConvolutionBwdFilterAlgoPerf_t *best = pick_algo(perf, count, true);
+    const cudnnConvolutionBwdFilterAlgoPerf_t *best = pick_algo(perf, count, b->deterministic);
     if (!best)
         return captcha_fail(err, CAPTCHA_ERROR_BACKEND,
                             "cuDNN has no backward-filter convolution algorithm for Cin=%d "
@@ -907,15 +944,13 @@ captcha_status plan_backward_filter(cuda_backend *b, conv_plan *plan, captcha_er
     return CAPTCHA_OK;
 }
 
-captcha_status cuda_conv2d_forward(captcha_backend *backend, const captcha_conv2d_shape *shape,
-                                   const float *x, const float *weight, const float *bias,
-                                   const float *residual, int relu, float *y, captcha_error *err)
+/* conv2d_forward through cuDNN: the fused call where cuDNN accepts it, else
+ * cudnnConvolutionForward + conv_epilogue_kernel. */
+captcha_status cudnn_conv_forward(cuda_backend *b, conv_plan *plan, const float *x,
+                                  const float *weight, const float *bias, const float *residual,
+                                  int relu, float *y, captcha_error *err)
 {
-    cuda_backend *b = as_cuda(backend);
-    TRY(captcha_check_conv2d_forward_args(shape, x, weight, y, err));
-    TRY(bind_device(b, err));
-    conv_plan *plan = nullptr;
-    TRY(find_conv_plan(b, shape, &plan, err));
+    const captcha_conv2d_shape *shape = &plan->shape;
     const float one = 1.0f, zero = 0.0f;
     bool fused = bias || residual || relu;
 
@@ -981,6 +1016,146 @@ captcha_status cuda_conv2d_forward(captcha_backend *backend, const captcha_conv2
         CUDA_CHECK(cudaGetLastError());
     }
     return CAPTCHA_OK;
+}
+
+/* Bytes of the im2col matrices of a shape (0 for a 1x1, stride-1, unpadded convolution,
+ * whose input already is that matrix). */
+size_t im2col_bytes(const captcha_conv2d_shape *s)
+{
+    if (s->kernel_size == 1 && s->stride == 1 && s->padding == 0)
+        return 0;
+    return (size_t)s->batch * s->in_channels * s->kernel_size * s->kernel_size * s->out_height *
+           s->out_width * sizeof(float);
+}
+
+/* conv2d_forward as a matrix product: per image n, col_n [Cin*k*k, Ho*Wo] (im2col_kernel,
+ * in the workspace) and y_n [Cout, Ho*Wo] = weight [Cout, Cin*k*k] x col_n by cuBLAS SGEMM
+ * (strided-batched over N), then bias / residual / ReLU in conv_epilogue_kernel. In cuBLAS's
+ * column-major terms: y_n^T [HW, Cout] = col_n^T [HW, K] x weight^T [K, Cout]. */
+captcha_status gemm_conv_forward(cuda_backend *b, conv_plan *plan, const float *x,
+                                 const float *weight, const float *bias, const float *residual,
+                                 int relu, float *y, captcha_error *err)
+{
+    const captcha_conv2d_shape *s = &plan->shape;
+    const int hw = s->out_height * s->out_width;
+    const int k = s->in_channels * s->kernel_size * s->kernel_size;
+    const size_t col_bytes = im2col_bytes(s);
+    const float *col = x;
+    if (col_bytes) {
+        TRY(ensure_workspace(b, col_bytes, err));
+        size_t total = col_bytes / sizeof(float);
+        im2col_kernel<<<grid_for(total), kThreads, 0, b->stream>>>(
+            total, s->in_channels, s->in_height, s->in_width, s->kernel_size, s->stride,
+            s->padding, s->out_height, s->out_width, x, (float *)b->workspace);
+        CUDA_CHECK(cudaGetLastError());
+        col = (const float *)b->workspace;
+    }
+    const float one = 1.0f, zero = 0.0f;
+    if (s->batch == 1)
+        CUBLAS_CHECK(cublasSgemm(b->cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, s->out_channels, k, &one,
+                                 col, hw, weight, k, &zero, y, hw));
+    else
+        CUBLAS_CHECK(cublasSgemmStridedBatched(
+            b->cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, s->out_channels, k, &one, col, hw,
+            (long long)k * hw, weight, k, 0, &zero, y, hw, (long long)s->out_channels * hw,
+            s->batch));
+    if (bias || residual || relu) {
+        size_t n = (size_t)s->batch * s->out_channels * hw;
+        conv_epilogue_kernel<<<grid_for(n), kThreads, 0, b->stream>>>(n, s->out_channels, hw, bias,
+                                                                      residual, relu, y);
+        CUDA_CHECK(cudaGetLastError());
+    }
+    return CAPTCHA_OK;
+}
+
+/* Mean GPU time in microseconds of `reps` runs of fn() on the backend's stream, after one. */
+template <typename Fn>
+captcha_status time_on_stream(cuda_backend *b, int reps, Fn fn, float *us, captcha_error *err)
+{
+    TRY(fn());
+    cudaEvent_t start = nullptr, stop = nullptr;
+    captcha_status status = CAPTCHA_OK;
+    cudaError_t code = cudaEventCreate(&start);
+    if (code == cudaSuccess)
+        code = cudaEventCreate(&stop);
+    if (code == cudaSuccess)
+        code = cudaEventRecord(start, b->stream);
+    for (int i = 0; code == cudaSuccess && status == CAPTCHA_OK && i < reps; i++)
+        status = fn();
+    if (code == cudaSuccess && status == CAPTCHA_OK)
+        code = cudaEventRecord(stop, b->stream);
+    if (code == cudaSuccess && status == CAPTCHA_OK)
+        code = cudaEventSynchronize(stop);
+    float ms = 0;
+    if (code == cudaSuccess && status == CAPTCHA_OK)
+        code = cudaEventElapsedTime(&ms, start, stop);
+    if (start)
+        cudaEventDestroy(start);
+    if (stop)
+        cudaEventDestroy(stop);
+    if (status != CAPTCHA_OK)
+        return status;
+    if (code != cudaSuccess)
+        return fail_cuda(err, code, "timing a convolution with CUDA events", __FILE__, __LINE__);
+    *us = ms * 1e3f / (float)reps;
+    return CAPTCHA_OK;
+}
+
+/* Chooses, once per shape, how conv2d_forward computes it: at small batch and spatial size
+ * cuDNN's FP32 kernels run a handful of thread blocks through the whole Cin*k*k reduction
+ * (measured: 256->256 channels on 2x8 at batch 1 on an H200, 8 blocks, most of the batch-1
+ * forward time), where cuBLAS splits the reduction across the GPU. Both are timed with these
+ * arguments (the cuDNN time includes its algorithm search's choice and the fused form) and
+ * the faster is kept; CAPTCHA_CUDA_CONV=cudnn or gemm forces one. Not timed (cuDNN) while
+ * capturing a graph, when y aliases x or residual, or when the im2col matrices would exceed
+ * the workspace limit. */
+captcha_status choose_forward_path(cuda_backend *b, conv_plan *plan, const float *x,
+                                   const float *weight, const float *bias, const float *residual,
+                                   int relu, float *y, captcha_error *err)
+{
+    plan->forward_path = FORWARD_CUDNN;
+    if (b->conv_mode == CONV_MODE_CUDNN || im2col_bytes(&plan->shape) > kMaxAlgoWorkspace)
+        return CAPTCHA_OK;
+    if (b->conv_mode == CONV_MODE_GEMM) {
+        plan->forward_path = FORWARD_GEMM;
+        return CAPTCHA_OK;
+    }
+    if (b->capturing || y == x || y == residual)
+        return CAPTCHA_OK;
+    float cudnn_us = 0, gemm_us = 0;
+    TRY(time_on_stream(
+        b, 5, [&] { return cudnn_conv_forward(b, plan, x, weight, bias, residual, relu, y, err); },
+        &cudnn_us, err));
+    TRY(time_on_stream(
+        b, 5, [&] { return gemm_conv_forward(b, plan, x, weight, bias, residual, relu, y, err); },
+        &gemm_us, err));
+    if (gemm_us < cudnn_us)
+        plan->forward_path = FORWARD_GEMM;
+    if (b->verbose) {
+        const captcha_conv2d_shape *s = &plan->shape;
+        fprintf(stderr, "captcha-cuda: conv N=%d %d->%d %dx%d k%d s%d%s%s%s: cuDNN %.1f us, "
+                "im2col+GEMM %.1f us: %s\n", s->batch, s->in_channels, s->out_channels,
+                s->in_height, s->in_width, s->kernel_size, s->stride, bias ? " +bias" : "",
+                residual ? " +res" : "", relu ? " relu" : "", cudnn_us, gemm_us,
+                plan->forward_path == FORWARD_GEMM ? "GEMM" : "cuDNN");
+    }
+    return CAPTCHA_OK;
+}
+
+captcha_status cuda_conv2d_forward(captcha_backend *backend, const captcha_conv2d_shape *shape,
+                                   const float *x, const float *weight, const float *bias,
+                                   const float *residual, int relu, float *y, captcha_error *err)
+{
+    cuda_backend *b = as_cuda(backend);
+    TRY(captcha_check_conv2d_forward_args(shape, x, weight, y, err));
+    TRY(bind_device(b, err));
+    conv_plan *plan = nullptr;
+    TRY(find_conv_plan(b, shape, &plan, err));
+    if (plan->forward_path == FORWARD_UNDECIDED)
+        TRY(choose_forward_path(b, plan, x, weight, bias, residual, relu, y, err));
+    if (plan->forward_path == FORWARD_GEMM)
+        return gemm_conv_forward(b, plan, x, weight, bias, residual, relu, y, err);
+    return cudnn_conv_forward(b, plan, x, weight, bias, residual, relu, y, err);
 }
 
 captcha_status cuda_conv2d_backward_data(captcha_backend *backend,
@@ -1600,6 +1775,12 @@ captcha_cuda_module_create(int gpu_id, captcha_backend **out, captcha_error *err
     b->algo_find = !(algo && !strcmp(algo, "heuristic"));
     const char *verbose = getenv("CAPTCHA_CUDA_VERBOSE");
     b->verbose = verbose && !strcmp(verbose, "1");
+    const char *deterministic = getenv("CAPTCHA_CUDA_DETERMINISTIC");
+    b->deterministic = deterministic && !strcmp(deterministic, "1");
+    const char *conv = getenv("CAPTCHA_CUDA_CONV");
+    b->conv_mode = conv && !strcmp(conv, "cudnn")  ? CONV_MODE_CUDNN
+                   : conv && !strcmp(conv, "gemm") ? CONV_MODE_GEMM
+                                                   : CONV_MODE_AUTO;
     captcha_status status = cuda_setup(b, err);
     if (status != CAPTCHA_OK) {
         cuda_destroy(&b->base);
