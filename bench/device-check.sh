@@ -9,7 +9,7 @@
 #      .carry/gst.tar.xz is there, the captchaocr element with device=cpu against device=cuda
 #      (one gst-launch-1.0 pipeline over the 104 images each),
 #   6. run the GPU benchmark (bench-gpu from bench/bench_gpu.c, which runs
-#      bench/torch_gpu.py for the PyTorch side), and ours again with CAPTCHA_CUDA_ALGO=heuristic,
+#      bench/torch_gpu.py for the PyTorch side), and ours again with CAPTCHA_CUDA_VERBOSE=1,
 #   7. train with the default recipe on the GPU (captcha-train --device cuda, real train
 #      split, test split as --val), then read the test split with the result.
 # Logs go to $OUT (at most 8 files come back from the device tool):
@@ -287,11 +287,11 @@ if [ -x "$build/bench/bench-gpu" ]; then
     note "bench-gpu ($(elapsed) s so far)"
     timeout 110 "$build/bench/bench-gpu" >"$OUT/bench_gpu.log" 2>&1 || note "bench-gpu exit $?"
     tail -25 "$OUT/bench_gpu.log" >>"$summary"
-    # the same, ours only, with the cuDNN heuristics' algorithms instead of timed ones
-    echo "=== CAPTCHA_CUDA_ALGO=heuristic, ours only" >>"$OUT/bench_gpu.log"
-    CAPTCHA_CUDA_ALGO=heuristic timeout 60 "$build/bench/bench-gpu" --no-torch --quick \
-        >>"$OUT/bench_gpu.log" 2>&1 || note "bench-gpu (heuristic) exit $?"
-    grep -A12 '^=== CAPTCHA_CUDA_ALGO' "$OUT/bench_gpu.log" | grep -E '^===|stage|median|256|epoch' >>"$summary"
+    # ours only again, reporting each convolution's choice (cuDNN or im2col + GEMM, times)
+    echo "=== CAPTCHA_CUDA_VERBOSE=1, ours only" >>"$OUT/bench_gpu.log"
+    CAPTCHA_CUDA_VERBOSE=1 timeout 60 "$build/bench/bench-gpu" --no-torch --quick \
+        >>"$OUT/bench_gpu.log" 2>&1 || note "bench-gpu (verbose) exit $?"
+    grep -E '^=== CAPTCHA_CUDA_VERBOSE|captcha-cuda: conv N=(1|256) ' "$OUT/bench_gpu.log" >>"$summary"
 else
     note "bench-gpu not built (no bench/bench_gpu.c)"
 fi
