@@ -515,6 +515,20 @@ static void test_conv2d_weight_cache(void **state)
         ASSERT_OK(b->ops->conv2d_forward(b, &s, dx_, dw, dbias, NULL, 1, dy, err));
         reference_conv2d_forward(&s, x, w2, bias, NULL, 1, ref);
         expect_device(b, "fused conv after invalidate_cache", dy, ref, ny, 0, FORWARD_TOLERANCE);
+        /* new weights written through the backend (upload) without invalidate_cache, and a
+         * weight buffer freed and allocated again (often at the same address) with other
+         * weights: no stale reordered copy may be used */
+        ASSERT_OK(b->ops->upload(b, dw, w1, sizeof(float) * nw, err));
+        ASSERT_OK(b->ops->conv2d_forward(b, &s, dx_, dw, dbias, NULL, 1, dy, err));
+        reference_conv2d_forward(&s, x, w1, bias, NULL, 1, ref);
+        expect_device(b, "fused conv after an upload of weights", dy, ref, ny, 0,
+                      FORWARD_TOLERANCE);
+        b->ops->free(b, dw);
+        dw = device_from(b, w2, nw);
+        ASSERT_OK(b->ops->conv2d_forward(b, &s, dx_, dw, dbias, NULL, 1, dy, err));
+        reference_conv2d_forward(&s, x, w2, bias, NULL, 1, ref);
+        expect_device(b, "fused conv on a reallocated weight buffer", dy, ref, ny, 0,
+                      FORWARD_TOLERANCE);
         b->ops->free(b, dx_);
         b->ops->free(b, dw);
         b->ops->free(b, dbias);

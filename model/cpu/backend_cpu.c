@@ -23,6 +23,7 @@
 #include "../op_check.h"
 
 #include <limits.h>
+#include <malloc.h>
 #include <math.h>
 #include <omp.h>
 #include <stdint.h>
@@ -1368,22 +1369,41 @@ static captcha_status cpu_alloc(captcha_backend *backend, size_t bytes, void **o
     return CAPTCHA_OK;
 }
 
+/* Drops the reordered weight copies made from memory in [begin, end): that memory is being
+ * rewritten or freed (a later buffer at the same address must not find stale weights). */
+static void drop_weight_copies(cpu_backend *cpu, const void *begin, size_t bytes)
+{
+    const char *low = begin, *high = low + bytes;
+    for (weight_copy **link = &cpu->weight_copies; *link;) {
+        weight_copy *w = *link;
+        if ((const char *)w->weight >= low && (const char *)w->weight < high) {
+            *link = w->next;
+            free(w->buffer);
+            free(w);
+        } else {
+            link = &w->next;
+        }
+    }
+}
+
 static void cpu_free(captcha_backend *backend, void *pointer)
 {
-    (void)backend;
+    if (!pointer)
+        return;
+    drop_weight_copies((cpu_backend *)backend, pointer, malloc_usable_size(pointer));
     free(pointer);
 }
 
 static captcha_status cpu_copy(captcha_backend *backend, void *dst, const void *src, size_t bytes,
                                captcha_error *err)
 {
-    (void)backend;
     if (bytes == 0)
         return CAPTCHA_OK;
     if (!dst || !src)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                             "copy: %s pointer is NULL (expected a buffer)",
                             dst ? "source" : "destination");
+    drop_weight_copies((cpu_backend *)backend, dst, bytes);
     memmove(dst, src, bytes);
     return CAPTCHA_OK;
 }
