@@ -207,6 +207,16 @@ typedef struct {
                                             int height, int width, int out_features,
                                             const float *x, const float *weight,
                                             const float *bias, float *y, captcha_error *err);
+    /* Two queues of ops (device backends), so that independent ops overlap, e.g. a residual
+     * block's shortcut convolution beside its first convolution. side_stream(backend, 1): the
+     * ops queued next go to a second queue, which first waits for everything queued so far
+     * on the main one; side_stream(backend, 0): back to the main queue, without waiting;
+     * side_join: the main queue waits for everything queued so far on the second one. Join
+     * before reading results (download, synchronize) and before capture_end; graph capture
+     * records both queues. A backend may run both queues as one (CUDA with
+     * CAPTCHA_CUDA_BRANCHES=0). */
+    captcha_status (*side_stream)(captcha_backend *backend, int on, captcha_error *err);
+    captcha_status (*side_join)(captcha_backend *backend, captcha_error *err);
 } captcha_backend_ops;
 
 /* The common head of every backend instance; each backend embeds it first. */

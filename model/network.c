@@ -675,12 +675,31 @@ static captcha_status forward_eval_ops(captcha_network *net, const float *input,
             x = a->out;
             continue;
         }
+        /* skip_out [N, out, Ho, Wo] = skip'(x) + bs', on the backend's second queue when it
+         * has one (beside conv1: at small batches neither fills a GPU) */
+        int side = ops->side_stream && ops->side_join;
+        if (side)
+            TRY(ops->side_stream(be, 1, err));
+        captcha_status skip = ops->conv2d_forward(be, &b->skip_shape, x, f + b->folded_skip,
+                                                  f + b->folded_skip_bias, NULL, 0, a->skip_out,
+                                                  err);
+        if (side) {
+            captcha_status back = ops->side_stream(be, 0, skip == CAPTCHA_OK ? err : NULL);
+            if (skip == CAPTCHA_OK)
+                skip = back;
+        }
         /* conv1_out [N, out, Ho, Wo] = relu(conv1'(x) + b1') */
-        TRY(ops->conv2d_forward(be, &b->conv1_shape, x, f + b->folded_conv1, f + b->folded_bias1,
-                                NULL, 1, a->conv1_out, err));
-        /* skip_out [N, out, Ho, Wo] = skip'(x) + bs' */
-        TRY(ops->conv2d_forward(be, &b->skip_shape, x, f + b->folded_skip,
-                                f + b->folded_skip_bias, NULL, 0, a->skip_out, err));
+        captcha_status conv1 =
+            skip != CAPTCHA_OK ? skip
+                               : ops->conv2d_forward(be, &b->conv1_shape, x, f + b->folded_conv1,
+                                                     f + b->folded_bias1, NULL, 1, a->conv1_out,
+                                                     err);
+        if (side) { /* joined on failure too: a capture must not end with the queue apart */
+            captcha_status join = ops->side_join(be, conv1 == CAPTCHA_OK ? err : NULL);
+            if (conv1 == CAPTCHA_OK)
+                conv1 = join;
+        }
+        TRY(conv1);
         /* out = relu(conv2'(conv1_out) + b2' + skip_out) */
         TRY(ops->conv2d_forward(be, &b->conv2_shape, a->conv1_out, f + b->folded_conv2,
                                 f + b->folded_bias2, a->skip_out, 1, a->out, err));

@@ -212,13 +212,17 @@ static void conv_forward_case(const captcha_conv2d_shape *s, int with_bias, int 
     pair w = pair_uniform(captcha_conv2d_weight_count(s), -bound, bound, seed + 1);
     pair bias = pair_uniform(s->out_channels, -0.5f, 0.5f, seed + 2);
     pair residual = pair_uniform(captcha_conv2d_output_count(s), -1, 1, seed + 3);
-    pair y = pair_new(captcha_conv2d_output_count(s), NULL);
-    pair *pb = with_bias ? &bias : NULL, *pr = with_residual ? &residual : NULL;
+    /* with_residual 2: in place, the residual in y's buffer */
+    pair y = with_residual == 2 ? pair_uniform(captcha_conv2d_output_count(s), -1, 1, seed + 3)
+                                : pair_new(captcha_conv2d_output_count(s), NULL);
+    pair *pb = with_bias ? &bias : NULL,
+         *pr = with_residual == 2 ? &y : with_residual ? &residual : NULL;
     BOTH(B->ops->conv2d_forward(B, s, X(x), X(w), XN(pb), XN(pr), relu, X(y), err));
     char what[128];
     snprintf(what, sizeof what, "conv %dx%d %d->%d s%d N%d%s%s%s", s->kernel_size, s->kernel_size,
              s->in_channels, s->out_channels, s->stride, s->batch, with_bias ? " +bias" : "",
-             with_residual ? " +res" : "", relu ? " relu" : "");
+             with_residual == 2 ? " +res in place" : with_residual ? " +res" : "",
+             relu ? " relu" : "");
     expect_close(what, &y, MEASURE_SCALED_MAX, 1e-4);
     pair_free(&x);
     pair_free(&w);
@@ -256,6 +260,7 @@ static void test_conv_fused(void **state)
     conv_forward_case(&shapes[1], 0, 0, 1, 330);  /* no bias, ReLU */
     conv_forward_case(&shapes[4], 0, 1, 0, 331);  /* residual, identity */
     conv_forward_case(&shapes[16], 1, 1, 0, 332); /* bias + residual, identity */
+    conv_forward_case(&shapes[13], 1, 2, 1, 334); /* residual in y's buffer */
     network_conv_shapes(8, shapes);
     conv_forward_case(&shapes[7], 1, 1, 1, 333);
 }
@@ -824,6 +829,14 @@ static void test_errors(void **state)
     assert_int_equal(gpu->ops->adam_update(gpu, 16, p, p, p, p, &adam, 0, &err),
                      CAPTCHA_ERROR_INVALID_ARGUMENT);
     printf("  Adam step 0: %s\n", err.message);
+    /* the second queue: leaving it without entering, joining from it */
+    assert_int_equal(gpu->ops->side_stream(gpu, 0, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
+    printf("  side_stream(0) on the main queue: %s\n", err.message);
+    CHECK_OK(gpu, gpu->ops->side_stream(gpu, 1, err));
+    assert_int_equal(gpu->ops->side_join(gpu, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
+    printf("  side_join on the second queue: %s\n", err.message);
+    CHECK_OK(gpu, gpu->ops->side_stream(gpu, 0, err));
+    CHECK_OK(gpu, gpu->ops->side_join(gpu, err));
     void *huge = NULL;
     assert_int_equal(gpu->ops->alloc(gpu, (size_t)1 << 50, &huge, &err),
                      CAPTCHA_ERROR_OUT_OF_MEMORY);

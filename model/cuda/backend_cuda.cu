@@ -228,14 +228,25 @@ struct cuda_backend {
     bool verbose;   /* CAPTCHA_CUDA_VERBOSE=1: each plan's algorithm choice on stderr */
     bool deterministic; /* CAPTCHA_CUDA_DETERMINISTIC=1: deterministic backward algorithms */
     int conv_mode;      /* CONV_MODE_* */
-    cudaStream_t stream;
+    cudaStream_t stream; /* the current queue: lanes[lane].stream */
     cudnnHandle_t cudnn;
     cublasHandle_t cublas;
     cudnnActivationDescriptor_t relu_desc, identity_desc;
     void *cublas_workspace;
 
-    void *workspace;
+    void *workspace; /* the current lane's */
     size_t workspace_size;
+    /* side_stream / side_join: lane 0 is the main queue, lane 1 the second one; each has its
+     * own stream, convolution workspace and cuBLAS workspace, so that both can run at once */
+    struct {
+        cudaStream_t stream;
+        void *workspace;
+        size_t workspace_size;
+        void *cublas_workspace;
+    } lanes[2];
+    int lane;
+    bool branches;                     /* CAPTCHA_CUDA_BRANCHES=0: one lane */
+    cudaEvent_t fork_event, join_event;
     float *zero_bias;
     size_t zero_bias_count;
     pointer_list retired; /* buffers a live graph may still reference */
@@ -705,7 +716,55 @@ captcha_status cuda_synchronize(captcha_backend *backend, captcha_error *err)
     cuda_backend *b = as_cuda(backend);
     TRY(refuse_while_capturing(b, "synchronize", err));
     TRY(bind_device(b, err));
-    CUDA_CHECK(cudaStreamSynchronize(b->stream));
+    CUDA_CHECK(cudaStreamSynchronize(b->lanes[0].stream));
+    if (b->lanes[1].stream)
+        CUDA_CHECK(cudaStreamSynchronize(b->lanes[1].stream));
+    return CAPTCHA_OK;
+}
+
+/* Makes lane the current one: its stream, workspaces and the library handles bound to it. */
+captcha_status switch_lane(cuda_backend *b, int lane, captcha_error *err)
+{
+    b->lanes[b->lane].workspace = b->workspace;
+    b->lanes[b->lane].workspace_size = b->workspace_size;
+    b->lane = lane;
+    b->stream = b->lanes[lane].stream;
+    b->workspace = b->lanes[lane].workspace;
+    b->workspace_size = b->lanes[lane].workspace_size;
+    CUDNN_CHECK(cudnnSetStream(b->cudnn, b->stream));
+    CUBLAS_CHECK(cublasSetStream(b->cublas, b->stream)); /* resets the workspace: */
+    CUBLAS_CHECK(cublasSetWorkspace(b->cublas, b->lanes[lane].cublas_workspace, kCublasWorkspace));
+    return CAPTCHA_OK;
+}
+
+captcha_status cuda_side_stream(captcha_backend *backend, int on, captcha_error *err)
+{
+    cuda_backend *b = as_cuda(backend);
+    if (!b->branches)
+        return CAPTCHA_OK;
+    if ((on != 0) == (b->lane == 1))
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "CUDA backend: side_stream(%d) while %s the second queue", on,
+                            b->lane ? "already on" : "not on");
+    TRY(bind_device(b, err));
+    if (on) {
+        CUDA_CHECK(cudaEventRecord(b->fork_event, b->lanes[0].stream));
+        CUDA_CHECK(cudaStreamWaitEvent(b->lanes[1].stream, b->fork_event, 0));
+    }
+    return switch_lane(b, on ? 1 : 0, err);
+}
+
+captcha_status cuda_side_join(captcha_backend *backend, captcha_error *err)
+{
+    cuda_backend *b = as_cuda(backend);
+    if (!b->branches)
+        return CAPTCHA_OK;
+    if (b->lane != 0)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "CUDA backend: side_join while on the second queue");
+    TRY(bind_device(b, err));
+    CUDA_CHECK(cudaEventRecord(b->join_event, b->lanes[1].stream));
+    CUDA_CHECK(cudaStreamWaitEvent(b->lanes[0].stream, b->join_event, 0));
     return CAPTCHA_OK;
 }
 
@@ -1040,6 +1099,8 @@ captcha_status gemm_conv_forward(cuda_backend *b, conv_plan *plan, const float *
     const int hw = s->out_height * s->out_width;
     const int k = s->in_channels * s->kernel_size * s->kernel_size;
     const size_t col_bytes = im2col_bytes(s);
+    if (!col_bytes && y == x) /* the product cannot overwrite its own operand */
+        return cudnn_conv_forward(b, plan, x, weight, bias, residual, relu, y, err);
     const float *col = x;
     if (col_bytes) {
         TRY(ensure_workspace(b, col_bytes, err));
@@ -1050,14 +1111,17 @@ captcha_status gemm_conv_forward(cuda_backend *b, conv_plan *plan, const float *
         CUDA_CHECK(cudaGetLastError());
         col = (const float *)b->workspace;
     }
-    const float one = 1.0f, zero = 0.0f;
+    /* residual in y's place (in place): the product accumulates onto it (beta = 1) */
+    const float one = 1.0f, beta = residual == y ? 1.0f : 0.0f;
+    if (residual == y)
+        residual = nullptr;
     if (s->batch == 1)
         CUBLAS_CHECK(cublasSgemm(b->cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, s->out_channels, k, &one,
-                                 col, hw, weight, k, &zero, y, hw));
+                                 col, hw, weight, k, &beta, y, hw));
     else
         CUBLAS_CHECK(cublasSgemmStridedBatched(
             b->cublas, CUBLAS_OP_N, CUBLAS_OP_N, hw, s->out_channels, k, &one, col, hw,
-            (long long)k * hw, weight, k, 0, &zero, y, hw, (long long)s->out_channels * hw,
+            (long long)k * hw, weight, k, 0, &beta, y, hw, (long long)s->out_channels * hw,
             s->batch));
     if (bias || residual || relu) {
         size_t n = (size_t)s->batch * s->out_channels * hw;
@@ -1567,6 +1631,10 @@ captcha_status cuda_capture_begin(captcha_backend *backend, captcha_error *err)
     if (b->capturing)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                             "CUDA backend: capture_begin called twice without capture_end");
+    if (b->lane != 0)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "CUDA backend: capture_begin on the second queue (side_stream(0) "
+                            "first)");
     TRY(bind_device(b, err));
     /* relaxed: a first-use plan may still cudaMalloc a larger workspace */
     CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeRelaxed));
@@ -1644,6 +1712,16 @@ void cuda_destroy(captcha_backend *backend)
     if (!b)
         return;
     cudaSetDevice(b->device);
+    if (b->lane == 1) { /* destroyed between side_stream(1) and (0): the main lane's buffers */
+        cudaStreamSynchronize(b->stream);
+        b->lanes[1].workspace = b->workspace;
+        b->lanes[1].workspace_size = b->workspace_size;
+        b->lane = 0;
+        b->stream = b->lanes[0].stream;
+        b->workspace = b->lanes[0].workspace;
+    }
+    if (b->lanes[1].stream)
+        cudaStreamSynchronize(b->lanes[1].stream);
     if (b->stream) {
         if (b->capturing) {
             cudaGraph_t graph = nullptr;
@@ -1663,6 +1741,14 @@ void cuda_destroy(captcha_backend *backend)
     free(b->bn_plans.items);
     free(b->retired.items);
     cudaFree(b->workspace);
+    cudaFree(b->lanes[1].workspace);
+    cudaFree(b->lanes[1].cublas_workspace);
+    if (b->fork_event)
+        cudaEventDestroy(b->fork_event);
+    if (b->join_event)
+        cudaEventDestroy(b->join_event);
+    if (b->lanes[1].stream)
+        cudaStreamDestroy(b->lanes[1].stream);
     cudaFree(b->zero_bias);
     cudaFree(b->cublas_workspace);
     cudaFree(b->loss_device);
@@ -1711,12 +1797,22 @@ const captcha_backend_ops cuda_ops = {
     cuda_graph_launch,
     cuda_graph_destroy,
     nullptr, /* conv2d_forward_native: NCHW is cuDNN's layout here */
+    nullptr, /* linear_forward_native */
+    cuda_side_stream,
+    cuda_side_join,
 };
 
 captcha_status cuda_setup(cuda_backend *b, captcha_error *err)
 {
     CUDA_CHECK(cudaSetDevice(b->device));
-    CUDA_CHECK(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&b->lanes[0].stream, cudaStreamNonBlocking));
+    b->stream = b->lanes[0].stream;
+    if (b->branches) {
+        CUDA_CHECK(cudaStreamCreateWithFlags(&b->lanes[1].stream, cudaStreamNonBlocking));
+        CUDA_CHECK(cudaMalloc(&b->lanes[1].cublas_workspace, kCublasWorkspace));
+        CUDA_CHECK(cudaEventCreateWithFlags(&b->fork_event, cudaEventDisableTiming));
+        CUDA_CHECK(cudaEventCreateWithFlags(&b->join_event, cudaEventDisableTiming));
+    }
     CUDNN_CHECK(cudnnCreate(&b->cudnn));
     CUDNN_CHECK(cudnnSetStream(b->cudnn, b->stream));
     CUBLAS_CHECK(cublasCreate(&b->cublas));
@@ -1724,6 +1820,7 @@ captcha_status cuda_setup(cuda_backend *b, captcha_error *err)
     CUBLAS_CHECK(
         cublasSetMathMode(b->cublas, b->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     CUDA_CHECK(cudaMalloc(&b->cublas_workspace, kCublasWorkspace));
+    b->lanes[0].cublas_workspace = b->cublas_workspace;
     CUBLAS_CHECK(cublasSetWorkspace(b->cublas, b->cublas_workspace, kCublasWorkspace));
     CUDNN_CHECK(cudnnCreateActivationDescriptor(&b->relu_desc));
     CUDNN_CHECK(cudnnSetActivationDescriptor(b->relu_desc, CUDNN_ACTIVATION_RELU,
@@ -1777,6 +1874,8 @@ captcha_cuda_module_create(int gpu_id, captcha_backend **out, captcha_error *err
     b->verbose = verbose && !strcmp(verbose, "1");
     const char *deterministic = getenv("CAPTCHA_CUDA_DETERMINISTIC");
     b->deterministic = deterministic && !strcmp(deterministic, "1");
+    const char *branches = getenv("CAPTCHA_CUDA_BRANCHES");
+    b->branches = !(branches && !strcmp(branches, "0"));
     const char *conv = getenv("CAPTCHA_CUDA_CONV");
     b->conv_mode = conv && !strcmp(conv, "cudnn")  ? CONV_MODE_CUDNN
                    : conv && !strcmp(conv, "gemm") ? CONV_MODE_GEMM
