@@ -292,6 +292,11 @@ if [ -x "$build/bench/bench-gpu" ]; then
     CAPTCHA_CUDA_VERBOSE=1 timeout 60 "$build/bench/bench-gpu" --no-torch --quick \
         >>"$OUT/bench_gpu.log" 2>&1 || note "bench-gpu (verbose) exit $?"
     grep -E '^=== CAPTCHA_CUDA_VERBOSE|captcha-cuda: conv N=(1|256) ' "$OUT/bench_gpu.log" >>"$summary"
+    # and with one stream (no shortcut beside conv1)
+    echo "=== CAPTCHA_CUDA_BRANCHES=0, ours only" >>"$OUT/bench_gpu.log"
+    CAPTCHA_CUDA_BRANCHES=0 timeout 60 "$build/bench/bench-gpu" --no-torch --quick \
+        >>"$OUT/bench_gpu.log" 2>&1 || note "bench-gpu (one stream) exit $?"
+    sed -n '/^=== CAPTCHA_CUDA_BRANCHES=0/,$p' "$OUT/bench_gpu.log" | grep -E '^===|stage|median|256 forward' >>"$summary"
 else
     note "bench-gpu not built (no bench/bench_gpu.c)"
 fi
