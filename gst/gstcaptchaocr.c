@@ -229,6 +229,11 @@ struct _GstCaptchaOcr
   float *input;                 /* [capacity, 3, input_height, input_width] NCHW */
   float *logits;                /* [capacity, classes] */
   guint capacity;               /* images the two buffers hold */
+  /* backends with device preprocessing (CUDA): the regions' input and the logits in
+   * device memory, [device_capacity, ...] as above */
+  float *device_input;
+  float *device_logits;
+  guint device_capacity;
 
   /* streaming state */
   captcha_pixel_format pixel_format;
@@ -269,6 +274,7 @@ static void gst_captcha_ocr_set_property (GObject * object, guint prop_id,
 static void gst_captcha_ocr_get_property (GObject * object, guint prop_id,
     GValue * value, GParamSpec * pspec);
 static void gst_captcha_ocr_finalize (GObject * object);
+static void gst_captcha_ocr_release_model (GstCaptchaOcr * self);
 static gboolean gst_captcha_ocr_start (GstBaseTransform * trans);
 static gboolean gst_captcha_ocr_stop (GstBaseTransform * trans);
 static GstFlowReturn gst_captcha_ocr_prepare_output_buffer (GstBaseTransform *
@@ -558,10 +564,7 @@ gst_captcha_ocr_finalize (GObject * object)
   g_array_unref (self->regions);
   g_array_unref (self->results);
   g_array_unref (self->texts);
-  g_free (self->input);
-  g_free (self->logits);
-  captcha_network_destroy (self->network);
-  captcha_backend_destroy (self->backend);
+  gst_captcha_ocr_release_model (self);
 
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
@@ -744,10 +747,39 @@ gst_captcha_ocr_reserve (GstCaptchaOcr * self, guint batch)
   self->capacity = batch;
 }
 
+/* Makes the device input and logits buffers hold batch images (grows only). */
+static gboolean
+gst_captcha_ocr_reserve_device (GstCaptchaOcr * self, guint batch,
+    captcha_error * err)
+{
+  const captcha_backend_ops *ops = self->backend->ops;
+
+  if (batch <= self->device_capacity)
+    return TRUE;
+  ops->free (self->backend, self->device_input);
+  ops->free (self->backend, self->device_logits);
+  self->device_input = self->device_logits = NULL;
+  self->device_capacity = 0;
+  if (ops->alloc (self->backend, batch * self->image_floats * sizeof (float),
+          (void **) &self->device_input, err) != CAPTCHA_OK
+      || ops->alloc (self->backend, batch * self->classes * sizeof (float),
+          (void **) &self->device_logits, err) != CAPTCHA_OK)
+    return FALSE;
+  self->device_capacity = batch;
+  return TRUE;
+}
+
 static void
 gst_captcha_ocr_release_model (GstCaptchaOcr * self)
 {
+  /* the network's CUDA graphs reference the device buffers: network first */
   g_clear_pointer (&self->network, captcha_network_destroy);
+  if (self->backend) {
+    self->backend->ops->free (self->backend, self->device_input);
+    self->backend->ops->free (self->backend, self->device_logits);
+  }
+  self->device_input = self->device_logits = NULL;
+  self->device_capacity = 0;
   g_clear_pointer (&self->backend, captcha_backend_destroy);
   g_clear_pointer (&self->input, g_free);
   g_clear_pointer (&self->logits, g_free);
@@ -1279,7 +1311,15 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
 
   g_array_set_size (self->results, n);
   if (n > 0) {
+    const captcha_backend_ops *ops = self->backend->ops;
+    /* device preprocessing (CUDA): only each region's bytes are uploaded, the
+     * conversion and resize run on the device, the regions as one batch
+     * through the captured forward graph; else on the host */
+    gboolean on_device = ops->preprocess != NULL;
+
     gst_captcha_ocr_reserve (self, n);
+    if (on_device && !gst_captcha_ocr_reserve_device (self, n, &err))
+      goto failed;
     start_time = g_get_monotonic_time ();
     for (i = 0; i < n; i++) {
       captcha_roi region =
@@ -1287,11 +1327,20 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
 
       region.x += crop_x;
       region.y += crop_y;
-      if (captcha_preprocess (&image, &region, &self->config,
-              self->input + i * self->image_floats, &err) != CAPTCHA_OK)
+      if (on_device ? ops->preprocess (self->backend, &image, &region,
+              &self->config, self->device_input + i * self->image_floats,
+              &err) != CAPTCHA_OK : captcha_preprocess (&image, &region,
+              &self->config, self->input + i * self->image_floats,
+              &err) != CAPTCHA_OK)
         goto failed;
     }
-    if (captcha_network_forward (self->network, self->input, (int) n,
+    if (on_device) {
+      if (captcha_network_forward_device (self->network, self->device_input,
+              (int) n, self->device_logits, &err) != CAPTCHA_OK
+          || ops->download (self->backend, self->logits, self->device_logits,
+              n * self->classes * sizeof (float), &err) != CAPTCHA_OK)
+        goto failed;
+    } else if (captcha_network_forward (self->network, self->input, (int) n,
             CAPTCHA_MODE_EVAL, self->logits, &err) != CAPTCHA_OK)
       goto failed;
     for (i = 0; i < n; i++) {

@@ -9,6 +9,11 @@
  * freshly initialized network (seed 1); either way both sides load the same
  * file. With the bundled model the element's accuracy against the file
  * names is printed too (not asserted: that is the trainer's business).
+ *
+ * With a usable GPU the element runs again with device=cuda (preprocessing on the
+ * device, the forward pass as a CUDA graph) and must give the same texts, the
+ * confidences within 1e-4 relative (FP32 on both, different summation orders);
+ * without one that case prints why it did not run.
  */
 #include "captcha-build-config.h"
 
@@ -67,13 +72,15 @@ static captcha_result read_with_library(const gchar *path)
     return result;
 }
 
-/* The element's reading: the first result of the "captcha" message. */
-static gboolean read_with_element(const gchar *path, gchar **text, gdouble *confidence)
+/* The element's reading on device ("cpu", "cuda"): the first result of the "captcha"
+ * message. */
+static gboolean read_with_element(const gchar *path, const gchar *device, gchar **text,
+                                  gdouble *confidence)
 {
     gchar *description =
         g_strdup_printf("filesrc location=\"%s\" ! pngdec ! "
-                        "videoconvert ! captchaocr model=\"%s\" device=cpu ! fakesink",
-                        path, model_path);
+                        "videoconvert ! captchaocr model=\"%s\" device=%s ! fakesink",
+                        path, model_path, device);
     GError *error = NULL;
     GstElement *pipeline = gst_parse_launch(description, &error);
     GstBus *bus;
@@ -122,7 +129,8 @@ GST_START_TEST(test_real_images_match_library)
         gchar *text = NULL, label[64];
         gdouble confidence = 0.0;
 
-        fail_unless(read_with_element(path, &text, &confidence), "%s: no captcha message", path);
+        fail_unless(read_with_element(path, "cpu", &text, &confidence), "%s: no captcha message",
+                    path);
         fail_unless_equals_string(text, expected.text);
         fail_unless(fabs(confidence - expected.confidence) <= 1e-4 * expected.confidence + 1e-7,
                     "%s: confidence %g, library %g", path, confidence, expected.confidence);
@@ -135,6 +143,38 @@ GST_START_TEST(test_real_images_match_library)
             n, model_path);
     if (model_is_bundled)
         g_print("bundled model: %u/%u codes read right\n", correct, n);
+}
+
+GST_END_TEST;
+
+GST_START_TEST(test_real_images_cuda_match_cpu)
+{
+    guint n = MIN(images.count, MAX_IMAGES), i;
+    captcha_backend *gpu = NULL;
+    captcha_error err = {0};
+
+    if (captcha_backend_cuda_create(0, &gpu, &err) != CAPTCHA_OK) {
+        g_print("device=cuda not compared: %s\n", err.message);
+        return;
+    }
+    captcha_backend_destroy(gpu);
+    for (i = 0; i < n; i++) {
+        const gchar *path = images.paths[i];
+        gchar *cpu_text = NULL, *cuda_text = NULL;
+        gdouble cpu_confidence = 0.0, cuda_confidence = 0.0;
+
+        fail_unless(read_with_element(path, "cpu", &cpu_text, &cpu_confidence), "%s: no message",
+                    path);
+        fail_unless(read_with_element(path, "cuda", &cuda_text, &cuda_confidence),
+                    "%s: no message with device=cuda", path);
+        fail_unless_equals_string(cuda_text, cpu_text);
+        fail_unless(fabs(cuda_confidence - cpu_confidence) <= 1e-4 * cpu_confidence + 1e-7,
+                    "%s: confidence %g with device=cuda, %g with device=cpu", path,
+                    cuda_confidence, cpu_confidence);
+        g_free(cpu_text);
+        g_free(cuda_text);
+    }
+    g_print("%u images read alike with device=cuda and device=cpu\n", n);
 }
 
 GST_END_TEST;
@@ -206,6 +246,7 @@ int main(int argc, char **argv)
     tcase_set_timeout(tc, 300);
     suite_add_tcase(s, tc);
     tcase_add_test(tc, test_real_images_match_library);
+    tcase_add_test(tc, test_real_images_cuda_match_cpu);
     failed = gst_check_run_suite(s, "captchaocr-data", __FILE__);
 
     if (tmp_model) {
