@@ -42,6 +42,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -629,6 +630,44 @@ done:
 /* ---- training ---- */
 
 /* Permutation of 0..n-1 for one epoch: Fisher-Yates from (seed, epoch). */
+/* One training batch to build: step `step` of epoch `epoch` in the epoch's order, augmented
+ * with keys derived from (epoch, image position), so it is the same whichever thread builds
+ * it and when. */
+typedef struct {
+    const captcha_dataset *train;
+    const size_t *order;
+    const captcha_config *config;
+    const captcha_augment *augment; /* NULL: none */
+    uint64_t augment_seed;
+    int epoch, step, batch;
+    uint64_t *keys;   /* [batch] */
+    uint8_t *scratch; /* batch * captcha_dataset_scratch_size */
+    float *input;     /* [batch, 3, H, W] */
+    float *targets;   /* [batch, classes] */
+    int n;            /* images in this batch (the last one may be short) */
+    captcha_status status;
+    captcha_error err;
+} batch_job;
+
+static void build_batch(batch_job *job)
+{
+    size_t first = (size_t)job->step * (size_t)job->batch;
+    job->n = (int)(job->train->count - first < (size_t)job->batch ? job->train->count - first
+                                                                   : (size_t)job->batch);
+    for (int i = 0; i < job->n; i++)
+        job->keys[i] = captcha_mix64(job->augment_seed ^ ((uint64_t)job->epoch << 32 ^
+                                                          (uint64_t)(first + (size_t)i)));
+    job->status = captcha_dataset_batch(job->train, job->order + first, job->n, job->config,
+                                        job->augment, job->keys, job->scratch, job->input,
+                                        job->targets, &job->err);
+}
+
+static void *build_batch_thread(void *arg)
+{
+    build_batch(arg);
+    return NULL;
+}
+
 static void epoch_order(uint64_t seed, int epoch, size_t *order, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -849,6 +888,10 @@ int main(int argc, char **argv)
     size_t *order = NULL;
     uint64_t *keys = NULL;
     uint8_t *scratch = NULL;
+    /* the batch built beside the GPU's step (CUDA backend only) */
+    float *next_input = NULL, *next_targets = NULL;
+    uint64_t *next_keys = NULL;
+    uint8_t *next_scratch = NULL;
     char *checkpoint_path = NULL, *lock_path = NULL;
     int lock_fd = -1;
     code = EXIT_RUNTIME;
@@ -1078,7 +1121,19 @@ int main(int argc, char **argv)
     order = malloc(train.count * sizeof *order);
     keys = malloc((size_t)batch * sizeof *keys);
     scratch = malloc(captcha_dataset_scratch_size(&train) * (size_t)batch);
-    if (!input || !targets || !logits || !order || !keys || !scratch) {
+    /* On a GPU the step leaves the CPU idle: the next batch is built (augmented, resized)
+     * in a second thread meanwhile. On the CPU backend the step uses every core already. */
+    const char *overlap_env = getenv("CAPTCHA_TRAIN_OVERLAP"); /* 0 or 1: tests */
+    const int overlap =
+        overlap_env ? !strcmp(overlap_env, "1") : !strcmp(backend->ops->name, "cuda");
+    if (overlap) {
+        next_input = malloc((size_t)batch * image_floats * sizeof *next_input);
+        next_targets = malloc((size_t)batch * (size_t)classes * sizeof *next_targets);
+        next_keys = malloc((size_t)batch * sizeof *next_keys);
+        next_scratch = malloc(captcha_dataset_scratch_size(&train) * (size_t)batch);
+    }
+    if (!input || !targets || !logits || !order || !keys || !scratch ||
+        (overlap && (!next_input || !next_targets || !next_keys || !next_scratch))) {
         message("out of memory");
         goto done;
     }
@@ -1115,11 +1170,23 @@ int main(int argc, char **argv)
     int wrote_model = 0; /* this run saved --out */
     accuracy last = {0}; /* validation accuracy of the last epoch run */
     int have_last = 0;
+    batch_job jobs[2] = {
+        {.train = &train, .order = order, .config = &config,
+         .augment = state.training.augment ? &default_augment : NULL,
+         .augment_seed = augment_seed, .batch = batch, .keys = keys, .scratch = scratch,
+         .input = input, .targets = targets},
+        {.train = &train, .order = order, .config = &config,
+         .augment = state.training.augment ? &default_augment : NULL,
+         .augment_seed = augment_seed, .batch = batch, .keys = next_keys,
+         .scratch = next_scratch, .input = next_input, .targets = next_targets},
+    };
+    int current = 0;
     for (; state.epoch < state.training.epochs && !stopped; state.epoch++) {
         epoch_order(state.seed, state.epoch, order, train.count);
         double epoch_start = now_seconds();
         size_t epoch_images = 0;
-        for (; state.step < steps; state.step++) {
+        int prefetched = 0; /* jobs[current] already holds this step's batch */
+        for (; state.step < steps; state.step++, current = overlap ? 1 - current : 0) {
             int64_t global_step = (int64_t)state.epoch * steps + state.step;
             if (opt.stop_after_steps >= 0 && global_step >= opt.stop_after_steps && !stop_signal)
                 stop_signal = SIGINT;
@@ -1127,26 +1194,40 @@ int main(int argc, char **argv)
                 stopped = 1;
                 break;
             }
-            size_t first = (size_t)state.step * (size_t)batch;
-            int n =
-                (int)(train.count - first < (size_t)batch ? train.count - first : (size_t)batch);
-            for (int i = 0; i < n; i++)
-                keys[i] = captcha_mix64(
-                    augment_seed ^ ((uint64_t)state.epoch << 32 ^ (uint64_t)(first + (size_t)i)));
-            if (captcha_dataset_batch(&train, order + first, n, &config,
-                                      state.training.augment ? &default_augment : NULL, keys,
-                                      scratch, input, targets, &err) != CAPTCHA_OK) {
-                message("%s", err.message);
+            batch_job *job = &jobs[current];
+            if (!prefetched) {
+                job->epoch = state.epoch;
+                job->step = state.step;
+                build_batch(job);
+            }
+            prefetched = 0;
+            if (job->status != CAPTCHA_OK) {
+                message("%s", job->err.message);
                 goto done;
+            }
+            const int n = job->n;
+            pthread_t worker;
+            int started = 0;
+            if (overlap && state.step + 1 < steps) {
+                batch_job *next = &jobs[1 - current];
+                next->epoch = state.epoch;
+                next->step = state.step + 1;
+                started = pthread_create(&worker, NULL, build_batch_thread, next) == 0;
             }
             float loss;
             captcha_adam_config adam = captcha_adam_default();
             adam.learning_rate =
                 learning_rate_at(&state.training, global_step, total_steps, warmup_steps);
             adam.weight_decay = state.training.weight_decay;
-            if (captcha_network_forward_backward(network, input, targets, n, &loss, NULL, &err) !=
-                    CAPTCHA_OK ||
-                captcha_network_adam_step(network, &adam, &err) != CAPTCHA_OK) {
+            captcha_status step_status = captcha_network_forward_backward(
+                network, job->input, job->targets, n, &loss, NULL, &err);
+            if (step_status == CAPTCHA_OK)
+                step_status = captcha_network_adam_step(network, &adam, &err);
+            if (started) {
+                pthread_join(worker, NULL);
+                prefetched = 1;
+            }
+            if (step_status != CAPTCHA_OK) {
                 message("training step %lld: %s", (long long)global_step, err.message);
                 goto done;
             }
@@ -1300,6 +1381,10 @@ done:
     free(order);
     free(keys);
     free(scratch);
+    free(next_input);
+    free(next_targets);
+    free(next_keys);
+    free(next_scratch);
     if (lock_fd >= 0) {
         unlink(lock_path);
         close(lock_fd);

@@ -1,7 +1,8 @@
 #!/bin/sh
 # captcha-train resume: a run stopped mid-epoch (hidden option --stop-after-steps, and a real
 # SIGINT) and continued with --resume ends with a model file byte-identical to an
-# uninterrupted run with the same seed; the same seed twice gives identical files.
+# uninterrupted run with the same seed; the same seed twice gives identical files, also
+# with each next batch built in a second thread during the step (CAPTCHA_TRAIN_OVERLAP=1).
 # Usage: test_train_resume.sh TRAIN PREDICT MAKE_IMAGES
 . "$(dirname "$0")/train_test_common.sh"
 make_set "$T/train" 20 4
@@ -14,6 +15,15 @@ ARGS="--train $T/train --val $T/val --charset abc --input 64x32 --epochs 3 --bat
 cmp "$T/a.safetensors" "$T/a2.safetensors" || fail "same seed gave different model files"
 "$TRAIN" $ARGS --out "$T/s2.safetensors" --seed 12 2>/dev/null || fail "run with another seed"
 cmp -s "$T/a.safetensors" "$T/s2.safetensors" && fail "another seed gave the same model file"
+
+# --- each next batch built in a second thread during the step (the GPU's way) ---
+CAPTCHA_TRAIN_OVERLAP=1 "$TRAIN" $ARGS --out "$T/o.safetensors" 2>/dev/null ||
+    fail "run with the next batch built beside the step"
+cmp "$T/a.safetensors" "$T/o.safetensors" || fail "building the next batch beside the step changed the model"
+CAPTCHA_TRAIN_OVERLAP=1 "$TRAIN" $ARGS --out "$T/o2.safetensors" --stop-after-steps 4 2>/dev/null
+CAPTCHA_TRAIN_OVERLAP=1 "$TRAIN" $ARGS --out "$T/o2.safetensors" --resume "$T/o2.safetensors.ckpt" \
+    2>/dev/null || fail "resume with the next batch built beside the step"
+cmp "$T/a.safetensors" "$T/o2.safetensors" || fail "stop + resume with batches built beside the step differs"
 
 # --- stopped mid-epoch 2 (after 4 steps), then resumed ---
 "$TRAIN" $ARGS --out "$T/b.safetensors" --stop-after-steps 4 2>"$T/b.log"
