@@ -747,7 +747,8 @@ gst_captcha_ocr_reserve (GstCaptchaOcr * self, guint batch)
   self->capacity = batch;
 }
 
-/* Makes the device input and logits buffers hold batch images (grows only). */
+/* Makes the device input and logits buffers hold batch images (grows only);
+ * the input starts zeroed (the padding images of a rounded-up batch). */
 static gboolean
 gst_captcha_ocr_reserve_device (GstCaptchaOcr * self, guint batch,
     captcha_error * err)
@@ -765,6 +766,15 @@ gst_captcha_ocr_reserve_device (GstCaptchaOcr * self, guint batch,
       || ops->alloc (self->backend, batch * self->classes * sizeof (float),
           (void **) &self->device_logits, err) != CAPTCHA_OK)
     return FALSE;
+  {
+    float *zeros = g_new0 (float, batch * self->image_floats);
+    captcha_status status = ops->upload (self->backend, self->device_input,
+        zeros, batch * self->image_floats * sizeof (float), err);
+
+    g_free (zeros);
+    if (status != CAPTCHA_OK)
+      return FALSE;
+  }
   self->device_capacity = batch;
   return TRUE;
 }
@@ -1316,9 +1326,18 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
      * conversion and resize run on the device, the regions as one batch
      * through the captured forward graph; else on the host */
     gboolean on_device = ops->preprocess != NULL;
+    /* On the device the batch is rounded up to a power of two (the extra
+     * images are ignored): each batch size costs algorithm timing and a graph
+     * capture on first use, and a region count that changes from frame to
+     * frame would otherwise pay them again and again. */
+    guint padded = 1;
 
+    while (padded < n)
+      padded <<= 1;
+    if (padded > CAPTCHA_MAX_BATCH)
+      padded = n;
     gst_captcha_ocr_reserve (self, n);
-    if (on_device && !gst_captcha_ocr_reserve_device (self, n, &err))
+    if (on_device && !gst_captcha_ocr_reserve_device (self, padded, &err))
       goto failed;
     start_time = g_get_monotonic_time ();
     for (i = 0; i < n; i++) {
@@ -1336,7 +1355,7 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
     }
     if (on_device) {
       if (captcha_network_forward_device (self->network, self->device_input,
-              (int) n, self->device_logits, &err) != CAPTCHA_OK
+              (int) padded, self->device_logits, &err) != CAPTCHA_OK
           || ops->download (self->backend, self->logits, self->device_logits,
               n * self->classes * sizeof (float), &err) != CAPTCHA_OK)
         goto failed;

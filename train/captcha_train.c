@@ -644,6 +644,7 @@ typedef struct {
     uint8_t *scratch; /* batch * captcha_dataset_scratch_size */
     float *input;     /* [batch, 3, H, W] */
     float *targets;   /* [batch, classes] */
+    int threads;      /* OpenMP threads for building (0: the default) */
     int n;            /* images in this batch (the last one may be short) */
     captcha_status status;
     captcha_error err;
@@ -664,7 +665,10 @@ static void build_batch(batch_job *job)
 
 static void *build_batch_thread(void *arg)
 {
-    build_batch(arg);
+    batch_job *job = arg;
+    if (job->threads > 0) /* a new thread starts from the default, not from --threads */
+        omp_set_num_threads(job->threads);
+    build_batch(job);
     return NULL;
 }
 
@@ -1178,7 +1182,8 @@ int main(int argc, char **argv)
         {.train = &train, .order = order, .config = &config,
          .augment = state.training.augment ? &default_augment : NULL,
          .augment_seed = augment_seed, .batch = batch, .keys = next_keys,
-         .scratch = next_scratch, .input = next_input, .targets = next_targets},
+         .scratch = next_scratch, .input = next_input, .targets = next_targets,
+         .threads = opt.threads},
     };
     int current = 0;
     for (; state.epoch < state.training.epochs && !stopped; state.epoch++) {

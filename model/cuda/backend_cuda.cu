@@ -16,7 +16,9 @@
  *    workspace. As in PyTorch by default, that may be a non-deterministic
  *    backward algorithm (atomic accumulation: gradients vary in the last bits
  *    from run to run); CAPTCHA_CUDA_DETERMINISTIC=1 prefers deterministic ones
- *    for backward-data and backward-filter. CAPTCHA_CUDA_ALGO=heuristic takes
+ *    for backward-data and backward-filter and makes every choice fixed (the
+ *    heuristics, cuDNN for forward convolutions), since timed choices can
+ *    differ between runs. CAPTCHA_CUDA_ALGO=heuristic takes
  *    the cuDNN heuristics' first choice instead (cudnnGet*Algorithm_v7, which
  *    runs nothing on the GPU); so does a plan made while a CUDA graph is being
  *    captured. One workspace, grown on demand, serves all of them. (All
@@ -723,17 +725,29 @@ captcha_status cuda_synchronize(captcha_backend *backend, captcha_error *err)
 }
 
 /* Makes lane the current one: its stream, workspaces and the library handles bound to it. */
+captcha_status bind_handles(cuda_backend *b, int lane, captcha_error *err)
+{
+    CUDNN_CHECK(cudnnSetStream(b->cudnn, b->lanes[lane].stream));
+    CUBLAS_CHECK(cublasSetStream(b->cublas, b->lanes[lane].stream)); /* resets the workspace: */
+    CUBLAS_CHECK(cublasSetWorkspace(b->cublas, b->lanes[lane].cublas_workspace, kCublasWorkspace));
+    return CAPTCHA_OK;
+}
+
+/* The library handles are bound first; the lane's fields change only when that succeeded
+ * (on failure the handles go back to the current lane). */
 captcha_status switch_lane(cuda_backend *b, int lane, captcha_error *err)
 {
+    captcha_status status = bind_handles(b, lane, err);
+    if (status != CAPTCHA_OK) {
+        (void)bind_handles(b, b->lane, nullptr);
+        return status;
+    }
     b->lanes[b->lane].workspace = b->workspace;
     b->lanes[b->lane].workspace_size = b->workspace_size;
     b->lane = lane;
     b->stream = b->lanes[lane].stream;
     b->workspace = b->lanes[lane].workspace;
     b->workspace_size = b->lanes[lane].workspace_size;
-    CUDNN_CHECK(cudnnSetStream(b->cudnn, b->stream));
-    CUBLAS_CHECK(cublasSetStream(b->cublas, b->stream)); /* resets the workspace: */
-    CUBLAS_CHECK(cublasSetWorkspace(b->cublas, b->lanes[lane].cublas_workspace, kCublasWorkspace));
     return CAPTCHA_OK;
 }
 
@@ -1880,6 +1894,12 @@ captcha_cuda_module_create(int gpu_id, captcha_backend **out, captcha_error *err
     b->conv_mode = conv && !strcmp(conv, "cudnn")  ? CONV_MODE_CUDNN
                    : conv && !strcmp(conv, "gemm") ? CONV_MODE_GEMM
                                                    : CONV_MODE_AUTO;
+    if (b->deterministic) {
+        /* timed choices can differ between runs (and so round differently): fixed ones */
+        b->algo_find = false;
+        if (b->conv_mode == CONV_MODE_AUTO)
+            b->conv_mode = CONV_MODE_CUDNN;
+    }
     captcha_status status = cuda_setup(b, err);
     if (status != CAPTCHA_OK) {
         cuda_destroy(&b->base);
