@@ -1322,19 +1322,20 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   g_array_set_size (self->results, n);
   if (n > 0) {
     const captcha_backend_ops *ops = self->backend->ops;
-    /* device preprocessing (CUDA): only each region's bytes are uploaded, the
-     * conversion and resize run on the device, the regions as one batch
-     * through the captured forward graph; else on the host */
+    /* the backend's preprocessing (CUDA: only each region's bytes are
+     * uploaded, the conversion and resize run on the device; CPU: the same on
+     * the host), the regions as one batch through forward_device (CUDA: one
+     * captured graph) and one download; else preprocessing on the host */
     gboolean on_device = ops->preprocess != NULL;
-    /* On the device the batch is rounded up to a power of two (the extra
+    /* With CUDA graphs the batch is rounded up to a power of two (the extra
      * images are ignored): each batch size costs algorithm timing and a graph
      * capture on first use, and a region count that changes from frame to
      * frame would otherwise pay them again and again. */
     guint padded = 1;
 
-    while (padded < n)
+    while (ops->capture_begin && padded < n)
       padded <<= 1;
-    if (padded > CAPTCHA_MAX_BATCH)
+    if (!ops->capture_begin || padded > CAPTCHA_MAX_BATCH)
       padded = n;
     gst_captcha_ocr_reserve (self, n);
     if (on_device && !gst_captcha_ocr_reserve_device (self, padded, &err))

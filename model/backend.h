@@ -175,7 +175,8 @@ typedef struct {
     /* Preprocessing on the device (same semantics as captcha_preprocess in
      * preprocess.h): image and roi describe host memory; the backend uploads
      * only the rows and columns of roi and writes device_out [3, H, W] (H, W =
-     * config's input size). roi must lie inside the image. */
+     * config's input size). roi must lie inside the image. The CPU backend's is
+     * captcha_preprocess itself (its device memory is host memory). */
     captcha_status (*preprocess)(captcha_backend *backend, const captcha_image *image,
                                  const captcha_roi *roi, const captcha_config *config,
                                  float *device_out, captcha_error *err);

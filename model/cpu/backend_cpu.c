@@ -1415,6 +1415,16 @@ static captcha_status cpu_synchronize(captcha_backend *backend, captcha_error *e
     return CAPTCHA_OK;
 }
 
+/* The device is the host: captcha_preprocess straight into the backend's buffer (so that
+ * callers such as the element have one path for every backend with this op). */
+static captcha_status cpu_preprocess(captcha_backend *backend, const captcha_image *image,
+                                     const captcha_roi *roi, const captcha_config *config,
+                                     float *device_out, captcha_error *err)
+{
+    (void)backend;
+    return captcha_preprocess(image, roi, config, device_out, err);
+}
+
 static void cpu_invalidate_cache(captcha_backend *backend)
 {
     cpu_backend *cpu = (cpu_backend *)backend;
@@ -1480,6 +1490,7 @@ static const captcha_backend_ops cpu_ops = {
     .multilabel_soft_margin_loss = cpu_multilabel_soft_margin_loss,
     .adam_update = cpu_adam_update,
     .invalidate_cache = cpu_invalidate_cache,
+    .preprocess = cpu_preprocess,
 };
 
 captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, captcha_error *err)
