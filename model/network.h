@@ -143,9 +143,14 @@ void captcha_network_set_adam_step_count(captcha_network *network, int64_t value
 captcha_status captcha_network_forward(captcha_network *network, const float *input, int batch,
                                        captcha_mode mode, float *logits, captcha_error *err);
 
-/* Same as captcha_network_forward in EVAL mode, but input and logits are
- * device memory of the network's backend (for backends that preprocess on the
- * device). */
+/* Same as captcha_network_forward in EVAL mode, but input [batch, 3, H, W] and
+ * logits [batch, classes] are device memory of the network's backend (for
+ * backends that preprocess on the device). On a backend with graph capture
+ * (CUDA) the first call for a (batch, input, logits) triple runs the ops and
+ * records them as a graph; later calls replay it (one launch); at most 8 such
+ * graphs are kept, the oldest dropped first. It returns once the work is
+ * queued: read logits with the backend's download (which waits) or after its
+ * synchronize. */
 captcha_status captcha_network_forward_device(captcha_network *network, const float *input,
                                               int batch, float *logits, captcha_error *err);
 
