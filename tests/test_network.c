@@ -9,7 +9,8 @@
  *    test_parity_torch);
  *  - the CPU backend's Winograd inference convolutions agree with direct convolution on the
  *    bundled (trained) model, and the whole fast inference path (blocked layouts, Winograd)
- *    with plain NCHW direct convolutions at other input sizes: logits within 1e-4;
+ *    with plain NCHW direct convolutions at other input sizes, and the NHWC layout of the
+ *    last blocks with the blocked one: logits within 1e-4;
  *  - the CPU backend's caches stay bounded across batch sizes, and evicted primitives give
  *    the same logits when made again;
  *  - bad arguments are refused with a message. */
@@ -222,6 +223,30 @@ static void test_winograd_matches_direct(void **state)
     captcha_network_destroy(fast);
     captcha_network_destroy(plain);
     captcha_backend_destroy(direct);
+}
+
+/* The last two blocks' activations are channels-last (NHWC, oneDNN's brgemm convolutions)
+ * by default; with CAPTCHA_CPU_NHWC_PIXELS=0 every activation stays blocked (nChw16c). Both
+ * layouts give the same logits on the bundled model within the parity tolerance, at batch 1 and at a batch where
+ * other kernels are chosen. */
+static void test_layouts_match(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name, *value;
+    } variants[] = {{"CAPTCHA_CPU_NHWC_PIXELS", "0"}};
+    static const int batches[] = {1, 3};
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+        captcha_backend *other = backend_with_env(variants[i].name, variants[i].value);
+        captcha_network *fast = load_bundled(backend), *alt = load_bundled(other);
+        char label[96];
+        snprintf(label, sizeof label, "bundled model, default vs %s=%s", variants[i].name,
+                 variants[i].value);
+        expect_same_over_batches(fast, alt, batches, 2, label);
+        captcha_network_destroy(fast);
+        captcha_network_destroy(alt);
+        captcha_backend_destroy(other);
+    }
 }
 
 /* The CPU inference path (blocked layouts between layers, Winograd) against plain NCHW
@@ -484,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_batch_independence),
         cmocka_unit_test(test_winograd_matches_direct),
         cmocka_unit_test(test_fast_path_geometries),
+        cmocka_unit_test(test_layouts_match),
         cmocka_unit_test(test_caches_bounded_across_batch_sizes),
         cmocka_unit_test(test_gradient_finite_differences),
         cmocka_unit_test(test_bad_arguments),

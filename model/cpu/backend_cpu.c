@@ -111,6 +111,15 @@ typedef struct op_entry {
  * is also oneDNN's own primitive cache capacity. CAPTCHA_CPU_MAX_PRIMITIVES
  * overrides it (tests). */
 #define CPU_MAX_ENTRIES 1024
+/* native_tag: NHWC for images of at most this many pixels: on a 32x128 input, the
+ * outputs of the last two blocks (2x8 and 1x4), whose convolutions stream 6 MB of
+ * weights per image and little else. At batch 1 (2 threads, weights cold as they are
+ * inside the network) oneDNN's brgemm kernels (NHWC only) run those layers faster
+ * than its blocked direct ones, e.g. 256->256 at 2x8: 159 against 213 us, 1x4: 39
+ * against 66 us. Whole forward, paired bursts in one process against NHWC off: 16
+ * pixels 0.946-0.958, 64 (block 4 too: no Winograd there) 0.944-0.956, 256 0.946-0.948,
+ * 1024 1.008. CAPTCHA_CPU_NHWC_PIXELS=N overrides (0: never NHWC). */
+#define CPU_NHWC_MAX_PIXELS 16
 
 /* A reordered (blocked) copy of a weight tensor, valid until invalidate_cache. It
  * is shared by every entry that reads the same pointer in the same plain layout
@@ -133,6 +142,7 @@ typedef struct {
     weight_copy *weight_copies;
     int prefer_blocked; /* convolutions: let oneDNN choose layouts (default 1) */
     int native_block;   /* channel block of the native activation layout: 16 (AVX-512), 8 */
+    int nhwc_max_pixels; /* native layout NHWC at most this many pixels per image (native_tag) */
     int winograd;       /* inference convolutions may use Winograd (use_winograd) */
     /* temporary buffers, one per argument slot, shared by all ops (they run
      * one after the other) */
@@ -449,14 +459,18 @@ static void conv_key(op_key *key, int kind, const captcha_conv2d_shape *s, int f
 }
 
 /* The native activation layout of conv2d_forward_native for a tensor of
- * `channels` channels: oneDNN's blocked nChw16c (AVX-512) or nChw8c, the
- * layouts its direct convolutions compute in, when channels is a multiple of
- * the block (same size as NCHW then); plain NCHW otherwise and when
- * CAPTCHA_CPU_CONV_LAYOUT=plain. */
-static dnnl_format_tag_t native_tag(const cpu_backend *cpu, int channels)
+ * `channels` channels of height x width: oneDNN's blocked nChw16c (AVX-512) or
+ * nChw8c, the layouts its direct and Winograd convolutions compute in, when
+ * channels is a multiple of the block (same size as NCHW then); channels-last
+ * NHWC instead for small images (height x width <= nhwc_max_pixels), where the
+ * weights dominate and oneDNN's brgemm convolution (NHWC only) streams them
+ * faster; plain NCHW otherwise and when CAPTCHA_CPU_CONV_LAYOUT=plain. */
+static dnnl_format_tag_t native_tag(const cpu_backend *cpu, int channels, int height, int width)
 {
     if (!cpu->prefer_blocked || channels % cpu->native_block)
         return dnnl_nchw;
+    if ((long long)height * width <= cpu->nhwc_max_pixels)
+        return dnnl_nhwc;
     return cpu->native_block == 16 ? dnnl_nChw16c : dnnl_nChw8c;
 }
 
@@ -513,9 +527,18 @@ static dnnl_status_t conv_mds_init(const cpu_backend *cpu, const captcha_conv2d_
     dnnl_dims_t dst = {s->batch, s->out_channels, s->out_height, s->out_width};
     dnnl_format_tag_t any = cpu->prefer_blocked ? dnnl_format_tag_any : dnnl_nchw;
     dnnl_format_tag_t src_tag =
-        (flags & CONV_FLAG_SRC_NATIVE) ? native_tag(cpu, s->in_channels) : dnnl_nchw;
+        (flags & CONV_FLAG_SRC_NATIVE)
+            ? native_tag(cpu, s->in_channels, s->in_height, s->in_width)
+            : dnnl_nchw;
     dnnl_format_tag_t dst_tag =
-        (flags & CONV_FLAG_DST_NATIVE) ? native_tag(cpu, s->out_channels) : dnnl_nchw;
+        (flags & CONV_FLAG_DST_NATIVE)
+            ? native_tag(cpu, s->out_channels, s->out_height, s->out_width)
+            : dnnl_nchw;
+    /* the layout the primitive computes in: a native source is taken as it is,
+     * except a blocked one feeding an NHWC output, which is reordered to NHWC
+     * (the one switch of layout, on a small tensor) */
+    dnnl_format_tag_t compute_src_tag =
+        (flags & CONV_FLAG_DST_NATIVE) && dst_tag == dnnl_nhwc ? dnnl_nhwc : src_tag;
     init_md(&m->src, 4, src, src_tag, &first);
     init_md(&m->weights, 4, weights, dnnl_oihw, &first);
     m->strides[0] = m->strides[1] = s->stride;
@@ -553,7 +576,7 @@ static dnnl_status_t conv_mds_init(const cpu_backend *cpu, const captcha_conv2d_
      * image) stays NCHW: oneDNN's direct kernels read it as it is, where a blocked
      * copy would be padded to 16 channels and reordered on every call */
     init_md(&m->src_any, 4, src,
-            (flags & CONV_FLAG_SRC_NATIVE) ? src_tag
+            (flags & CONV_FLAG_SRC_NATIVE) ? compute_src_tag
             : (cpu->prefer_blocked && s->in_channels < cpu->native_block) ? dnnl_nchw
                                                                           : any,
             &first);
@@ -1105,7 +1128,7 @@ static captcha_status linear_entry(cpu_backend *cpu, int kind, int batch, int in
     if (native) {
         dnnl_dims_t src_dims = {batch, chw[0], chw[1], chw[2]};
         dnnl_dims_t weight_dims = {out_features, chw[0], chw[1], chw[2]};
-        init_md(&src, 4, src_dims, native_tag(cpu, chw[0]), &first);
+        init_md(&src, 4, src_dims, native_tag(cpu, chw[0], chw[1], chw[2]), &first);
         init_md(&weights, 4, weight_dims, dnnl_oihw, &first);
         init_md(&weights_any, 4, weight_dims, dnnl_format_tag_any, &first);
     } else {
@@ -1516,6 +1539,8 @@ captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, ca
                                                                     : CPU_MAX_ENTRIES;
     const char *layout = getenv("CAPTCHA_CPU_CONV_LAYOUT");
     cpu->prefer_blocked = !(layout && !strcmp(layout, "plain"));
+    const char *nhwc = getenv("CAPTCHA_CPU_NHWC_PIXELS");
+    cpu->nhwc_max_pixels = nhwc ? atoi(nhwc) : CPU_NHWC_MAX_PIXELS;
     const char *algorithm = getenv("CAPTCHA_CPU_CONV_ALG");
     cpu->winograd = cpu->prefer_blocked && !(algorithm && !strcmp(algorithm, "direct"));
     /* the ISA values are bit sets: AVX-512 (core) includes all of avx512_core's bits */
