@@ -227,14 +227,15 @@ static void test_winograd_matches_direct(void **state)
 
 /* The last two blocks' activations are channels-last (NHWC, oneDNN's brgemm convolutions)
  * by default; with CAPTCHA_CPU_NHWC_PIXELS=0 every activation stays blocked (nChw16c). Both
- * layouts give the same logits on the bundled model within the parity tolerance, at batch 1 and at a batch where
+ * layouts, and buffers with or without huge pages (CAPTCHA_CPU_HUGE_PAGES=0, weight copies
+ * carved from shared slabs either way), give the same logits on the bundled model within the parity tolerance, at batch 1 and at a batch where
  * other kernels are chosen. */
-static void test_layouts_match(void **state)
+static void test_layouts_and_pages_match(void **state)
 {
     (void)state;
     static const struct {
         const char *name, *value;
-    } variants[] = {{"CAPTCHA_CPU_NHWC_PIXELS", "0"}};
+    } variants[] = {{"CAPTCHA_CPU_NHWC_PIXELS", "0"}, {"CAPTCHA_CPU_HUGE_PAGES", "0"}};
     static const int batches[] = {1, 3};
     for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
         captcha_backend *other = backend_with_env(variants[i].name, variants[i].value);
@@ -509,7 +510,7 @@ int main(void)
         cmocka_unit_test(test_batch_independence),
         cmocka_unit_test(test_winograd_matches_direct),
         cmocka_unit_test(test_fast_path_geometries),
-        cmocka_unit_test(test_layouts_match),
+        cmocka_unit_test(test_layouts_and_pages_match),
         cmocka_unit_test(test_caches_bounded_across_batch_sizes),
         cmocka_unit_test(test_gradient_finite_differences),
         cmocka_unit_test(test_bad_arguments),
