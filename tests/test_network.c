@@ -250,15 +250,23 @@ static void test_layouts_and_pages_match(void **state)
     }
 }
 
-/* The CPU inference path (blocked layouts between layers, Winograd) against plain NCHW
- * direct convolutions (CAPTCHA_CPU_CONV_LAYOUT=plain) on other input geometries, where
- * spatial sizes reach 1x1 or stay wide: the same weights (a saved and reloaded random
- * network, running statistics included) give the same logits within 1e-4. */
+/* The CPU inference path (blocked and NHWC layouts between layers, Winograd, each
+ * block's activations written over its predecessor's dead ones) against plain NCHW direct
+ * convolutions called op by op (CAPTCHA_CPU_CONV_LAYOUT=plain, and the backend's native-
+ * layout ops hidden so that the network takes the path of the CUDA backend, one buffer
+ * per activation) at the reference input and at other geometries, where spatial sizes
+ * reach 1x1 or stay wide: the same weights (a saved and reloaded random network, running
+ * statistics included) give the same logits within 1e-4. */
 static void test_fast_path_geometries(void **state)
 {
     (void)state;
-    static const int sizes[][2] = {{32, 32}, {96, 64}, {256, 32}}; /* width, height */
+    static const int sizes[][2] = {{128, 32}, {32, 32}, {96, 64}, {256, 32}}; /* width, height */
     captcha_backend *plain_backend = backend_with_env("CAPTCHA_CPU_CONV_LAYOUT", "plain");
+    const captcha_backend_ops *cpu_ops = plain_backend->ops;
+    captcha_backend_ops op_by_op = *cpu_ops;
+    op_by_op.conv2d_forward_native = NULL;
+    op_by_op.linear_forward_native = NULL;
+    plain_backend->ops = &op_by_op;
     captcha_error err = {0};
     for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
         captcha_config config;
@@ -294,6 +302,7 @@ static void test_fast_path_geometries(void **state)
         captcha_network_destroy(fast);
         captcha_network_destroy(plain);
     }
+    plain_backend->ops = cpu_ops;
     captcha_backend_destroy(plain_backend);
 }
 
