@@ -1,7 +1,7 @@
 /* CPU benchmark: our network on the CPU backend against the same model and weights in
  * PyTorch (Debian python3-torch), measured in the same run on the same machine.
  *
- *   bench-cpu [--threads N] [--rounds N] [--quick] [--no-torch] [--no-train] [MODEL.safetensors]
+ *   bench-cpu [--threads N] [--rounds N] [--pairs N] [--quick] [--no-torch] [--no-train] [MODEL.safetensors]
  *
  * Inference at batch 1 and 64 (images/s, median of 5 repeats), and training steps at batch 16
  * (forward + backward + Adam). Prints PyTorch's figures in every mode it has (eager,
@@ -142,7 +142,7 @@ static int bench_paired(captcha_network *net, torch_server *s, int batch, int it
     size_t in = (size_t)batch * 3 * c->input_height * c->input_width;
     float *x = malloc(in * sizeof(float));
     float *y = malloc((size_t)batch * captcha_config_classes(c) * sizeof(float));
-    double ours_rates[64], torch_rates[64];
+    double ours_rates[BENCH_MAX_VALUES], torch_rates[BENCH_MAX_VALUES];
     captcha_error err;
     int status = 0;
     fill(x, in, 1);
@@ -238,11 +238,12 @@ static double bench_train(captcha_network *net, int steps)
 
 int main(int argc, char **argv)
 {
-    int threads = 2, quick = 0, torch = 1, train = 1, rounds = 3;
+    int threads = 2, quick = 0, torch = 1, train = 1, rounds = 3, pairs = 0; /* 0: default */
     double gflops = 0; /* 0: measure */
     static const struct option options[] = {{"threads", required_argument, 0, 't'},
                                              {"quick", no_argument, 0, 'q'},
                                              {"rounds", required_argument, 0, 'o'},
+                                             {"pairs", required_argument, 0, 'p'},
                                              {"no-torch", no_argument, 0, 'n'},
                                              {"no-train", no_argument, 0, 'r'},
                                              {"gflops", required_argument, 0, 'g'},
@@ -254,18 +255,23 @@ int main(int argc, char **argv)
         case 't': threads = atoi(optarg); break;
         case 'q': quick = 1; break;
         case 'o': rounds = atoi(optarg); break;
+        case 'p': pairs = atoi(optarg); break;
         case 'n': torch = 0; break;
         case 'r': train = 0; break;
         case 'g': gflops = atof(optarg); break;
         default:
-            printf("usage: %s [--threads N (2)] [--rounds N (3)] [--quick] [--no-torch] [--no-train] "
-                   "[--gflops PEAK (measured)] [MODEL.safetensors]\n",
+            printf("usage: %s [--threads N (2)] [--rounds N (3)] [--pairs N (21)] [--quick] "
+                   "[--no-torch] [--no-train] [--gflops PEAK (measured)] [MODEL.safetensors]\n",
                    argv[0]);
             return opt == 'h' ? 0 : 2;
         }
     }
     if (rounds < 1 || rounds > 50) {
         fprintf(stderr, "--rounds: expected 1..50\n");
+        return 2;
+    }
+    if (pairs && (pairs < 3 || pairs > BENCH_MAX_VALUES)) {
+        fprintf(stderr, "--pairs: expected 3..%d\n", BENCH_MAX_VALUES);
         return 2;
     }
     captcha_error err;
@@ -404,17 +410,19 @@ int main(int argc, char **argv)
     }
     if (med_best[0] > 0) {
         /* the paired measurement against PyTorch's best mode of the rounds above */
-        const int pairs = quick ? 5 : 21;
+        if (!pairs)
+            pairs = quick ? 5 : 21;
         printf("\nPaired bursts (%d pairs, ours and PyTorch alternating, each burst %s):\n", pairs,
                quick ? "10 forwards at batch 1, 1 at batch 64" : "80 forwards at batch 1, 2 at batch 64");
-        printf("%-28s %12s %12s %12s %s\n", "", "ours img/s", "torch img/s", "ratio", "(min max)");
+        printf("%-28s %12s %12s %12s %s\n", "", "ours img/s", "torch img/s", "ratio",
+               "(min, middle half, max)");
         for (int b = 0; b < 2; b++) {
             int m_best = 0;
             for (int m = 1; m < 3; m++)
                 if (med_torch[m][b] > med_torch[m_best][b])
                     m_best = m;
             torch_server server = {0};
-            double ratios[64], ours_rate = 0, torch_rate = 0;
+            double ratios[BENCH_MAX_VALUES], ours_rate = 0, torch_rate = 0;
             int batch = b == 0 ? 1 : 64, iters = b == 0 ? (quick ? 10 : 80) : (quick ? 1 : 2);
             signal(SIGPIPE, SIG_IGN);
             if (torch_server_start(&server, model_path, threads, modes[m_best]) ||
@@ -424,15 +432,13 @@ int main(int argc, char **argv)
                 continue;
             }
             torch_server_stop(&server);
-            double lo = ratios[0], hi = ratios[0];
-            for (int k = 1; k < pairs; k++) {
-                lo = fmin(lo, ratios[k]);
-                hi = fmax(hi, ratios[k]);
-            }
             char label[64];
             snprintf(label, sizeof label, "batch %d vs %s", batch, modes[m_best]);
-            printf("%-28s %12.1f %12.1f %11.2fx (%.2f %.2f)   median of the pair ratios; goal >= %s\n",
-                   label, ours_rate, torch_rate, bench_median(ratios, pairs), lo, hi,
+            printf("%-28s %12.1f %12.1f %11.2fx (%.2f, %.2f-%.2f, %.2f)   median of the pair "
+                   "ratios; goal >= %s\n",
+                   label, ours_rate, torch_rate, bench_median(ratios, pairs),
+                   bench_quantile(ratios, pairs, 0), bench_quantile(ratios, pairs, 0.25),
+                   bench_quantile(ratios, pairs, 0.75), bench_quantile(ratios, pairs, 1),
                    b == 0 ? "2x" : "1x");
         }
     }
