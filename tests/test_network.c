@@ -248,6 +248,27 @@ static void test_layouts_and_pages_match(void **state)
         captcha_network_destroy(alt);
         captcha_backend_destroy(other);
     }
+    /* a CAPTCHA_CPU_NHWC_PIXELS that is not a whole number >= 0 keeps the default: the
+     * same kernels, so bit-identical logits */
+    static const char *const invalid[] = {"", "abc", "-1", "16px"};
+    const size_t per_image = 3 * 32 * 128;
+    float input[3 * 32 * 128], a[180], b[180];
+    captcha_test_fill_uniform(input, per_image, -1, 1, 8);
+    captcha_network *fast = load_bundled(backend);
+    captcha_error err = {0};
+    assert_int_equal(captcha_network_forward(fast, input, 1, CAPTCHA_MODE_EVAL, a, &err),
+                     CAPTCHA_OK);
+    for (size_t i = 0; i < sizeof invalid / sizeof invalid[0]; i++) {
+        captcha_backend *other = backend_with_env("CAPTCHA_CPU_NHWC_PIXELS", invalid[i]);
+        captcha_network *alt = load_bundled(other);
+        assert_int_equal(captcha_network_forward(alt, input, 1, CAPTCHA_MODE_EVAL, b, &err),
+                         CAPTCHA_OK);
+        if (memcmp(a, b, sizeof a))
+            fail_msg("CAPTCHA_CPU_NHWC_PIXELS=\"%s\" did not keep the default", invalid[i]);
+        captcha_network_destroy(alt);
+        captcha_backend_destroy(other);
+    }
+    captcha_network_destroy(fast);
 }
 
 /* The CPU inference path (blocked and NHWC layouts between layers, Winograd, each

@@ -1621,8 +1621,13 @@ captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, ca
     cpu->prefer_blocked = !(layout && !strcmp(layout, "plain"));
     const char *huge = getenv("CAPTCHA_CPU_HUGE_PAGES");
     cpu->huge_pages = !(huge && !strcmp(huge, "0"));
+    /* a whole number >= 0; anything else ("", "abc", "-1", "16px") keeps the default */
     const char *nhwc = getenv("CAPTCHA_CPU_NHWC_PIXELS");
-    cpu->nhwc_max_pixels = nhwc ? atoi(nhwc) : CPU_NHWC_MAX_PIXELS;
+    char *nhwc_end = NULL;
+    long nhwc_value = nhwc ? strtol(nhwc, &nhwc_end, 10) : -1;
+    cpu->nhwc_max_pixels = nhwc && *nhwc && !*nhwc_end && nhwc_value >= 0 && nhwc_value <= INT_MAX
+                               ? (int)nhwc_value
+                               : CPU_NHWC_MAX_PIXELS;
     const char *algorithm = getenv("CAPTCHA_CPU_CONV_ALG");
     cpu->winograd = cpu->prefer_blocked && !(algorithm && !strcmp(algorithm, "direct"));
     /* the ISA values are bit sets: AVX-512 (core) includes all of avx512_core's bits */
