@@ -41,7 +41,7 @@ first=$(ls "$samples"/*.png | head -n 1)
 echo "The first sample composited at 400,300 into a 1280x720 BGRx frame, read through roi-*:"
 examples/screen-capture.sh "$first"
 
-real=$root/../shared/data/captcha-v2/test
+real=${CAPTCHA_SHARED_DATA:-$root/../shared/data}/captcha-v2/test
 if [ -d "$real" ]; then
   echo
   echo "The shared real test split ($real):"

@@ -212,7 +212,7 @@ int main(int argc, char **argv)
 
     gst_check_init(&argc, &argv);
     if (!data) {
-        g_print("SKIP: the shared data folder (../shared/data) is absent\n");
+        g_print("SKIP: the shared data folder (../shared/data, or $CAPTCHA_SHARED_DATA) is absent\n");
         return CAPTCHA_TEST_SKIP;
     }
     dir = g_build_filename(data, "captcha-v2", "test", NULL);
