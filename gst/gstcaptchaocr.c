@@ -219,6 +219,7 @@ struct _GstCaptchaOcr
   /* warnings given once, under the object lock */
   gboolean region_warned;
   gboolean fallback_warned;
+  gboolean frame_warned;        /* a buffer smaller than its layout */
 
   /* model state: set up in start(), used by the streaming thread */
   captcha_backend *backend;
@@ -796,6 +797,20 @@ gst_captcha_ocr_release_model (GstCaptchaOcr * self)
   self->capacity = 0;
 }
 
+/* TRUE the first time for *flag (a warning given once, until the flag is
+ * reset), under the object lock. */
+static gboolean
+gst_captcha_ocr_first_time (GstCaptchaOcr * self, gboolean * flag)
+{
+  gboolean first;
+
+  GST_OBJECT_LOCK (self);
+  first = !*flag;
+  *flag = TRUE;
+  GST_OBJECT_UNLOCK (self);
+  return first;
+}
+
 static gboolean
 gst_captcha_ocr_start (GstBaseTransform * trans)
 {
@@ -804,7 +819,7 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
   GstCaptchaOcrDevice device;
   gint gpu_id;
   guint threads;
-  gboolean warn_fallback, from_env;
+  gboolean from_env;
   captcha_error err = { 0 };
   captcha_status status;
   gchar fallback_reason[CAPTCHA_ERROR_MESSAGE_SIZE] = "";
@@ -841,11 +856,7 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
     return FALSE;
   }
   if (fallback_reason[0]) {
-    GST_OBJECT_LOCK (self);
-    warn_fallback = !self->fallback_warned;
-    self->fallback_warned = TRUE;
-    GST_OBJECT_UNLOCK (self);
-    if (warn_fallback)
+    if (gst_captcha_ocr_first_time (self, &self->fallback_warned))
       GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
           ("No usable GPU (device=auto): %s", fallback_reason), (NULL));
     else
@@ -893,6 +904,7 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
   g_array_set_size (self->texts, 0);
   GST_OBJECT_LOCK (self);
   self->region_warned = FALSE;
+  self->frame_warned = FALSE;
   GST_OBJECT_UNLOCK (self);
   return TRUE;
 }
@@ -989,6 +1001,7 @@ gst_captcha_ocr_set_info (GstVideoFilter * filter, GstCaps * incaps,
   g_array_set_size (self->texts, 0);
   GST_OBJECT_LOCK (self);
   self->region_warned = FALSE;
+  self->frame_warned = FALSE;
   GST_OBJECT_UNLOCK (self);
   return TRUE;
 }
@@ -998,13 +1011,7 @@ static void
 gst_captcha_ocr_warn_region (GstCaptchaOcr * self, gboolean from_meta,
     const captcha_error * err)
 {
-  gboolean warn;
-
-  GST_OBJECT_LOCK (self);
-  warn = !self->region_warned;
-  self->region_warned = TRUE;
-  GST_OBJECT_UNLOCK (self);
-  if (!warn) {
+  if (!gst_captcha_ocr_first_time (self, &self->region_warned)) {
     GST_LOG_OBJECT (self, "region not read: %s", err->message);
     return;
   }
@@ -1015,6 +1022,39 @@ gst_captcha_ocr_warn_region (GstCaptchaOcr * self, gboolean from_meta,
     GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
         ("The region set by roi-x, roi-y, roi-width and roi-height is not "
             "read: %s", err->message), (NULL));
+}
+
+/* Checks that every plane of image lies inside the memory frame maps: a
+ * GstVideoMeta's offsets and strides come from upstream and gst_video_frame_map
+ * does not check that its planes' rows fit the buffer. A plane is read from
+ * its first byte to (rows - 1) x stride + one row's bytes
+ * (captcha_image_plane_span). */
+static gboolean
+gst_captcha_ocr_check_frame (const GstVideoFrame * frame,
+    const captcha_image * image, captcha_error * err)
+{
+  guint p;
+
+  if (captcha_image_validate (image, err) != CAPTCHA_OK)
+    return FALSE;
+  for (p = 0; p < GST_VIDEO_FRAME_N_PLANES (frame); p++) {
+    /* with a meta each plane has its own mapping, else all lie in map[0] */
+    const GstMapInfo *map = &frame->map[frame->meta ? p : 0];
+    const guint8 *data = GST_VIDEO_FRAME_PLANE_DATA (frame, p);
+    long long span = captcha_image_plane_span (image, (int) p);
+    long long available = data >= map->data && data <= map->data + map->size
+        ? (long long) (map->data + map->size - data) : -1;
+
+    if (span < 0 || available < span) {
+      captcha_fail (err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+          "plane %u of the %dx%d %s frame needs %lld bytes (stride %d), but "
+          "its memory holds %lld from the plane's offset", p, image->width,
+          image->height, captcha_pixel_format_name (image->format), span,
+          image->strides[p], available < 0 ? 0 : available);
+      return FALSE;
+    }
+  }
+  return TRUE;
 }
 
 /* Fills self->regions with the frame's regions to read, clipped: the
@@ -1306,10 +1346,6 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
     return GST_FLOW_OK;
   }
 
-  gst_captcha_ocr_collect_regions (self, buffer, width, height, roi_type, &roi);
-  g_free (roi_type);
-  n = self->regions->len;
-
   image.format = self->pixel_format;
   image.width = GST_VIDEO_FRAME_WIDTH (frame);
   image.height = GST_VIDEO_FRAME_HEIGHT (frame);
@@ -1318,6 +1354,21 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
     image.planes[i] = has_plane ? GST_VIDEO_FRAME_PLANE_DATA (frame, i) : NULL;
     image.strides[i] = has_plane ? GST_VIDEO_FRAME_PLANE_STRIDE (frame, i) : 0;
   }
+  /* A malformed buffer (planes past its memory, a negative stride) passes
+   * unread: no meta, no message, one warning until the caps change. */
+  if (!gst_captcha_ocr_check_frame (frame, &image, &err)) {
+    g_free (roi_type);
+    if (gst_captcha_ocr_first_time (self, &self->frame_warned))
+      GST_ELEMENT_WARNING (self, STREAM, FORMAT,
+          ("A frame is not read: %s", err.message), (NULL));
+    else
+      GST_LOG_OBJECT (self, "frame not read: %s", err.message);
+    return GST_FLOW_OK;
+  }
+
+  gst_captcha_ocr_collect_regions (self, buffer, width, height, roi_type, &roi);
+  g_free (roi_type);
+  n = self->regions->len;
 
   g_array_set_size (self->results, n);
   if (n > 0) {

@@ -112,6 +112,15 @@ captcha_status captcha_image_validate(const captcha_image *image, captcha_error 
     return CAPTCHA_OK;
 }
 
+long long captcha_image_plane_span(const captcha_image *image, int p)
+{
+    if (captcha_image_validate(image, NULL) != CAPTCHA_OK || p < 0 ||
+        p >= plane_count(image->format))
+        return -1;
+    long long rows = p == 0 ? image->height : ((long long)image->height + 1) / 2;
+    return (rows - 1) * image->strides[p] + plane_row_bytes(image, p);
+}
+
 captcha_status captcha_roi_clip(const captcha_roi *roi, int image_width, int image_height,
                                 captcha_roi *clipped, captcha_error *err)
 {

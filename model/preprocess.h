@@ -64,6 +64,16 @@ int captcha_pixel_format_bytes_per_pixel(captcha_pixel_format format);
  * strides at least the row size. The message names the field and value. */
 captcha_status captcha_image_validate(const captcha_image *image, captcha_error *err);
 
+/* Bytes plane p of a valid image spans from planes[p]: (rows - 1) x strides[p]
+ * plus the bytes of one row, rows being the height (plane 0) or (height + 1) / 2
+ * (the chroma planes of NV12 and I420), one row being width x bytes per pixel
+ * (plane 0), 2 x ((width + 1) / 2) (NV12 UV) or (width + 1) / 2 (I420 U, V).
+ * A caller holding the buffer's size checks it covers this before reading:
+ * the preprocessing reads every byte of that span that a region touches.
+ * Returns -1 when image fails captcha_image_validate or p is not one of its
+ * planes. */
+long long captcha_image_plane_span(const captcha_image *image, int p);
+
 /* Clips roi to the image. Returns CAPTCHA_OK with *clipped set when some part
  * is inside; CAPTCHA_ERROR_INVALID_ARGUMENT ("region 10,10 5x0 is empty",
  * "region ... lies outside the 200x50 image") otherwise. */

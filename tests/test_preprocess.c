@@ -702,6 +702,59 @@ static void test_resize_matches_opencv(void **state)
         assert_true(worst[c] <= 1);
 }
 
+/* captcha_image_plane_span: (rows - 1) x stride + one row, chroma at half
+ * height and width rounded up; -1 for invalid images and planes. The whole
+ * image preprocesses from planes of exactly that many bytes (the AddressSanitizer
+ * build fails on any read past them). */
+static void test_plane_span(void **state)
+{
+    (void)state;
+    uint8_t pixels[256] = {0};
+    captcha_image i420 = {CAPTCHA_PIXEL_I420, 5, 4, {pixels, pixels, pixels}, {5, 3, 3}};
+    assert_int_equal(captcha_image_plane_span(&i420, 0), 3 * 5 + 5);
+    assert_int_equal(captcha_image_plane_span(&i420, 1), 1 * 3 + 3);
+    assert_int_equal(captcha_image_plane_span(&i420, 2), 1 * 3 + 3);
+    assert_int_equal(captcha_image_plane_span(&i420, 3), -1);
+    assert_int_equal(captcha_image_plane_span(&i420, -1), -1);
+    captcha_image nv12 = {CAPTCHA_PIXEL_NV12, 5, 5, {pixels, pixels}, {8, 6}};
+    assert_int_equal(captcha_image_plane_span(&nv12, 0), 4 * 8 + 5);
+    assert_int_equal(captcha_image_plane_span(&nv12, 1), 2 * 6 + 2 * 3);
+    assert_int_equal(captcha_image_plane_span(&nv12, 2), -1);
+    captcha_image bgra = {CAPTCHA_PIXEL_BGRA, 8, 2, {pixels}, {40}};
+    assert_int_equal(captcha_image_plane_span(&bgra, 0), 40 + 32);
+    captcha_image short_stride = {CAPTCHA_PIXEL_BGRA, 8, 2, {pixels}, {31}};
+    assert_int_equal(captcha_image_plane_span(&short_stride, 0), -1);
+    assert_int_equal(captcha_image_plane_span(NULL, 0), -1);
+
+    captcha_config config;
+    captcha_config_reference(&config);
+    float *out = malloc(sizeof(float) * 3 * 32 * 128);
+    const captcha_pixel_format formats[] = {CAPTCHA_PIXEL_BGR, CAPTCHA_PIXEL_BGRA,
+                                            CAPTCHA_PIXEL_GRAY8, CAPTCHA_PIXEL_NV12,
+                                            CAPTCHA_PIXEL_I420};
+    for (size_t f = 0; f < sizeof formats / sizeof formats[0]; f++) {
+        /* a span needs a valid image: placeholders first, then each plane
+         * gets an allocation of exactly its span */
+        captcha_image image = {
+            formats[f], 7, 5, {pixels, pixels, pixels}, {7 * 4 + 3, 4 * 2 + 1, 4 + 2}};
+        uint8_t *planes[3] = {NULL};
+        for (int p = 0; p < 3; p++) {
+            long long span = captcha_image_plane_span(&image, p);
+            if (span < 0)
+                break;
+            planes[p] = malloc((size_t)span);
+            memset(planes[p], 40 + 60 * p, (size_t)span);
+        }
+        for (int p = 0; p < 3; p++)
+            image.planes[p] = planes[p];
+        captcha_error err = {0};
+        assert_int_equal(captcha_preprocess(&image, NULL, &config, out, &err), CAPTCHA_OK);
+        for (int p = 0; p < 3; p++)
+            free(planes[p]);
+    }
+    free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -714,6 +767,7 @@ int main(void)
         cmocka_unit_test(test_roi_clip),
         cmocka_unit_test(test_preprocess_rejects_region_outside),
         cmocka_unit_test(test_invalid_images),
+        cmocka_unit_test(test_plane_span),
         cmocka_unit_test(test_normalization_and_channel_order),
     };
     int failed = cmocka_run_group_tests_name("preprocess", tests, NULL, NULL);

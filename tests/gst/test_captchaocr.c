@@ -434,6 +434,87 @@ GST_START_TEST(test_stride)
 
 GST_END_TEST;
 
+/* A buffer whose GstVideoMeta lays planes past the buffer's memory (or gives a
+ * negative stride) passes unread: no result, one warning naming the plane and
+ * the sizes, no error; the element reads the next good frame. A buffer exactly
+ * as long as the last row needs is read. */
+GST_START_TEST(test_short_buffer)
+{
+    const gint stride = 1024;
+    /* bytes plane 0 spans: (rows - 1) x stride + one row of BGRx */
+    const gsize span = (gsize)(PICTURE_HEIGHT - 1) * stride + PICTURE_WIDTH * 4;
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    Result reference = read_once(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    struct {
+        gsize size;     /* bytes in the buffer */
+        gint stride;    /* the meta's stride of plane 0 */
+        gsize offset;   /* the meta's offset of plane 0 */
+        gboolean reads; /* expected: read; else passed unread with a warning */
+        const gchar *needles[3];
+    } cases[] = {
+        {span, stride, 0, TRUE, {NULL}},
+        {span - 1, stride, 0, FALSE, {"plane 0", "needs 50984 bytes", "holds 50983"}},
+        {span, stride, 1, FALSE, {"plane 0", "needs 50984 bytes", "holds 50983"}},
+        {PICTURE_HEIGHT * 1000, 10, 0, FALSE, {"stride 0 is 10 bytes", "808 bytes of one row"}},
+        {span, -stride, span - PICTURE_WIDTH * 4, FALSE, {"stride 0 is -1024"}},
+    };
+    guint c, i;
+
+    for (c = 0; c < G_N_ELEMENTS(cases); c++) {
+        gsize offsets[GST_VIDEO_MAX_PLANES] = {cases[c].offset};
+        gint strides[GST_VIDEO_MAX_PLANES] = {cases[c].stride};
+        GstHarness *h;
+        GstBus *bus;
+        gchar *warning = NULL;
+
+        h = harness_new(&bus, NULL);
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        for (i = 0; i < 3; i++) {
+            GstBuffer *in = gst_buffer_new_allocate(NULL, cases[c].size, NULL);
+            GstBuffer *out;
+            GstMapInfo map;
+            Result r[2];
+            gint y;
+
+            fail_unless(gst_buffer_map(in, &map, GST_MAP_WRITE));
+            memset(map.data, 0x5a, map.size);
+            if (cases[c].reads)
+                for (y = 0; y < PICTURE_HEIGHT; y++)
+                    memcpy(map.data + y * stride, picture + y * PICTURE_WIDTH * 4,
+                           PICTURE_WIDTH * 4);
+            gst_buffer_unmap(in, &map);
+            gst_buffer_add_video_meta_full(in, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_FORMAT_BGRx,
+                                           PICTURE_WIDTH, PICTURE_HEIGHT, 1, offsets, strides);
+            out = push_pull(h, in);
+            fail_unless_equals_int(results_of(out, r, 2), cases[c].reads ? 1 : 0);
+            if (cases[c].reads)
+                assert_same_reading(&r[0], &reference, "buffer of exactly the span");
+            gst_buffer_unref(out);
+        }
+        fail_unless_equals_int(pop_warnings(bus, &warning), cases[c].reads ? 0 : 1);
+        for (i = 0; i < G_N_ELEMENTS(cases[c].needles) && cases[c].needles[i]; i++)
+            fail_unless(strstr(warning, cases[c].needles[i]) != NULL,
+                        "case %u: warning \"%s\" does not say \"%s\"", c, warning,
+                        cases[c].needles[i]);
+        g_free(warning);
+        fail_unless_equals_int(count_messages(bus, GST_MESSAGE_ERROR), 0);
+        if (!cases[c].reads) {
+            /* the element goes on reading good frames */
+            GstBuffer *out = push_pull(
+                h, make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx));
+            Result r[2];
+
+            fail_unless_equals_int(results_of(out, r, 2), 1);
+            assert_same_reading(&r[0], &reference, "good frame after a short one");
+            gst_buffer_unref(out);
+        }
+        harness_teardown_with_bus(h, bus);
+    }
+    g_free(picture);
+}
+
+GST_END_TEST;
+
 /* threads=1 computes the same reading as the default (one thread per core), and the
  * property reads back. */
 GST_START_TEST(test_threads)
@@ -1487,6 +1568,7 @@ static Suite *captchaocr_suite(void)
     suite_add_tcase(s, tc);
     tcase_add_test(tc, test_formats);
     tcase_add_test(tc, test_stride);
+    tcase_add_test(tc, test_short_buffer);
     tcase_add_test(tc, test_threads);
     tcase_add_test(tc, test_frame_untouched);
     tcase_add_test(tc, test_roi_property);
