@@ -719,6 +719,22 @@ static captcha_status check_entry(const model_file *file, const captcha_network 
 }
 
 /* Validates every entry and copies the data into network. */
+
+/* A NaN/Inf weight (a corrupt or diverged file) would make every result
+ * garbage; a negative running variance, NaN after the square root. Fails with
+ * "tensor NAME: element I is V (expected a finite number[ >= 0])". */
+static captcha_status check_values(const char *name, const float *values, size_t n,
+                                   captcha_error *err)
+{
+    int is_variance = strstr(name, "running_var") != NULL;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(values[i]) || (is_variance && values[i] < 0.0f))
+            return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                                "tensor %s: element %zu is %g (expected a finite number%s)", name,
+                                i, (double)values[i], is_variance ? " >= 0" : "");
+    return CAPTCHA_OK;
+}
+
 static captcha_status load_tensors(const model_file *file, captcha_network *network,
                                    captcha_error *err)
 {
@@ -799,18 +815,9 @@ static captcha_status load_tensors(const model_file *file, captcha_network *netw
         memcpy(host, file->data + entry->begin, n * sizeof(float));
         if (host_is_big_endian())
             swap_bytes(host, n, sizeof(float));
-        /* a NaN/Inf weight (a corrupt or diverged file) would make every result
-         * garbage; a negative running variance, NaN after the square root */
-        int is_variance = strstr(entry->name, "running_var") != NULL;
-        for (size_t i = 0; i < n; i++) {
-            if (!isfinite(host[i]) || (is_variance && host[i] < 0.0f)) {
-                status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
-                                      "%s: tensor %s: element %zu is %g (expected a finite "
-                                      "number%s)",
-                                      path, entry->name, i, (double)host[i],
-                                      is_variance ? " >= 0" : "");
-                goto done;
-            }
+        if ((status = check_values(entry->name, host, n, err)) != CAPTCHA_OK) {
+            captcha_error_prefix(err, "%s: ", path);
+            goto done;
         }
         status = captcha_network_write_tensor(network, (size_t)entry->table_index, host, err);
         if (status != CAPTCHA_OK) {
@@ -979,6 +986,9 @@ static captcha_status write_stream(FILE *stream, captcha_network *network, const
         if (captcha_network_read_tensor(network, i, host, err) != CAPTCHA_OK)
             return captcha_error_prefix(err, "%s: cannot read tensor %s from the network: ", path,
                                         info->name);
+        /* never write a file captcha_model_load would refuse */
+        if (check_values(info->name, host, info->count, err) != CAPTCHA_OK)
+            return captcha_error_prefix(err, "%s: not written: ", path);
         if (host_is_big_endian())
             swap_bytes(host, info->count, sizeof(float));
         if (fwrite(host, sizeof(float), info->count, stream) != info->count)
@@ -993,6 +1003,30 @@ static captcha_status write_stream(FILE *stream, captcha_network *network, const
 io_error:
     return captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot write %s: %s", path, tmp_path,
                         strerror(errno));
+}
+
+captcha_status captcha_model_check_values(captcha_network *network, captcha_error *err)
+{
+    if (!network)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "captcha_model_check_values: network is NULL");
+    size_t count = captcha_network_tensor_count(network), largest = 1;
+    for (size_t i = 0; i < count; i++)
+        if (captcha_network_tensor(network, i)->count > largest)
+            largest = captcha_network_tensor(network, i)->count;
+    float *host = malloc(largest * sizeof *host);
+    if (!host)
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY,
+                            "captcha_model_check_values: out of memory");
+    captcha_status status = CAPTCHA_OK;
+    for (size_t i = 0; i < count && status == CAPTCHA_OK; i++) {
+        const captcha_tensor_info *info = captcha_network_tensor(network, i);
+        status = captcha_network_read_tensor(network, i, host, err);
+        if (status == CAPTCHA_OK)
+            status = check_values(info->name, host, info->count, err);
+    }
+    free(host);
+    return status;
 }
 
 captcha_status captcha_model_save(captcha_network *network, const char *path,

@@ -72,9 +72,18 @@ captcha_status captcha_model_load(const char *path, captcha_backend *backend,
                                   captcha_network **out, char *notice, size_t notice_size,
                                   captcha_error *err);
 
+/* Checks network's parameters and running statistics hold what
+ * captcha_model_load accepts: every value finite, running variances >= 0. A
+ * failure (CAPTCHA_ERROR_FORMAT) names the first offending tensor, element and
+ * value: "tensor cnn_layers.0.block.0.weight: element 54 is nan (expected a
+ * finite number)", e.g. after a training run diverged. */
+captcha_status captcha_model_check_values(captcha_network *network, captcha_error *err);
+
 /* Writes network's parameters and running statistics (and num_batches_tracked)
  * with our metadata. Writes path + ".tmp" and renames it over path, so an
- * existing file is replaced only by a complete one. extra_metadata: NULL or
+ * existing file is replaced only by a complete one. A network that fails
+ * captcha_model_check_values is not written (CAPTCHA_ERROR_FORMAT, "PATH: not
+ * written: tensor ..."): the file could not be loaded back. extra_metadata: NULL or
  * a NULL-terminated list of key, value, key, value, ... added to __metadata__. */
 captcha_status captcha_model_save(captcha_network *network, const char *path,
                                   const char *const *extra_metadata, captcha_error *err);

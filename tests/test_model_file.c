@@ -396,6 +396,10 @@ static void test_wrong_shape(void **state)
 
 /* A NaN weight, an infinite bias, a negative running variance: refused, naming the
  * tensor and the element. */
+/* A NaN, an Inf or a negative running variance: captcha_model_check_values and
+ * captcha_model_save refuse the network (nothing written, no .tmp left), and
+ * the loader refuses a file holding one (the valid file with one value
+ * patched), each naming the tensor and element. */
 static void test_non_finite_values(void **state)
 {
     (void)state;
@@ -410,6 +414,12 @@ static void test_non_finite_values(void **state)
         {"cnn_layers.5.skip.1.running_var", 0, -0.5f, "negvar.safetensors"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char path[4200], tmp[4300], element[64];
+        snprintf(element, sizeof element, "element %zu is", cases[k].element);
+        tmp_path(path, sizeof path, cases[k].file);
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+
+        /* the writer */
         captcha_config config;
         captcha_config_reference(&config);
         captcha_network *network = make_network(&config, 3);
@@ -419,19 +429,37 @@ static void test_non_finite_values(void **state)
         float *values = malloc(info->count * sizeof *values);
         assert_non_null(values);
         captcha_error err = {0};
+        assert_int_equal(captcha_model_check_values(network, &err), CAPTCHA_OK);
         assert_int_equal(captcha_network_read_tensor(network, (size_t)index, values, &err),
                          CAPTCHA_OK);
         values[cases[k].element] = cases[k].value;
         assert_int_equal(captcha_network_write_tensor(network, (size_t)index, values, &err),
                          CAPTCHA_OK);
-        char path[4200], element[64];
-        tmp_path(path, sizeof path, cases[k].file);
-        save_or_fail(network, path, NULL);
-        snprintf(element, sizeof element, "element %zu is", cases[k].element);
-        expect_error(path, CAPTCHA_ERROR_FORMAT, 0, cases[k].tensor, element, "expected a finite",
-                     NULL);
+        assert_int_equal(captcha_model_check_values(network, &err), CAPTCHA_ERROR_FORMAT);
+        assert_non_null(strstr(err.message, cases[k].tensor));
+        assert_non_null(strstr(err.message, element));
+        assert_int_equal(captcha_model_save(network, path, NULL, &err), CAPTCHA_ERROR_FORMAT);
+        printf("  save: %s\n", err.message);
+        assert_non_null(strstr(err.message, path));
+        assert_non_null(strstr(err.message, "not written"));
+        assert_non_null(strstr(err.message, cases[k].tensor));
+        assert_non_null(strstr(err.message, element));
+        assert_int_equal(access(path, F_OK), -1);
+        assert_int_equal(access(tmp, F_OK), -1);
         free(values);
         captcha_network_destroy(network);
+
+        /* the loader, on the valid file with the value patched in */
+        model_bytes m;
+        read_model(g_valid, &m);
+        json_t *offsets = json_object_get(entry_of(m.header, cases[k].tensor), "data_offsets");
+        size_t begin = (size_t)json_integer_value(json_array_get(offsets, 0));
+        unsigned char *data = m.bytes + 8 + m.header_size;
+        memcpy(data + begin + cases[k].element * sizeof(float), &cases[k].value, sizeof(float));
+        write_model(path, m.header, data, m.data_size);
+        free_model(&m);
+        expect_error(path, CAPTCHA_ERROR_FORMAT, 0, cases[k].tensor, element, "expected a finite",
+                     NULL);
     }
 }
 
