@@ -770,8 +770,8 @@ static double now_seconds(void)
 
 /* Refuses (printing why) the files where one that this run writes would
  * replace one it reads or another it writes: --out and the checkpoint, the
- * checkpoint and --init (the first checkpoint would replace the model being
- * fine-tuned), --out and --resume. */
+ * checkpoint or --out and --init (the first checkpoint or model would replace
+ * the model being fine-tuned), --out and --resume. */
 static int check_distinct_files(const options *opt, const char *checkpoint_path)
 {
     if (captcha_tool_same_file(opt->out_path, checkpoint_path)) {
@@ -786,11 +786,44 @@ static int check_distinct_files(const options *opt, const char *checkpoint_path)
                 checkpoint_path, opt->init_path);
         return 0;
     }
+    if (opt->init_path && captcha_tool_same_file(opt->out_path, opt->init_path)) {
+        message("--out and --init are the same file (%s and %s): the model would replace the "
+                "one being fine-tuned, which an unlucky run would lose; give another --out",
+                opt->out_path, opt->init_path);
+        return 0;
+    }
     if (opt->resume_path && captcha_tool_same_file(opt->out_path, opt->resume_path)) {
         message("--out and --resume are the same file (%s and %s): the model would replace the "
                 "checkpoint it continues; give another --out",
                 opt->out_path, opt->resume_path);
         return 0;
+    }
+    return 1;
+}
+
+/* Refuses (printing why) an existing --out or checkpoint that is one of the
+ * images of set (read from the folder given by option): writing it would
+ * replace a training or validation image. */
+static int check_not_an_image(const captcha_dataset *set, const char *option, const char *out_path,
+                              const char *checkpoint_path)
+{
+    const char *written[2] = {out_path, checkpoint_path};
+    const char *names[2] = {"--out", "the checkpoint"};
+    for (int w = 0; w < 2; w++) {
+        struct stat target, image;
+        if (stat(written[w], &target) != 0)
+            continue; /* a new file is no image */
+        for (size_t i = 0; i < set->count; i++) {
+            if (stat(set->paths[i], &image) == 0 && image.st_dev == target.st_dev &&
+                image.st_ino == target.st_ino) {
+                int same_name = !strcmp(written[w], set->paths[i]);
+                message("%s %s%s%s%s is an image of %s: writing it would replace the image; "
+                        "give another %s",
+                        names[w], written[w], same_name ? "" : " (", same_name ? "" : set->paths[i],
+                        same_name ? "" : ")", option, w == 0 ? "--out" : "--checkpoint");
+                return 0;
+            }
+        }
     }
     return 1;
 }
@@ -943,6 +976,10 @@ int main(int argc, char **argv)
                     "with the checkpoint's values (batch %d, lr %g, weight decay %g, seed %llu)",
                     state.training.batch, state.training.learning_rate, state.training.weight_decay,
                     (unsigned long long)state.seed);
+        if (opt.input_given &&
+            (opt.input_width != config.input_width || opt.input_height != config.input_height))
+            message("warning: --input %dx%d ignored: resuming with the checkpoint's input %dx%d",
+                    opt.input_width, opt.input_height, config.input_width, config.input_height);
         /* done: the epochs completed, plus the one begun when the checkpoint is mid-epoch */
         const int begun = state.epoch + (state.step > 0);
         if (opt.epochs_given && opt.training.epochs < begun) {
@@ -1032,6 +1069,10 @@ int main(int argc, char **argv)
     }
     state.image_count = train.count;
     state.label_hash = label_hash(&train);
+    if (!check_not_an_image(&train, "--train", opt.out_path, checkpoint_path)) {
+        code = EXIT_USAGE;
+        goto done;
+    }
     if (opt.val_dir) {
         if (captcha_dataset_load(opt.val_dir, PROGRAM, stderr, &val, &err) != CAPTCHA_OK) {
             message("%s", err.message);
@@ -1040,6 +1081,10 @@ int main(int argc, char **argv)
         if (val.skipped)
             message("warning: %zu file(s) of %s skipped (not images or unreadable)", val.skipped,
                     opt.val_dir);
+        if (!check_not_an_image(&val, "--val", opt.out_path, checkpoint_path)) {
+            code = EXIT_USAGE;
+            goto done;
+        }
         if (captcha_dataset_check_labels(&val, &config, &err) != CAPTCHA_OK) {
             message("--val: %s", err.message);
             goto done;
@@ -1275,6 +1320,16 @@ int main(int argc, char **argv)
         state.epoch_loss_sum = 0.0;
         state.epoch_loss_steps = 0;
 
+        /* The loss can stay finite while some weights overflowed (batch norm
+         * rescales them), e.g. at a learning rate of 1e20: such a model could
+         * not be loaded back, so nothing is saved. */
+        if (captcha_model_check_values(network, &err) != CAPTCHA_OK) {
+            message("training diverged in epoch %d: %s (try a lower --lr); nothing saved for "
+                    "this epoch",
+                    state.epoch + 1, err.message);
+            goto done;
+        }
+
         accuracy acc;
         int save = 1;
         if (opt.val_dir) {
@@ -1314,6 +1369,12 @@ int main(int argc, char **argv)
     if (stopped) {
         if (interactive)
             fputc('\n', stderr);
+        if (captcha_model_check_values(network, &err) != CAPTCHA_OK) {
+            message("interrupted, and training had diverged: %s (try a lower --lr); no "
+                    "checkpoint written",
+                    err.message);
+            goto done;
+        }
         if (save_checkpoint(checkpoint_path, network, &state, &err) != CAPTCHA_OK) {
             message("interrupted, and the checkpoint could not be written: %s", err.message);
             goto done;

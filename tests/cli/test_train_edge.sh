@@ -38,8 +38,10 @@ expect 2 "--out and the checkpoint .*are the same file" \
     "$TRAIN" --train "$T/good" --out "$T/precious.st" --checkpoint "$T/precious.st" $COMMON
 no_training "--out = --checkpoint"
 [ "$(cat "$T/precious.st")" = precious ] || fail "--out = --checkpoint changed the file"
+# (in a subshell: its failures are passed back through its exit status)
 (cd "$T" && expect 2 "are the same file" \
-    "$TRAIN" --train good --out ./new.st --checkpoint new.st $COMMON)
+    "$TRAIN" --train good --out ./new.st --checkpoint new.st $COMMON
+exit $FAILS) || fail "relative --out and --checkpoint naming one file"
 ln -s m1.st "$T/link.st"
 expect 2 "the checkpoint and --init .*are the same file" \
     "$TRAIN" --train "$T/good" --out "$T/i.st" --init "$T/m1.st" --checkpoint "$T/link.st" $INIT
@@ -126,6 +128,33 @@ expect 1 "$T/ff: .*not a regular file" "$TRAIN" --train "$T/good" --out "$T/x.st
 expect 1 "skipping $T/ff: .*not a regular file" "$PREDICT" --model "$T/m1.st" --device cpu "$T/ff" "$T/good/$first"
 expect 1 "skipping /dev/zero: .*not a regular file" "$PREDICT" --model "$T/m1.st" --device cpu /dev/zero
 expect 1 "/dev/zero: .*not a regular file" "$PREDICT" --model /dev/zero "$T/good"
+
+# --- 9. a run whose weights overflow although its loss stays finite: exit 1, nothing written ---
+expect 1 "training diverged in epoch 1: tensor .*element [0-9]* is -?nan" \
+    "$TRAIN" --train "$T/good" --out "$T/nan.st" $COMMON --lr 1e20
+[ -e "$T/nan.st" ] && fail "a diverged run wrote --out"
+[ -e "$T/nan.st.ckpt" ] && fail "a diverged run wrote a checkpoint"
+
+# --- 10. --out = --init, and --out or the checkpoint naming a training image: refused ---
+cp "$T/m1.st" "$T/ft.st"
+expect 2 "--out and --init are the same file" \
+    "$TRAIN" --train "$T/good" --init "$T/ft.st" --out "$T/ft.st" $INIT
+no_training "--out = --init"
+cmp -s "$T/m1.st" "$T/ft.st" || fail "--out = --init changed the model"
+cp "$T/good/$first" "$T/image.bak"
+expect 2 "--out $T/good/$first is an image of --train" \
+    "$TRAIN" --train "$T/good" --out "$T/good/$first" $COMMON
+expect 2 "the checkpoint $T/good/$first is an image of --train" \
+    "$TRAIN" --train "$T/good" --out "$T/x.st" --checkpoint "$T/good/$first" $COMMON
+valfirst=$(ls "$T/val" | head -n 1)
+expect 2 "--out $T/val/$valfirst is an image of --val" \
+    "$TRAIN" --train "$T/good" --val "$T/val" --out "$T/val/$valfirst" $COMMON
+no_training "--out = a --val image"
+cmp -s "$T/good/$first" "$T/image.bak" || fail "a training image was replaced"
+
+# --- 11. --input with --resume: ignored with a warning naming the checkpoint's ---
+expect 0 "warning: --input 128x32 ignored: resuming with the checkpoint's input 64x32" \
+    "$TRAIN" --train "$T/good" --out "$T/ri.st" --resume "$T/m1.st.ckpt" $COMMON --input 128x32
 
 # --- minor ones ---
 expect 2 "--seed: expected" "$TRAIN" --train "$T/good" --out "$T/x.st" --seed " -5" $INIT

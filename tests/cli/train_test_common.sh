@@ -4,6 +4,11 @@ set -u
 TRAIN=${1:?usage: $0 captcha-train captcha-predict make_images}
 PREDICT=${2:?usage: $0 captcha-train captcha-predict make_images}
 MAKE=${3:?usage: $0 captcha-train captcha-predict make_images}
+# absolute: meson passes them relative to the build folder, and a test may cd
+absolute() { case $1 in /*) printf '%s' "$1" ;; *) printf '%s/%s' "$PWD" "$1" ;; esac; }
+TRAIN=$(absolute "$TRAIN")
+PREDICT=$(absolute "$PREDICT")
+MAKE=$(absolute "$MAKE")
 T=$(mktemp -d)
 trap 'chmod -R u+w "$T" 2>/dev/null; rm -rf "$T"' EXIT
 FAILS=0
