@@ -11,8 +11,9 @@
 #
 # Usage: recognize-files.sh [--model FILE] [--device auto|cpu|cuda] [FILE|DIR]...
 #   Without FILE/DIR: the shared test split ../shared/data/captcha-v2/test
-#   next to the source tree, when present. Directories are read for *.png
-#   and *.jpg files, sorted by name.
+#   next to the source tree, when present. Directories are read for their
+#   .png, .jpg, .jpeg, .bmp and .gif files (any case; not hidden ones, not
+#   subfolders), sorted by name (bytes, as LC_ALL=C sorts).
 #   Without --model: $CAPTCHA_MODEL, else the bundled model (see
 #   gst-inspect-1.0 captchaocr).
 #   The plugin is taken from GST_PLUGIN_PATH, else from build/gst of the
@@ -50,22 +51,21 @@ if [ $# -eq 0 ]; then
     set -- "$default_dir"
 fi
 
-model_arg=""
-if [ -n "$model" ]; then
-    model_arg="model=$model"
-fi
-
 recognize() {
     # -m prints the element message as one line, e.g.
     # ... (element): captcha, timestamp=..., results=(structure){ "captcha-result\,\ text\=\(string\)226md\,\ confidence\=\(double\)0.93\,\ ..." };
     # (the first result only: one region, the whole image)
     output=$(timeout 30 gst-launch-1.0 -m filesrc location="$1" ! decodebin ! videoconvert ! \
-        imagefreeze num-buffers=1 ! captchaocr $model_arg device="$device" ! \
+        imagefreeze num-buffers=1 ! captchaocr ${model:+"model=$model"} device="$device" ! \
         fakesink 2>&1) || true
     case "$output" in
     *'no element "captchaocr"'*)
         echo "recognize-files: the captchaocr element is not found (GST_PLUGIN_PATH=${GST_PLUGIN_PATH:-unset}); build the project or set GST_PLUGIN_PATH" >&2
         exit 1 ;;
+    *'erroneous pipeline'*)
+        # the same for every file (e.g. a bad --device): stop at once
+        printf '%s\n' "$output" | grep -m 1 'erroneous pipeline' >&2
+        exit 2 ;;
     *'ERROR: from element'*)
         printf '%s\n' "$output" | grep -m 1 -A 1 'ERROR: from element' >&2 ;;
     esac
@@ -84,14 +84,19 @@ recognize() {
 
 status=0
 
+# the glob below lists a folder in byte order and leaves hidden files out; its
+# names may hold any character, a newline included
+LC_ALL=C
+export LC_ALL
 for input in "$@"; do
     if [ -d "$input" ]; then
-        find "$input" -maxdepth 1 -type f \( -name '*.png' -o -name '*.jpg' -o -name '*.jpeg' \) |
-            LC_ALL=C sort > "${TMPDIR:-/tmp}/recognize-files.$$"
-        while IFS= read -r file; do
-            recognize "$file" || status=1
-        done < "${TMPDIR:-/tmp}/recognize-files.$$"
-        rm -f "${TMPDIR:-/tmp}/recognize-files.$$"
+        for file in "$input"/*; do
+            [ -f "$file" ] || continue
+            case "$file" in
+            *.[Pp][Nn][Gg] | *.[Jj][Pp][Gg] | *.[Jj][Pp][Ee][Gg] | *.[Bb][Mm][Pp] | *.[Gg][Ii][Ff])
+                recognize "$file" || status=1 ;;
+            esac
+        done
     else
         recognize "$input" || status=1
     fi

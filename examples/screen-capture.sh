@@ -16,12 +16,12 @@ set -eu
 
 . "$(dirname "$0")/plugin-env.sh"
 
-model_arg=""
+model=""
 x=400
 y=300
 while [ $# -gt 0 ]; do
     case "$1" in
-    --model) model_arg="model=$2"; shift 2 ;;
+    --model) model=$2; shift 2 ;;
     --x) x=$2; shift 2 ;;
     --y) y=$2; shift 2 ;;
     -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
@@ -64,21 +64,35 @@ first_result() {
         's/.*text\\=\\(string\\)\([^\\]*\)\\,\\ confidence\\=\\(double\\)\([^\\]*\)\\,\\ x\\=\\(int\\)\([0-9]*\)\\,\\ y\\=\\(int\\)\([0-9]*\)\\,\\ width\\=\\(int\\)\([0-9]*\)\\,\\ height\\=\\(int\\)\([0-9]*\).*/\1 \2 \3,\4 \5x\6/p'
 }
 
-alone=$(gst-launch-1.0 -m filesrc location="$image" ! decodebin ! videoconvert ! \
-    imagefreeze num-buffers=1 ! captchaocr $model_arg ! fakesink 2>&1 | first_result)
+# Fails (exit 1) with the pipeline's error lines when it gave no result.
+check() { # $1: what was read, $2: the pipeline's output, $3: its result
+    if [ -z "$3" ]; then
+        echo "screen-capture: no result for $1:" >&2
+        printf '%s\n' "$2" | grep -E -A 1 'ERROR|WARNING|erroneous pipeline' >&2 ||
+            printf '%s\n' "$2" | tail -n 5 >&2
+        exit 1
+    fi
+}
+
+output=$(gst-launch-1.0 -m filesrc location="$image" ! decodebin ! videoconvert ! \
+    imagefreeze num-buffers=1 ! captchaocr ${model:+"model=$model"} ! fakesink 2>&1) || true
+alone=$(printf '%s\n' "$output" | first_result)
+check "the image alone" "$output" "$alone"
 
 # Background: a 1280x720 test pattern; the image on top at (x, y).
-screen=$(gst-launch-1.0 -m \
+output=$(gst-launch-1.0 -m \
     compositor name=screen background=black \
         sink_0::zorder=0 sink_1::xpos="$x" sink_1::ypos="$y" sink_1::zorder=1 ! \
     video/x-raw,format=BGRx,width=1280,height=720 ! \
-    captchaocr $model_arg roi-x="$x" roi-y="$y" roi-width="$width" roi-height="$height" ! \
+    captchaocr ${model:+"model=$model"} roi-x="$x" roi-y="$y" roi-width="$width" roi-height="$height" ! \
     fakesink \
     videotestsrc pattern=smpte num-buffers=1 ! \
         video/x-raw,width=1280,height=720,framerate=1/1 ! screen.sink_0 \
     filesrc location="$image" ! decodebin ! videoconvert ! \
         imagefreeze num-buffers=1 ! video/x-raw,framerate=1/1 ! screen.sink_1 \
-    2>&1 | first_result)
+    2>&1) || true
+screen=$(printf '%s\n' "$output" | first_result)
+check "the region of the screen" "$output" "$screen"
 
 echo "image alone:          $alone"
 echo "in a 1280x720 screen: $screen"
