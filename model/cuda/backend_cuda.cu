@@ -63,6 +63,7 @@
  * library's error string in captcha_error and return CAPTCHA_ERROR_BACKEND
  * (CAPTCHA_ERROR_OUT_OF_MEMORY for allocation failures). Nothing here exits.
  */
+#include <unistd.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -1864,6 +1865,14 @@ captcha_cuda_module_create(int gpu_id, captcha_backend **out, captcha_error *err
     cudaError_t code = cudaGetDeviceCount(&count);
     if (code != cudaSuccess) {
         (void)cudaGetLastError();
+        /* Without any NVIDIA driver the runtime says "driver version is
+         * insufficient", which reads as if an old driver were installed. */
+        if ((code == cudaErrorInsufficientDriver || code == cudaErrorNoDevice) &&
+            access("/dev/nvidiactl", F_OK) != 0)
+            return captcha_fail(err, CAPTCHA_ERROR_UNAVAILABLE,
+                                "no CUDA device: no NVIDIA driver is loaded (no /dev/nvidiactl; "
+                                "CUDA runtime: %s)",
+                                cudaGetErrorName(code));
         return captcha_fail(err, CAPTCHA_ERROR_UNAVAILABLE, "no CUDA device: %s (%s)",
                             cudaGetErrorString(code), cudaGetErrorName(code));
     }
