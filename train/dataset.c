@@ -77,12 +77,42 @@ void captcha_dataset_free(captcha_dataset *dataset)
     dataset->skipped = skipped;
 }
 
+/* 'c' for a printable character, else "byte 0xHH", into shown (16 bytes). */
+static void show_char(unsigned char c, char *shown, size_t size)
+{
+    if (c > 0x20 && c < 0x7f)
+        snprintf(shown, size, "'%c'", c);
+    else
+        snprintf(shown, size, "byte 0x%02x", c);
+}
+
+/* Fails naming the first byte of label i that is not ASCII: a UTF-8 "é" is two
+ * bytes, which the length checks would otherwise report as a label too long. */
+static captcha_status check_ascii(const captcha_dataset *dataset, size_t i, captcha_error *err)
+{
+    for (const char *c = dataset->labels[i]; *c; c++) {
+        if ((unsigned char)*c >= 0x80) {
+            char shown[16];
+            show_char((unsigned char)*c, shown, sizeof shown);
+            return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                                "%s: label \"%s\": %s (position %d) is not ASCII: a label holds "
+                                "one ASCII character of the charset per position (rename the file)",
+                                dataset->paths[i], dataset->labels[i], shown,
+                                (int)(c - dataset->labels[i]) + 1);
+        }
+    }
+    return CAPTCHA_OK;
+}
+
 captcha_status captcha_dataset_label_length(const captcha_dataset *dataset, int *length,
                                             captcha_error *err)
 {
     *length = (int)strlen(dataset->labels[0]);
     for (size_t i = 1; i < dataset->count; i++) {
         int n = (int)strlen(dataset->labels[i]);
+        if (n != *length && (check_ascii(dataset, 0, err) != CAPTCHA_OK ||
+                             check_ascii(dataset, i, err) != CAPTCHA_OK))
+            return CAPTCHA_ERROR_INVALID_ARGUMENT;
         if (n != *length)
             return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                                 "labels of different lengths: %s has %d characters (\"%s\"), "
@@ -91,15 +121,6 @@ captcha_status captcha_dataset_label_length(const captcha_dataset *dataset, int 
                                 n, dataset->labels[i]);
     }
     return CAPTCHA_OK;
-}
-
-/* 'c' for a printable character, else "byte 0xHH", into shown (16 bytes). */
-static void show_char(unsigned char c, char *shown, size_t size)
-{
-    if (c > 0x20 && c < 0x7f)
-        snprintf(shown, size, "'%c'", c);
-    else
-        snprintf(shown, size, "byte 0x%02x", c);
 }
 
 captcha_status captcha_dataset_charset(const captcha_dataset *dataset, char *charset,
@@ -134,6 +155,8 @@ captcha_status captcha_dataset_check_labels(const captcha_dataset *dataset,
     for (size_t i = 0; i < dataset->count; i++) {
         const char *label = dataset->labels[i];
         int n = (int)strlen(label);
+        if (check_ascii(dataset, i, err) != CAPTCHA_OK)
+            return CAPTCHA_ERROR_INVALID_ARGUMENT;
         if (n != config->length)
             return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                                 "%s: label \"%s\" has %d characters, the model reads %d",

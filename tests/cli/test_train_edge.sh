@@ -92,6 +92,12 @@ expect 1 "$T/space/a .png: label \"a \": .*byte 0x20" \
     "$TRAIN" --train "$T/space" --out "$T/x.st" $C --epochs 1 --charset auto
 expect 1 "$T/utf8/$(printf '\303\244').png: label .*byte 0xc3" \
     "$TRAIN" --train "$T/utf8" --out "$T/x.st" $C --epochs 1 --charset auto
+# a 2-letter label with a 2-byte letter is reported as not ASCII, not as too long
+mkdir "$T/utf8b"
+cp "$T"/good/* "$T/utf8b/"
+cp "$T/good/$first" "$T/utf8b/b$(printf '\303\244').png"
+expect 1 "label \"b$(printf '\303\244')\": byte 0xc3 \(position 2\) is not ASCII" \
+    "$TRAIN" --train "$T/utf8b" --out "$T/x.st" $COMMON
 
 # --- 6. entries a folder reader leaves out are named; failures are counted ---
 # A hidden file and a subfolder are ignored by design (a note, not counted, so a
