@@ -16,6 +16,8 @@
  *
  * SPDX-License-Identifier: MIT
  */
+#include <string.h>
+
 #include <gst/gst.h>
 #include <gst/video/video.h>
 
@@ -80,14 +82,24 @@ main (int argc, char **argv)
   GstPad *pad;
   GstBus *bus;
   GstMessage *msg;
-  gchar *description;
   int status = 0;
 
   gst_init (&argc, &argv);
-  description = argc > 1 ? g_strjoinv (" ", argv + 1) :
-      g_strdup ("videotestsrc num-buffers=3 ! captchaocr ! fakesink");
-  pipeline = gst_parse_launch (description, &error);
-  g_free (description);
+  if (argc > 1 && (!strcmp (argv[1], "-h") || !strcmp (argv[1], "--help"))) {
+    g_print ("Usage: %s [PIPELINE DESCRIPTION]\n"
+        "Runs the pipeline (default: videotestsrc num-buffers=3 ! captchaocr ! "
+        "fakesink) and prints\none line per region the last captchaocr "
+        "attached:\n  PTS<TAB>id<TAB>parent-id<TAB>x,y WIDTHxHEIGHT<TAB>text"
+        "<TAB>confidence<TAB>reused\n", argv[0]);
+    return 0;
+  }
+  /* each argument one token, as gst-launch-1.0 takes them (a property
+   * value with a space needs no quoting inside the argument) */
+  if (argc > 1)
+    pipeline = gst_parse_launchv ((const gchar **) argv + 1, &error);
+  else
+    pipeline = gst_parse_launch
+        ("videotestsrc num-buffers=3 ! captchaocr ! fakesink", &error);
   if (!pipeline) {
     g_printerr ("pipeline: %s\n", error->message);
     g_error_free (error);

@@ -1086,6 +1086,11 @@ gst_captcha_ocr_collect_regions (GstCaptchaOcr * self, GstBuffer * buffer,
       region.height = MIN (upstream->h, G_MAXINT);
       if (captcha_roi_clip (&region, width, height, &entry.region,
               &err) != CAPTCHA_OK) {
+        /* beyond G_MAXINT the clamped values would be named: name the meta's */
+        if (upstream->x > G_MAXINT || upstream->y > G_MAXINT)
+          captcha_fail (&err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+              "region %u,%u %ux%u lies outside the %dx%d frame", upstream->x,
+              upstream->y, upstream->w, upstream->h, width, height);
         gst_captcha_ocr_warn_region (self, TRUE, &err);
         continue;
       }

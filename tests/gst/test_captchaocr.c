@@ -1407,6 +1407,26 @@ GST_START_TEST(test_region_outside)
         fail_unless_equals_int(count_messages(bus, GST_MESSAGE_ERROR), 0);
         harness_teardown_with_bus(h, bus);
     }
+    /* an upstream region beyond G_MAXINT is named with its own coordinates */
+    {
+        GstHarness *h;
+        GstBus *bus;
+        gchar *warning;
+        GstBuffer *in = make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+        GstBuffer *out;
+        Result r[2];
+
+        h = harness_new(&bus, "roi-type", "plate", NULL);
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        add_upstream_region(in, "plate", 4, G_MAXUINT, 10, 20, 20);
+        out = push_pull(h, in);
+        fail_unless_equals_int(results_of(out, r, 2), 0);
+        gst_buffer_unref(out);
+        fail_unless_equals_int(pop_warnings(bus, &warning), 1);
+        fail_unless(strstr(warning, "4294967295,10 20x20") != NULL, "warning \"%s\"", warning);
+        g_free(warning);
+        harness_teardown_with_bus(h, bus);
+    }
     g_free(picture);
 }
 
