@@ -801,29 +801,48 @@ static int check_distinct_files(const options *opt, const char *checkpoint_path)
     return 1;
 }
 
-/* Refuses (printing why) an existing --out or checkpoint that is one of the
- * images of set (read from the folder given by option): writing it would
- * replace a training or validation image. */
+/* Refuses (printing why) an existing --out or checkpoint, or the PATH.tmp
+ * each is first written to (then renamed over PATH), that is one of the images
+ * of set (read from the folder given by option): writing it would replace or
+ * remove a training or validation image. */
 static int check_not_an_image(const captcha_dataset *set, const char *option, const char *out_path,
                               const char *checkpoint_path)
 {
-    const char *written[2] = {out_path, checkpoint_path};
+    const char *outputs[2] = {out_path, checkpoint_path};
     const char *names[2] = {"--out", "the checkpoint"};
-    for (int w = 0; w < 2; w++) {
+    for (int w = 0; w < 4; w++) {
+        const char *output = outputs[w / 2];
+        char *path = malloc(strlen(output) + sizeof ".tmp");
+        if (!path) {
+            message("out of memory");
+            return 0;
+        }
+        sprintf(path, "%s%s", output, w % 2 ? ".tmp" : "");
         struct stat target, image;
-        if (stat(written[w], &target) != 0)
-            continue; /* a new file is no image */
-        for (size_t i = 0; i < set->count; i++) {
-            if (stat(set->paths[i], &image) == 0 && image.st_dev == target.st_dev &&
-                image.st_ino == target.st_ino) {
-                int same_name = !strcmp(written[w], set->paths[i]);
+        size_t i = set->count;
+        if (stat(path, &target) == 0) /* a new file is no image */
+            for (i = 0; i < set->count; i++)
+                if (stat(set->paths[i], &image) == 0 && image.st_dev == target.st_dev &&
+                    image.st_ino == target.st_ino)
+                    break;
+        if (i < set->count) {
+            const char *other = w / 2 == 0 ? "--out" : "--checkpoint";
+            /* named twice only when the image's path is another name for it */
+            int same = !strcmp(path, set->paths[i]);
+            if (w % 2)
+                message("%s %s is written through %s, %s%s%san image of %s: the image would be "
+                        "removed; give another %s",
+                        names[w / 2], output, path, same ? "" : "which is ",
+                        same ? "" : set->paths[i], same ? "" : ", ", option, other);
+            else
                 message("%s %s%s%s%s is an image of %s: writing it would replace the image; "
                         "give another %s",
-                        names[w], written[w], same_name ? "" : " (", same_name ? "" : set->paths[i],
-                        same_name ? "" : ")", option, w == 0 ? "--out" : "--checkpoint");
-                return 0;
-            }
+                        names[w / 2], path, same ? "" : " (", same ? "" : set->paths[i],
+                        same ? "" : ")", option, other);
+            free(path);
+            return 0;
         }
+        free(path);
     }
     return 1;
 }
@@ -1085,6 +1104,16 @@ int main(int argc, char **argv)
             code = EXIT_USAGE;
             goto done;
         }
+        size_t in_train = 0, in_val = 0;
+        size_t overlap = captcha_dataset_overlap(&train, &val, &in_train, &in_val);
+        if (overlap == (size_t)-1) {
+            message("out of memory");
+            goto done;
+        }
+        if (overlap > 0)
+            message("warning: %zu of the %zu --val images are also in --train (the same pixels, "
+                    "e.g. %s and %s): the validation accuracy partly measures training images",
+                    overlap, val.count, val.paths[in_val], train.paths[in_train]);
         if (captcha_dataset_check_labels(&val, &config, &err) != CAPTCHA_OK) {
             message("--val: %s", err.message);
             goto done;

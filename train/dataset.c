@@ -175,6 +175,70 @@ captcha_status captcha_dataset_check_labels(const captcha_dataset *dataset,
     return CAPTCHA_OK;
 }
 
+/* FNV-1a over an image's size and pixels. */
+static uint64_t image_hash(const captcha_rgb_image *image)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    int size[2] = {image->width, image->height};
+    const uint8_t *bytes = (const uint8_t *)size;
+    for (size_t i = 0; i < sizeof size; i++)
+        h = (h ^ bytes[i]) * 0x100000001b3ULL;
+    size_t n = (size_t)image->width * (size_t)image->height * 3;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ image->rgb[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+typedef struct {
+    uint64_t hash;
+    size_t index;
+} hashed_image;
+
+static int compare_hashed(const void *x, const void *y)
+{
+    uint64_t a = ((const hashed_image *)x)->hash, b = ((const hashed_image *)y)->hash;
+    return a < b ? -1 : a > b;
+}
+
+static int same_pixels(const captcha_rgb_image *x, const captcha_rgb_image *y)
+{
+    return x->width == y->width && x->height == y->height &&
+           !memcmp(x->rgb, y->rgb, (size_t)x->width * (size_t)x->height * 3);
+}
+
+size_t captcha_dataset_overlap(const captcha_dataset *a, const captcha_dataset *b,
+                               size_t *example_a, size_t *example_b)
+{
+    hashed_image *sorted = malloc((a->count ? a->count : 1) * sizeof *sorted);
+    if (!sorted)
+        return (size_t)-1;
+    for (size_t i = 0; i < a->count; i++)
+        sorted[i] = (hashed_image){image_hash(&a->images[i]), i};
+    qsort(sorted, a->count, sizeof *sorted, compare_hashed);
+    size_t found = 0;
+    for (size_t j = 0; j < b->count; j++) {
+        hashed_image key = {image_hash(&b->images[j]), 0};
+        hashed_image *hit = bsearch(&key, sorted, a->count, sizeof *sorted, compare_hashed);
+        if (!hit)
+            continue;
+        while (hit > sorted && hit[-1].hash == key.hash) /* the first of equal hashes */
+            hit--;
+        for (; hit < sorted + a->count && hit->hash == key.hash; hit++) {
+            if (same_pixels(&a->images[hit->index], &b->images[j])) {
+                if (found++ == 0) {
+                    if (example_a)
+                        *example_a = hit->index;
+                    if (example_b)
+                        *example_b = j;
+                }
+                break;
+            }
+        }
+    }
+    free(sorted);
+    return found;
+}
+
 uint64_t captcha_mix64(uint64_t x)
 {
     x += 0x9e3779b97f4a7c15ULL;

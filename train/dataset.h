@@ -50,6 +50,13 @@ captcha_status captcha_dataset_label_length(const captcha_dataset *dataset, int 
 captcha_status captcha_dataset_charset(const captcha_dataset *dataset, char *charset,
                                        captcha_error *err);
 
+/* How many images of b have the same decoded pixels (size and every byte) as
+ * an image of a, e.g. a validation folder overlapping the training one (the
+ * same files, links or copies). *example_a and *example_b (may be NULL) receive
+ * the indices of the first such pair. Returns (size_t)-1 when out of memory. */
+size_t captcha_dataset_overlap(const captcha_dataset *a, const captcha_dataset *b,
+                               size_t *example_a, size_t *example_b);
+
 /* Checks that every label has config->length characters, all in the charset.
  * The message names the file, and the character or the lengths. */
 captcha_status captcha_dataset_check_labels(const captcha_dataset *dataset,

@@ -157,10 +157,30 @@ expect 2 "--out $T/val/$valfirst is an image of --val" \
     "$TRAIN" --train "$T/good" --val "$T/val" --out "$T/val/$valfirst" $COMMON
 no_training "--out = a --val image"
 cmp -s "$T/good/$first" "$T/image.bak" || fail "a training image was replaced"
+# an image named like the temporary file an output is written through (PATH.tmp)
+mkdir "$T/tmpname"
+cp "$T"/good/* "$T/tmpname/"
+mv "$T/tmpname/$first" "$T/tmpname/${first%.png}.tmp"
+expect 2 "--out $T/tmpname/${first%.png} is written through $T/tmpname/${first%.png}.tmp, an image of --train" \
+    "$TRAIN" --train "$T/tmpname" --out "$T/tmpname/${first%.png}" $COMMON
+expect 2 "the checkpoint $T/tmpname/${first%.png} is written through .*an image of --train" \
+    "$TRAIN" --train "$T/tmpname" --out "$T/x.st" --checkpoint "$T/tmpname/${first%.png}" $COMMON
+cmp -s "$T/tmpname/${first%.png}.tmp" "$T/image.bak" || fail "an image named PATH.tmp was replaced"
 
 # --- 11. --input with --resume: ignored with a warning naming the checkpoint's ---
 expect 0 "warning: --input 128x32 ignored: resuming with the checkpoint's input 64x32" \
     "$TRAIN" --train "$T/good" --out "$T/ri.st" --resume "$T/m1.st.ckpt" $COMMON --input 128x32
+
+# --- 12. --val overlapping --train (here the same folder): trained, with a warning ---
+expect 0 "warning: 8 of the 8 --val images are also in --train" \
+    "$TRAIN" --train "$T/good" --val "$T/good" --out "$T/ov.st" $COMMON
+mkdir "$T/partval"
+cp "$T/val"/* "$T/partval/"
+cp "$T/good/$first" "$T/partval/"
+expect 0 "warning: 1 of the 5 --val images are also in --train .*partval/$first and $T/good/$first" \
+    "$TRAIN" --train "$T/good" --val "$T/partval" --out "$T/ov.st" $COMMON
+expect 0 "done" "$TRAIN" --train "$T/good" --val "$T/val" --out "$T/ov.st" $COMMON
+grep -q "also in --train" "$T/err.txt" && fail "disjoint --val reported as overlapping"
 
 # --- minor ones ---
 expect 2 "--seed: expected" "$TRAIN" --train "$T/good" --out "$T/x.st" --seed " -5" $INIT
