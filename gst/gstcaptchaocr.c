@@ -1049,7 +1049,8 @@ gst_captcha_ocr_check_frame (const GstVideoFrame * frame,
       captcha_fail (err, CAPTCHA_ERROR_INVALID_ARGUMENT,
           "plane %u of the %dx%d %s frame needs %lld bytes (stride %d), but "
           "its memory holds %lld from the plane's offset", p, image->width,
-          image->height, captcha_pixel_format_name (image->format), span,
+          image->height,
+          gst_video_format_to_string (GST_VIDEO_FRAME_FORMAT (frame)), span,
           image->strides[p], available < 0 ? 0 : available);
       return FALSE;
     }
@@ -1342,15 +1343,6 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   min_confidence = self->min_confidence;
   GST_OBJECT_UNLOCK (self);
 
-  /* Frames between two reads carry the last results, marked reused. */
-  run = interval <= 1 || self->frame_index % interval == 0;
-  self->frame_index++;
-  if (!run) {
-    g_free (roi_type);
-    gst_captcha_ocr_attach (self, buffer, TRUE);
-    return GST_FLOW_OK;
-  }
-
   image.format = self->pixel_format;
   image.width = GST_VIDEO_FRAME_WIDTH (frame);
   image.height = GST_VIDEO_FRAME_HEIGHT (frame);
@@ -1360,7 +1352,8 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
     image.strides[i] = has_plane ? GST_VIDEO_FRAME_PLANE_STRIDE (frame, i) : 0;
   }
   /* A malformed buffer (planes past its memory, a negative stride) passes
-   * unread: no meta, no message, one warning until the caps change. */
+   * unread: no meta, no message, not counted by interval (as a GAP buffer),
+   * one warning until the caps change. */
   if (!gst_captcha_ocr_check_frame (frame, &image, &err)) {
     g_free (roi_type);
     if (gst_captcha_ocr_first_time (self, &self->frame_warned))
@@ -1368,6 +1361,15 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
           ("A frame is not read: %s", err.message), (NULL));
     else
       GST_LOG_OBJECT (self, "frame not read: %s", err.message);
+    return GST_FLOW_OK;
+  }
+
+  /* Frames between two reads carry the last results, marked reused. */
+  run = interval <= 1 || self->frame_index % interval == 0;
+  self->frame_index++;
+  if (!run) {
+    g_free (roi_type);
+    gst_captcha_ocr_attach (self, buffer, TRUE);
     return GST_FLOW_OK;
   }
 

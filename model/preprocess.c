@@ -105,9 +105,9 @@ captcha_status captcha_image_validate(const captcha_image *image, captcha_error 
         long long row = plane_row_bytes(image, p);
         if (image->strides[p] < row)
             return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                                "image stride %d is %d bytes, less than the %lld bytes of one "
-                                "row of plane %d (%s, width %d)",
-                                p, image->strides[p], row, p, name, image->width);
+                                "image plane %d: its stride is %d bytes, less than the %lld "
+                                "bytes of one row (%s, width %d)",
+                                p, image->strides[p], row, name, image->width);
     }
     return CAPTCHA_OK;
 }

@@ -453,10 +453,10 @@ GST_START_TEST(test_short_buffer)
         const gchar *needles[3];
     } cases[] = {
         {span, stride, 0, TRUE, {NULL}},
-        {span - 1, stride, 0, FALSE, {"plane 0", "needs 50984 bytes", "holds 50983"}},
+        {span - 1, stride, 0, FALSE, {"plane 0 of the 202x50 BGRx frame", "needs 50984 bytes", "holds 50983"}},
         {span, stride, 1, FALSE, {"plane 0", "needs 50984 bytes", "holds 50983"}},
-        {PICTURE_HEIGHT * 1000, 10, 0, FALSE, {"stride 0 is 10 bytes", "808 bytes of one row"}},
-        {span, -stride, span - PICTURE_WIDTH * 4, FALSE, {"stride 0 is -1024"}},
+        {PICTURE_HEIGHT * 1000, 10, 0, FALSE, {"plane 0: its stride is 10 bytes", "808 bytes of one row"}},
+        {span, -stride, span - PICTURE_WIDTH * 4, FALSE, {"plane 0: its stride is -1024"}},
     };
     guint c, i;
 
@@ -508,6 +508,39 @@ GST_START_TEST(test_short_buffer)
             assert_same_reading(&r[0], &reference, "good frame after a short one");
             gst_buffer_unref(out);
         }
+        harness_teardown_with_bus(h, bus);
+    }
+    /* interval=2: a short buffer is not counted (as a GAP buffer): good (read),
+     * short (unread), good (reused), good (read) */
+    {
+        const gboolean results[4] = {1, 0, 1, 1}, reused[4] = {FALSE, FALSE, TRUE, FALSE};
+        GstHarness *h;
+        GstBus *bus;
+        gchar *warning;
+
+        h = harness_new(&bus, "interval", 2u, NULL);
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        for (i = 0; i < 4; i++) {
+            GstBuffer *in, *out;
+            Result r[2];
+
+            in = make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+            if (i == 1) {
+                gsize offsets[GST_VIDEO_MAX_PLANES] = {0};
+                gint strides[GST_VIDEO_MAX_PLANES] = {stride};
+
+                gst_buffer_add_video_meta_full(in, GST_VIDEO_FRAME_FLAG_NONE,
+                                               GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH,
+                                               PICTURE_HEIGHT, 1, offsets, strides);
+            }
+            out = push_pull(h, in);
+            fail_unless_equals_int(results_of(out, r, 2), results[i]);
+            if (results[i])
+                fail_unless(r[0].reused == reused[i], "frame %u: reused %d", i, r[0].reused);
+            gst_buffer_unref(out);
+        }
+        fail_unless_equals_int(pop_warnings(bus, &warning), 1);
+        g_free(warning);
         harness_teardown_with_bus(h, bus);
     }
     g_free(picture);
