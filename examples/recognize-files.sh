@@ -12,8 +12,10 @@
 # Usage: recognize-files.sh [--model FILE] [--device auto|cpu|cuda] [FILE|DIR]...
 #   Without FILE/DIR: the shared test split ../shared/data/captcha-v2/test
 #   next to the source tree, when present. Directories are read for their
-#   .png, .jpg, .jpeg, .bmp and .gif files (any case; not hidden ones, not
-#   subfolders), sorted by name (bytes, as LC_ALL=C sorts).
+#   .png, .jpg and .jpeg files (any case; the formats the set-up's GStreamer
+#   decodes; not hidden files, not subfolders), sorted by name (bytes, as
+#   LC_ALL=C sorts). A file name may hold any character: the file goes to
+#   the pipeline on its standard input (fdsrc), not in its description.
 #   Without --model: $CAPTCHA_MODEL, else the bundled model (see
 #   gst-inspect-1.0 captchaocr).
 #   The plugin is taken from GST_PLUGIN_PATH, else from build/gst of the
@@ -24,8 +26,8 @@
 # bus-watch.py, which reads the message's fields directly.
 #
 # Pipeline per file (the element's "captcha" bus message, printed by -m):
-#   filesrc ! decodebin ! videoconvert ! imagefreeze num-buffers=1 !
-#   captchaocr ! fakesink
+#   fdsrc ! decodebin ! videoconvert ! imagefreeze num-buffers=1 !
+#   captchaocr ! fakesink   (< FILE)
 set -eu
 
 . "$(dirname "$0")/plugin-env.sh"
@@ -55,9 +57,14 @@ recognize() {
     # -m prints the element message as one line, e.g.
     # ... (element): captcha, timestamp=..., results=(structure){ "captcha-result\,\ text\=\(string\)226md\,\ confidence\=\(double\)0.93\,\ ..." };
     # (the first result only: one region, the whole image)
-    output=$(timeout 30 gst-launch-1.0 -m filesrc location="$1" ! decodebin ! videoconvert ! \
+    if [ ! -r "$1" ] || [ -d "$1" ]; then
+        printf '%s\t\t\n' "$1"
+        echo "recognize-files: $1: cannot be read" >&2
+        return 1
+    fi
+    output=$(timeout 30 gst-launch-1.0 -m fdsrc ! decodebin ! videoconvert ! \
         imagefreeze num-buffers=1 ! captchaocr ${model:+"model=$model"} device="$device" ! \
-        fakesink 2>&1) || true
+        fakesink 2>&1 <"$1") || true
     case "$output" in
     *'no element "captchaocr"'*)
         echo "recognize-files: the captchaocr element is not found (GST_PLUGIN_PATH=${GST_PLUGIN_PATH:-unset}); build the project or set GST_PLUGIN_PATH" >&2
@@ -93,7 +100,7 @@ for input in "$@"; do
         for file in "$input"/*; do
             [ -f "$file" ] || continue
             case "$file" in
-            *.[Pp][Nn][Gg] | *.[Jj][Pp][Gg] | *.[Jj][Pp][Ee][Gg] | *.[Bb][Mm][Pp] | *.[Gg][Ii][Ff])
+            *.[Pp][Nn][Gg] | *.[Jj][Pp][Gg] | *.[Jj][Pp][Ee][Gg])
                 recognize "$file" || status=1 ;;
             esac
         done

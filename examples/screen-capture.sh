@@ -42,8 +42,14 @@ fi
 
 # The image's size, from the caps gst-launch-1.0 -v prints
 # ("... caps = video/x-raw, format=(string)RGBA, width=(int)200, height=(int)50, ...").
-caps=$(gst-launch-1.0 -v filesrc location="$image" ! decodebin ! videoconvert ! \
-    fakesink 2>&1 | grep 'GstFakeSink.*caps = video/x-raw' | head -n 1)
+# (each pipeline reads the image on its standard input, fdsrc, so that any
+# file name works: gst-launch-1.0 would parse one in location=)
+if [ ! -r "$image" ] || [ -d "$image" ]; then
+    echo "screen-capture: $image cannot be read" >&2
+    exit 1
+fi
+caps=$(gst-launch-1.0 -v fdsrc ! decodebin ! videoconvert ! \
+    fakesink 2>&1 <"$image" | grep 'GstFakeSink.*caps = video/x-raw' | head -n 1)
 width=$(printf '%s\n' "$caps" | sed -n 's/.*width=(int)\([0-9]*\).*/\1/p')
 height=$(printf '%s\n' "$caps" | sed -n 's/.*height=(int)\([0-9]*\).*/\1/p')
 if [ -z "$width" ] || [ -z "$height" ]; then
@@ -74,8 +80,9 @@ check() { # $1: what was read, $2: the pipeline's output, $3: its result
     fi
 }
 
-output=$(gst-launch-1.0 -m filesrc location="$image" ! decodebin ! videoconvert ! \
-    imagefreeze num-buffers=1 ! captchaocr ${model:+"model=$model"} ! fakesink 2>&1) || true
+output=$(gst-launch-1.0 -m fdsrc ! decodebin ! videoconvert ! \
+    imagefreeze num-buffers=1 ! captchaocr ${model:+"model=$model"} ! fakesink 2>&1 <"$image") ||
+    true
 alone=$(printf '%s\n' "$output" | first_result)
 check "the image alone" "$output" "$alone"
 
@@ -88,9 +95,9 @@ output=$(gst-launch-1.0 -m \
     fakesink \
     videotestsrc pattern=smpte num-buffers=1 ! \
         video/x-raw,width=1280,height=720,framerate=1/1 ! screen.sink_0 \
-    filesrc location="$image" ! decodebin ! videoconvert ! \
+    fdsrc ! decodebin ! videoconvert ! \
         imagefreeze num-buffers=1 ! video/x-raw,framerate=1/1 ! screen.sink_1 \
-    2>&1) || true
+    2>&1 <"$image") || true
 screen=$(printf '%s\n' "$output" | first_result)
 check "the region of the screen" "$output" "$screen"
 
