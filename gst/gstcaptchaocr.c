@@ -936,13 +936,63 @@ gst_captcha_ocr_prepare_output_buffer (G_GNUC_UNUSED GstBaseTransform *
   return *output ? GST_FLOW_OK : GST_FLOW_ERROR;
 }
 
+/* Warns once (until the caps change) that a frame is not read. */
+static void
+gst_captcha_ocr_warn_frame (GstCaptchaOcr * self, const gchar * reason)
+{
+  if (gst_captcha_ocr_first_time (self, &self->frame_warned))
+    GST_ELEMENT_WARNING (self, STREAM, FORMAT,
+        ("A frame is not read: %s", reason), (NULL));
+  else
+    GST_LOG_OBJECT (self, "frame not read: %s", reason);
+}
+
+/* What makes gst_video_frame_map fail on buffer, in words (g_free), or NULL:
+ * a GstVideoMeta plane starting past the buffer's memory, or (without a meta)
+ * a buffer smaller than its caps' frame. GstVideoFilter would answer such a
+ * buffer with a generic warning ("invalid video buffer received") on every
+ * frame. */
+static gchar *
+gst_captcha_ocr_unmappable (GstVideoFilter * filter, GstBuffer * buffer)
+{
+  const GstVideoInfo *info = &filter->in_info;
+  GstVideoMeta *meta = gst_buffer_get_video_meta (buffer);
+  gsize size = gst_buffer_get_size (buffer);
+  guint p, idx, length;
+  gsize skip;
+
+  if (!meta)
+    return size < GST_VIDEO_INFO_SIZE (info) ?
+        g_strdup_printf ("the buffer holds %" G_GSIZE_FORMAT " bytes, a %dx%d "
+        "%s frame (caps, no video meta) needs %" G_GSIZE_FORMAT, size,
+        GST_VIDEO_INFO_WIDTH (info), GST_VIDEO_INFO_HEIGHT (info),
+        GST_VIDEO_INFO_NAME (info), GST_VIDEO_INFO_SIZE (info)) : NULL;
+  for (p = 0; p < meta->n_planes; p++)
+    if (!gst_buffer_find_memory (buffer, meta->offset[p], 1, &idx, &length,
+            &skip))
+      return g_strdup_printf ("plane %u of the %ux%u %s frame starts at byte %"
+          G_GSIZE_FORMAT " (video meta), past the buffer's %" G_GSIZE_FORMAT
+          " bytes", p, meta->width, meta->height,
+          gst_video_format_to_string (meta->format), meta->offset[p], size);
+  return NULL;
+}
+
 /* A GAP buffer's content is meaningless (and may be empty): it is passed
- * on before the frame is mapped, without being read or counted. */
+ * on before the frame is mapped, without being read or counted. So is a
+ * buffer that cannot be mapped as a frame, with a warning. */
 static GstFlowReturn
 gst_captcha_ocr_transform_ip (GstBaseTransform * trans, GstBuffer * buffer)
 {
+  gchar *reason;
+
   if (GST_BUFFER_FLAG_IS_SET (buffer, GST_BUFFER_FLAG_GAP)) {
     GST_LOG_OBJECT (trans, "GAP buffer passed on unread");
+    return GST_FLOW_OK;
+  }
+  reason = gst_captcha_ocr_unmappable (GST_VIDEO_FILTER (trans), buffer);
+  if (reason) {
+    gst_captcha_ocr_warn_frame (GST_CAPTCHA_OCR (trans), reason);
+    g_free (reason);
     return GST_FLOW_OK;
   }
   return GST_BASE_TRANSFORM_CLASS (parent_class)->transform_ip (trans, buffer);
@@ -1356,11 +1406,7 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
    * one warning until the caps change. */
   if (!gst_captcha_ocr_check_frame (frame, &image, &err)) {
     g_free (roi_type);
-    if (gst_captcha_ocr_first_time (self, &self->frame_warned))
-      GST_ELEMENT_WARNING (self, STREAM, FORMAT,
-          ("A frame is not read: %s", err.message), (NULL));
-    else
-      GST_LOG_OBJECT (self, "frame not read: %s", err.message);
+    gst_captcha_ocr_warn_frame (self, err.message);
     return GST_FLOW_OK;
   }
 

@@ -455,6 +455,7 @@ GST_START_TEST(test_short_buffer)
         {span, stride, 0, TRUE, {NULL}},
         {span - 1, stride, 0, FALSE, {"plane 0 of the 202x50 BGRx frame", "needs 50984 bytes", "holds 50983"}},
         {span, stride, 1, FALSE, {"plane 0", "needs 50984 bytes", "holds 50983"}},
+        {span, stride, span + 64, FALSE, {"plane 0 of the 202x50 BGRx frame", "starts at byte 51048", "past the buffer's 50984 bytes"}},
         {PICTURE_HEIGHT * 1000, 10, 0, FALSE, {"plane 0: its stride is 10 bytes", "808 bytes of one row"}},
         {span, -stride, span - PICTURE_WIDTH * 4, FALSE, {"plane 0: its stride is -1024"}},
     };
@@ -508,6 +509,30 @@ GST_START_TEST(test_short_buffer)
             assert_same_reading(&r[0], &reference, "good frame after a short one");
             gst_buffer_unref(out);
         }
+        harness_teardown_with_bus(h, bus);
+    }
+    /* without a video meta: a buffer one byte smaller than the caps' frame */
+    {
+        GstHarness *h;
+        GstBus *bus;
+        gchar *warning;
+
+        h = harness_new(&bus, NULL);
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        for (i = 0; i < 3; i++) {
+            GstBuffer *out =
+                push_pull(h, gst_buffer_new_allocate(NULL, PICTURE_WIDTH * 4 * PICTURE_HEIGHT - 1,
+                                                     NULL));
+            Result r[2];
+
+            fail_unless_equals_int(results_of(out, r, 2), 0);
+            gst_buffer_unref(out);
+        }
+        fail_unless_equals_int(pop_warnings(bus, &warning), 1);
+        fail_unless(strstr(warning, "holds 40399 bytes, a 202x50 BGRx frame") != NULL,
+                    "warning \"%s\"", warning);
+        g_free(warning);
+        fail_unless_equals_int(count_messages(bus, GST_MESSAGE_ERROR), 0);
         harness_teardown_with_bus(h, bus);
     }
     /* interval=2: a short buffer is not counted (as a GAP buffer): good (read),
