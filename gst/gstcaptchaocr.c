@@ -238,7 +238,7 @@ struct _GstCaptchaOcr
 
   /* streaming state */
   captcha_pixel_format pixel_format;
-  guint64 frame_index;          /* frames seen since start or caps change */
+  guint64 frame_index;          /* frames seen since start, caps change or flush */
   GArray *regions;              /* GstCaptchaOcrRegion, this frame */
   GArray *results;              /* GstCaptchaOcrResult, last frame read */
   GArray *texts;                /* GstCaptchaOcrText, per region position */
@@ -280,6 +280,8 @@ static gboolean gst_captcha_ocr_start (GstBaseTransform * trans);
 static gboolean gst_captcha_ocr_stop (GstBaseTransform * trans);
 static GstFlowReturn gst_captcha_ocr_prepare_output_buffer (GstBaseTransform *
     trans, GstBuffer * input, GstBuffer ** output);
+static gboolean gst_captcha_ocr_sink_event (GstBaseTransform * trans,
+    GstEvent * event);
 static GstFlowReturn gst_captcha_ocr_transform_ip (GstBaseTransform * trans,
     GstBuffer * buffer);
 static gboolean gst_captcha_ocr_set_info (GstVideoFilter * filter,
@@ -428,7 +430,7 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    * GstCaptchaOcr:interval:
    *
    * Read every Nth frame (counted in frames, from the first frame after
-   * start or a caps change). The frames in between carry the last results
+   * start, a caps change or a flush such as a flushing seek). The frames in between carry the last results
    * again, marked reused=TRUE, and post no message. GAP buffers are not
    * frames here: they are not counted and carry no result.
    */
@@ -516,6 +518,7 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
   trans_class->prepare_output_buffer =
       GST_DEBUG_FUNCPTR (gst_captcha_ocr_prepare_output_buffer);
   trans_class->transform_ip_on_passthrough = TRUE;
+  trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_captcha_ocr_sink_event);
   /* after GstVideoFilter's class_init: chains up to its transform_ip */
   trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_captcha_ocr_transform_ip);
   filter_class->set_info = GST_DEBUG_FUNCPTR (gst_captcha_ocr_set_info);
@@ -797,6 +800,17 @@ gst_captcha_ocr_release_model (GstCaptchaOcr * self)
   self->capacity = 0;
 }
 
+/* Forgets the stream: interval counts from the next frame, and no result of
+ * an earlier frame is carried on (reused) or compared (message-on-change).
+ * Streaming thread (or while stopped). */
+static void
+gst_captcha_ocr_reset_stream (GstCaptchaOcr * self)
+{
+  self->frame_index = 0;
+  g_array_set_size (self->results, 0);
+  g_array_set_size (self->texts, 0);
+}
+
 /* TRUE the first time for *flag (a warning given once, until the flag is
  * reset), under the object lock. */
 static gboolean
@@ -899,9 +913,7 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
       self->config.input_width, self->config.input_height);
   g_free (path);
 
-  self->frame_index = 0;
-  g_array_set_size (self->results, 0);
-  g_array_set_size (self->texts, 0);
+  gst_captcha_ocr_reset_stream (self);
   GST_OBJECT_LOCK (self);
   self->region_warned = FALSE;
   self->frame_warned = FALSE;
@@ -977,6 +989,16 @@ gst_captcha_ocr_unmappable (GstVideoFilter * filter, GstBuffer * buffer)
   return NULL;
 }
 
+/* A flush (a flushing seek) starts the stream anew: the frames after it are
+ * counted from the first, and results from before it are not carried over. */
+static gboolean
+gst_captcha_ocr_sink_event (GstBaseTransform * trans, GstEvent * event)
+{
+  if (GST_EVENT_TYPE (event) == GST_EVENT_FLUSH_STOP)
+    gst_captcha_ocr_reset_stream (GST_CAPTCHA_OCR (trans));
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
+}
+
 /* A GAP buffer's content is meaningless (and may be empty): it is passed
  * on before the frame is mapped, without being read or counted. So is a
  * buffer that cannot be mapped as a frame, with a warning. */
@@ -1046,9 +1068,7 @@ gst_captcha_ocr_set_info (GstVideoFilter * filter, GstCaps * incaps,
 
   /* A new size or format: the last results may not fit the new frames, and
    * a region that was outside may now be inside (or the reverse). */
-  self->frame_index = 0;
-  g_array_set_size (self->results, 0);
-  g_array_set_size (self->texts, 0);
+  gst_captcha_ocr_reset_stream (self);
   GST_OBJECT_LOCK (self);
   self->region_warned = FALSE;
   self->frame_warned = FALSE;

@@ -1122,6 +1122,26 @@ GST_START_TEST(test_interval)
     fail_unless_equals_int(pop_captcha_messages(bus, messages, 8), 3);
     free_structures(messages, 3);
 
+    /* a flush (flushing seek) restarts the count: the frame after it is read,
+     * no result from before it is carried over (frame 7 would have been reused) */
+    {
+        GstSegment segment;
+        GstBuffer *out;
+        Result r[2];
+
+        fail_unless(gst_harness_push_event(h, gst_event_new_flush_start()));
+        fail_unless(gst_harness_push_event(h, gst_event_new_flush_stop(TRUE)));
+        gst_segment_init(&segment, GST_FORMAT_TIME);
+        fail_unless(gst_harness_push_event(h, gst_event_new_segment(&segment)));
+        out = push_pull(h, make_buffer(b, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx));
+        fail_unless_equals_int(results_of(out, r, 2), 1);
+        fail_unless_equals_string(r[0].text, ref_b.text);
+        fail_unless(!r[0].reused, "the first frame after a flush carries a reused result");
+        gst_buffer_unref(out);
+        fail_unless_equals_int(pop_captcha_messages(bus, messages, 8), 1);
+        free_structures(messages, 1);
+    }
+
     harness_teardown_with_bus(h, bus);
     g_free(a);
     g_free(b);
