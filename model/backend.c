@@ -1,7 +1,12 @@
+/* dladdr (dlfcn.h) */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include "backend.h"
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -64,10 +69,27 @@ int captcha_backend_cuda_built(void)
 typedef captcha_status (*cuda_module_create_fn)(int gpu_id, captcha_backend **out,
                                                 captcha_error *err);
 
+/* Whether this code runs from a file (the tool or the plugin it is linked into) inside
+ * the build tree it was built in. */
+static int running_from_build_tree(void)
+{
+    Dl_info info;
+    char self[PATH_MAX], build[PATH_MAX];
+    const char *path = dladdr((void *)(uintptr_t)running_from_build_tree, &info) &&
+                               info.dli_fname && strchr(info.dli_fname, '/')
+                           ? info.dli_fname
+                           : "/proc/self/exe"; /* the main program, named without a folder */
+    if (!realpath(path, self) || !realpath(CAPTCHA_BUILD_DIR, build))
+        return 0;
+    size_t n = strlen(build);
+    return !strncmp(self, build, n) && self[n] == '/';
+}
+
 /* Loads the CUDA backend module once per process (it stays loaded): $CAPTCHA_CUDA_MODULE
  * when set (and only it: a wrong path there is an error naming it, not a silent fall back
- * to another module), else the build tree's, else the installed one. NULL with the reason
- * in err. */
+ * to another module), else the one built with this code: the build tree's for a program
+ * or plugin run from the build tree, the installed one for an installed copy (each
+ * falling back to the other). NULL with the reason in err. */
 static cuda_module_create_fn load_cuda_module(captcha_error *err)
 {
     static cuda_module_create_fn create;
@@ -76,12 +98,12 @@ static cuda_module_create_fn load_cuda_module(captcha_error *err)
     if (!create) {
         const char *env = getenv("CAPTCHA_CUDA_MODULE");
         const int explicit_path = env && *env;
+        const char *built = CAPTCHA_BUILD_DIR "/model/libcaptcha-cuda.so";
+        const char *installed = CAPTCHA_CUDA_MODULE_INSTALL_DIR "/libcaptcha-cuda.so";
+        const int build_first = !explicit_path && running_from_build_tree();
         const char *candidates[3] = {explicit_path ? env : NULL,
-                                     explicit_path ? NULL
-                                                   : CAPTCHA_BUILD_DIR "/model/libcaptcha-cuda.so",
-                                     explicit_path
-                                         ? NULL
-                                         : CAPTCHA_CUDA_MODULE_INSTALL_DIR "/libcaptcha-cuda.so"};
+                                     explicit_path ? NULL : build_first ? built : installed,
+                                     explicit_path ? NULL : build_first ? installed : built};
         char reasons[CAPTCHA_ERROR_MESSAGE_SIZE] = "";
         if (explicit_path && access(env, F_OK) != 0)
             snprintf(reasons, sizeof reasons, "CAPTCHA_CUDA_MODULE=%s: %s", env, strerror(errno));
