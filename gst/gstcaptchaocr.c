@@ -485,7 +485,10 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    * GstCaptchaOcr:latency:
    *
    * Mean time of the last 32 inferences (preprocessing, network and
-   * decoding of all regions of a frame), in microseconds.
+   * decoding of all regions of a frame) since the element last started
+   * (READY to PAUSED: a new model or device starts afresh), in
+   * microseconds; 0 before the first. frames-processed, by contrast, counts
+   * over the element's life.
    */
   g_object_class_install_property (gobject_class, PROP_LATENCY,
       g_param_spec_double ("latency", "Latency",
@@ -917,6 +920,9 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
   GST_OBJECT_LOCK (self);
   self->region_warned = FALSE;
   self->frame_warned = FALSE;
+  /* latency describes this model and device */
+  self->latency_count = 0;
+  self->latency_next = 0;
   GST_OBJECT_UNLOCK (self);
   return TRUE;
 }

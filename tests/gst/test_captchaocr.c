@@ -1567,6 +1567,14 @@ GST_START_TEST(test_statistics)
     g_object_get(h->element, "frames-processed", &processed, "latency", &latency, NULL);
     fail_unless_equals_uint64(processed, 4);
     fail_unless(latency > 0.0);
+    /* a restart (e.g. with another model) starts latency afresh; the count goes on */
+    fail_unless_equals_int(gst_element_set_state(h->element, GST_STATE_READY),
+                           GST_STATE_CHANGE_SUCCESS);
+    fail_unless_equals_int(gst_element_set_state(h->element, GST_STATE_PLAYING),
+                           GST_STATE_CHANGE_SUCCESS);
+    g_object_get(h->element, "frames-processed", &processed, "latency", &latency, NULL);
+    fail_unless_equals_uint64(processed, 4);
+    fail_unless_equals_float(latency, 0.0);
     gst_harness_teardown(h);
     g_free(picture);
 }
