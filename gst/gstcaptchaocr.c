@@ -120,6 +120,8 @@ gst_captcha_ocr_device_get_type (void)
     {GST_CAPTCHA_OCR_DEVICE_CPU, "The CPU (oneDNN)", "cpu"},
     {GST_CAPTCHA_OCR_DEVICE_CUDA, "A CUDA GPU (see gpu-id); an error when "
           "none is usable", "cuda"},
+    /* the tools' other name for cuda; reads back as cuda (the first nick) */
+    {GST_CAPTCHA_OCR_DEVICE_CUDA, "Same as cuda", "gpu"},
     {0, NULL, NULL},
   };
 

@@ -1409,6 +1409,14 @@ GST_START_TEST(test_device)
     GstElement *element;
     GstBus *bus;
     guint warnings, i;
+    gint device;
+
+    /* "gpu", the tools' other name for cuda, sets cuda */
+    element = gst_element_factory_make("captchaocr", NULL);
+    gst_util_set_object_arg(G_OBJECT(element), "device", "gpu");
+    g_object_get(element, "device", &device, NULL);
+    fail_unless_equals_int(device, 2);
+    gst_object_unref(element);
 
     if (captcha_backend_create(CAPTCHA_DEVICE_CUDA, 0, 0, &backend, NULL, 0, &err) == CAPTCHA_OK) {
         captcha_backend_destroy(backend);
