@@ -357,7 +357,7 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    */
   g_object_class_install_property (gobject_class, PROP_THREADS,
       g_param_spec_uint ("threads", "Threads",
-          "CPU threads of the CPU backend (0 = one per core)", 0, 1024,
+          "CPU threads of the CPU backend (0 = one per core)", 0, CAPTCHA_MAX_THREADS,
           DEFAULT_THREADS, G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
           GST_PARAM_MUTABLE_READY));
 

@@ -28,8 +28,8 @@ void captcha_conv2d_shape_init(captcha_conv2d_shape *shape, int batch, int in_ch
     shape->kernel_size = kernel_size;
     shape->stride = stride;
     shape->padding = padding;
-    shape->out_height = (in_height + 2 * padding - kernel_size) / stride + 1;
-    shape->out_width = (in_width + 2 * padding - kernel_size) / stride + 1;
+    shape->out_height = stride < 1 ? 0 : (in_height + 2 * padding - kernel_size) / stride + 1;
+    shape->out_width = stride < 1 ? 0 : (in_width + 2 * padding - kernel_size) / stride + 1;
 }
 
 size_t captcha_conv2d_input_count(const captcha_conv2d_shape *s)
@@ -49,6 +49,9 @@ size_t captcha_conv2d_weight_count(const captcha_conv2d_shape *s)
 
 captcha_status captcha_device_parse(const char *text, captcha_device *out, captcha_error *err)
 {
+    if (!out)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "captcha_device_parse: out is NULL");
     if (!text || !strcmp(text, "auto"))
         *out = CAPTCHA_DEVICE_AUTO;
     else if (!strcmp(text, "cpu"))
@@ -150,9 +153,19 @@ captcha_status captcha_backend_create(captcha_device device, int gpu_id, int thr
                                       captcha_backend **out, char *fallback_reason,
                                       size_t fallback_reason_size, captcha_error *err)
 {
+    if (!out)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "captcha_backend_create: out is NULL");
     *out = NULL;
     if (fallback_reason && fallback_reason_size)
         fallback_reason[0] = '\0';
+    if (device != CAPTCHA_DEVICE_AUTO && device != CAPTCHA_DEVICE_CPU &&
+        device != CAPTCHA_DEVICE_CUDA)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "captcha_backend_create: device is %d, not a captcha_device (%d "
+                            "auto, %d cpu, %d cuda)",
+                            (int)device, CAPTCHA_DEVICE_AUTO, CAPTCHA_DEVICE_CPU,
+                            CAPTCHA_DEVICE_CUDA);
     if (device == CAPTCHA_DEVICE_CPU)
         return captcha_backend_cpu_create(threads, out, err);
     captcha_error cuda_err = {0};

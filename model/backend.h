@@ -40,7 +40,8 @@ typedef struct {
 } captcha_conv2d_shape;
 
 /* Fills the output size of a conv shape from its input size, kernel, stride
- * and padding. */
+ * and padding (as torch.nn.Conv2d: (in + 2 x padding - kernel) / stride + 1).
+ * A stride < 1 gives an output size of 0, which every op refuses. */
 void captcha_conv2d_shape_init(captcha_conv2d_shape *shape, int batch, int in_channels,
                                int in_height, int in_width, int out_channels, int kernel_size,
                                int stride, int padding);
@@ -233,12 +234,14 @@ typedef enum {
     CAPTCHA_DEVICE_CUDA,
 } captcha_device;
 
-/* Parses "auto", "cpu", "cuda" or "gpu" (the same as "cuda");
- * CAPTCHA_ERROR_INVALID_ARGUMENT otherwise. */
+/* Parses "auto", "cpu", "cuda" or "gpu" (the same as "cuda"); NULL text means
+ * "auto". CAPTCHA_ERROR_INVALID_ARGUMENT otherwise, or when out is NULL. */
 captcha_status captcha_device_parse(const char *text, captcha_device *out, captcha_error *err);
 
 /* Creates a backend. CPU: threads = number of OpenMP threads for oneDNN and
- * the element-wise loops (0 = all cores). CUDA: gpu_id selects the device.
+ * the element-wise loops (0 = all cores, at most CAPTCHA_MAX_THREADS). CUDA:
+ * gpu_id selects the device. A device that is not one of captcha_device, or
+ * out NULL, is CAPTCHA_ERROR_INVALID_ARGUMENT.
  * AUTO tries CUDA and, when it is unavailable, creates the CPU backend and
  * writes the reason to fallback_reason (if not NULL; empty when CUDA was
  * used). CUDA requested but unavailable (not built, no driver, no device,
@@ -267,6 +270,11 @@ void captcha_backend_destroy(captcha_backend *backend);
  * omp_set_num_threads(threads) on the calling thread: the caller's own OpenMP regions in
  * that thread then run with the backend's thread count as well. */
 captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, captcha_error *err);
+
+/* The most CPU threads a backend takes (threads above it: CAPTCHA_ERROR_INVALID_ARGUMENT);
+ * OpenMP would try to start them all, and the element's threads property has the same
+ * limit. */
+#define CAPTCHA_MAX_THREADS 1024
 captcha_status captcha_backend_cuda_create(int gpu_id, captcha_backend **out, captcha_error *err);
 
 /* True when this build includes the CUDA backend (it may still find no GPU). */

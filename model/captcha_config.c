@@ -19,6 +19,9 @@ void captcha_config_reference(captcha_config *config)
 captcha_status captcha_config_set_charset(captcha_config *config, const char *charset,
                                           captcha_error *err)
 {
+    if (!config || !charset)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "captcha_config_set_charset: %s is NULL", config ? "charset" : "config");
     size_t n = strlen(charset);
     if (n == 0)
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT, "charset is empty");
@@ -42,6 +45,9 @@ captcha_status captcha_config_set_charset(captcha_config *config, const char *ch
 
 captcha_status captcha_config_validate(const captcha_config *config, captcha_error *err)
 {
+    if (!config)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "captcha_config_validate: config is NULL");
     captcha_config copy = *config;
     if ((int)strnlen(config->charset, sizeof config->charset) != config->charset_size)
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT,

@@ -46,6 +46,15 @@ captcha_status captcha_error_prefix(captcha_error *err, const char *format, ...)
 #endif
     ;
 
+/* Returns from the calling function with the status of expr when it is not
+ * CAPTCHA_OK (the error already in err). */
+#define CAPTCHA_TRY(expr)                                                                          \
+    do {                                                                                           \
+        captcha_status captcha_try_status_ = (expr);                                               \
+        if (captcha_try_status_ != CAPTCHA_OK)                                                     \
+            return captcha_try_status_;                                                            \
+    } while (0)
+
 /* A short constant name for a status ("I/O error", "format error", ...). */
 const char *captcha_status_name(captcha_status status);
 

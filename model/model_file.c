@@ -649,6 +649,9 @@ captcha_status captcha_model_read_config(const char *path, captcha_config *confi
                                          size_t notice_size, captcha_error *err)
 {
     set_notice(notice, notice_size, "%s", "");
+    if (!config)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "captcha_model_read_config: config is NULL");
     model_file file;
     captcha_status status = model_file_open(path, 0, &file, err);
     if (status != CAPTCHA_OK)
@@ -1032,9 +1035,11 @@ captcha_status captcha_model_check_values(captcha_network *network, captcha_erro
 captcha_status captcha_model_save(captcha_network *network, const char *path,
                                   const char *const *extra_metadata, captcha_error *err)
 {
-    if (!network || !path)
+    if (!network || !path || !*path)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "captcha_model_save: network or path is NULL");
+                            "captcha_model_save: %s", !network ? "network is NULL"
+                                                      : !path  ? "path is NULL"
+                                                               : "path is empty");
     json_t *root = NULL;
     captcha_status status = build_header(network, extra_metadata, path, &root, err);
     if (status != CAPTCHA_OK)

@@ -254,6 +254,8 @@ static captcha_status initialize(captcha_network *net, uint64_t seed, captcha_er
 
 /* ---------- create / destroy ---------- */
 
+#define TRY CAPTCHA_TRY
+
 size_t captcha_network_tensor_floats(const captcha_config *config)
 {
     if (!config || captcha_config_validate(config, NULL) != CAPTCHA_OK)
@@ -273,9 +275,15 @@ size_t captcha_network_tensor_floats(const captcha_config *config)
 captcha_status captcha_network_create(captcha_backend *backend, const captcha_config *config,
                                       uint64_t seed, captcha_network **out, captcha_error *err)
 {
+    if (!out)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "captcha_network_create: out is NULL");
     *out = NULL;
     if (!backend)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "no backend given");
+    if (!config)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "captcha_network_create: config is NULL");
     captcha_status s = captcha_config_validate(config, err);
     if (s != CAPTCHA_OK)
         return s;
@@ -443,6 +451,8 @@ const captcha_tensor_info *captcha_network_tensor(const captcha_network *net, si
 
 int captcha_network_find_tensor(const captcha_network *net, const char *name)
 {
+    if (!net || !name)
+        return -1;
     for (size_t i = 0; i < net->tensor_count; i++)
         if (!strcmp(net->tensors[i].name, name))
             return (int)i;
@@ -459,6 +469,20 @@ size_t captcha_network_running_stat_count(const captcha_network *net)
     return net->running_stat_count;
 }
 
+/* The network and host buffer of a copy to or from the host, named as the
+ * header names them (host may be NULL only where host_optional). */
+static captcha_status check_copy(const char *function, const captcha_network *net,
+                                 const void *host, int host_optional, captcha_error *err)
+{
+    if (!net)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "%s: network is NULL", function);
+    if (!host && !host_optional)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "%s: host is NULL (expected a buffer of the tensor's floats)",
+                            function);
+    return CAPTCHA_OK;
+}
+
 static captcha_status check_index(const captcha_network *net, size_t index, captcha_error *err)
 {
     if (index >= net->tensor_count)
@@ -471,6 +495,7 @@ static captcha_status check_index(const captcha_network *net, size_t index, capt
 captcha_status captcha_network_read_tensor(captcha_network *net, size_t index, float *host,
                                            captcha_error *err)
 {
+    TRY(check_copy("captcha_network_read_tensor", net, host, 0, err));
     captcha_status s = check_index(net, index, err);
     if (s != CAPTCHA_OK)
         return s;
@@ -481,6 +506,7 @@ captcha_status captcha_network_read_tensor(captcha_network *net, size_t index, f
 captcha_status captcha_network_write_tensor(captcha_network *net, size_t index, const float *host,
                                             captcha_error *err)
 {
+    TRY(check_copy("captcha_network_write_tensor", net, host, 0, err));
     captcha_status s = check_index(net, index, err);
     if (s != CAPTCHA_OK)
         return s;
@@ -492,6 +518,7 @@ captcha_status captcha_network_write_tensor(captcha_network *net, size_t index, 
 captcha_status captcha_network_read_gradient(captcha_network *net, size_t index, float *host,
                                              captcha_error *err)
 {
+    TRY(check_copy("captcha_network_read_gradient", net, host, 0, err));
     captcha_status s = check_index(net, index, err);
     if (s != CAPTCHA_OK)
         return s;
@@ -519,6 +546,7 @@ static float *buffer_pointer(captcha_network *net, captcha_buffer_id id, size_t 
 captcha_status captcha_network_read_buffer(captcha_network *net, captcha_buffer_id id,
                                            float *host, captcha_error *err)
 {
+    TRY(check_copy("captcha_network_read_buffer", net, host, 0, err));
     size_t count;
     float *p = buffer_pointer(net, id, &count);
     if (!p)
@@ -530,6 +558,7 @@ captcha_status captcha_network_read_buffer(captcha_network *net, captcha_buffer_
 captcha_status captcha_network_write_buffer(captcha_network *net, captcha_buffer_id id,
                                             const float *host, captcha_error *err)
 {
+    TRY(check_copy("captcha_network_write_buffer", net, host, 1, err));
     size_t count;
     float *p = buffer_pointer(net, id, &count);
     if (!p)
@@ -636,13 +665,6 @@ static captcha_status fold_batchnorm(captcha_network *net, captcha_error *err)
 }
 
 /* ---------- forward ---------- */
-
-#define TRY(expr)                                                                                  \
-    do {                                                                                           \
-        captcha_status s_ = (expr);                                                                \
-        if (s_ != CAPTCHA_OK)                                                                      \
-            return s_;                                                                             \
-    } while (0)
 
 /* Inference: three fused calls per block on the folded weights.
  * input [N, 3, H, W] -> logits [N, classes], both device memory. */
@@ -799,10 +821,14 @@ static captcha_status check_batch(const captcha_network *net, int batch, int min
     return CAPTCHA_OK;
 }
 
-/* The caller's buffers of a forward pass, named as the header names them. */
-static captcha_status check_buffers(const char *function, const void *input, const void *logits,
-                                    int logits_optional, captcha_error *err)
+/* The network and the caller's buffers of a forward pass, named as the header
+ * names them. */
+static captcha_status check_buffers(const char *function, const captcha_network *net,
+                                    const void *input, const void *logits, int logits_optional,
+                                    captcha_error *err)
 {
+    if (!net)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "%s: network is NULL", function);
     if (!input)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                             "%s: input is NULL (expected [batch, 3, H, W] floats)", function);
@@ -817,7 +843,12 @@ captcha_status captcha_network_forward(captcha_network *net, const float *input,
                                        captcha_mode mode, float *logits, captcha_error *err)
 {
     const int train = mode == CAPTCHA_MODE_TRAIN;
-    TRY(check_buffers("captcha_network_forward", input, logits, 0, err));
+    TRY(check_buffers("captcha_network_forward", net, input, logits, 0, err));
+    if (mode != CAPTCHA_MODE_EVAL && mode != CAPTCHA_MODE_TRAIN)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "captcha_network_forward: mode is %d, not a captcha_mode (%d eval, "
+                            "%d train)",
+                            (int)mode, CAPTCHA_MODE_EVAL, CAPTCHA_MODE_TRAIN);
     TRY(check_batch(net, batch, train ? 2 : 1, err));
     TRY(ensure_activations(net, batch, train, err));
     set_shapes(net, batch);
@@ -838,7 +869,7 @@ captcha_status captcha_network_forward(captcha_network *net, const float *input,
 captcha_status captcha_network_forward_device(captcha_network *net, const float *input, int batch,
                                               float *logits, captcha_error *err)
 {
-    TRY(check_buffers("captcha_network_forward_device", input, logits, 0, err));
+    TRY(check_buffers("captcha_network_forward_device", net, input, logits, 0, err));
     TRY(check_batch(net, batch, 1, err));
     TRY(ensure_activations(net, batch, 0, err));
     set_shapes(net, batch);
@@ -961,7 +992,7 @@ captcha_status captcha_network_forward_backward(captcha_network *net, const floa
                                                 const float *targets, int batch, float *loss,
                                                 float *logits, captcha_error *err)
 {
-    TRY(check_buffers("captcha_network_forward_backward", input, logits, 1, err));
+    TRY(check_buffers("captcha_network_forward_backward", net, input, logits, 1, err));
     if (!targets || !loss)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                             "captcha_network_forward_backward: %s is NULL", !targets ? "targets"
@@ -993,9 +1024,15 @@ captcha_status captcha_network_forward_backward(captcha_network *net, const floa
 captcha_status captcha_network_adam_step(captcha_network *net, const captcha_adam_config *config,
                                          captcha_error *err)
 {
-    if (!(config->learning_rate >= 0) || !(config->beta1 >= 0 && config->beta1 < 1) ||
-        !(config->beta2 >= 0 && config->beta2 < 1) || !(config->eps >= 0) ||
-        !(config->weight_decay >= 0))
+    if (!net || !config)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "captcha_network_adam_step: %s is NULL", net ? "config" : "network");
+    /* isfinite: an infinite rate or decay turns every parameter into NaN */
+    if (!(config->learning_rate >= 0 && isfinite(config->learning_rate)) ||
+        !(config->beta1 >= 0 && config->beta1 < 1) ||
+        !(config->beta2 >= 0 && config->beta2 < 1) ||
+        !(config->eps >= 0 && isfinite(config->eps)) ||
+        !(config->weight_decay >= 0 && isfinite(config->weight_decay)))
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                             "Adam settings out of range (lr %g, betas %g/%g, eps %g, decay %g)",
                             config->learning_rate, config->beta1, config->beta2, config->eps,

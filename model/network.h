@@ -1,5 +1,5 @@
-/* The reference residual network (README.md, "The network"; the design notes it follows
- * are the team's ../shared/notes/architecture.md, outside this repository).
+/* The reference residual network, described below (the design notes it follows are the
+ * team's ../shared/notes/architecture.md, outside this repository).
  *
  * input [N, 3, H, W] (NCHW, normalized)
  *   -> 6 residual blocks, (in -> out, stride): 3->32 s1, 32->64 s2, 64->64 s2,
@@ -101,7 +101,9 @@ captcha_status captcha_network_read_gradient(captcha_network *network, size_t in
 
 /* Whole-buffer copies for checkpoints: parameters, running statistics, Adam
  * first/second moments (each parameter_count floats; running stats
- * running_stat_count floats). */
+ * running_stat_count floats). write_buffer with host NULL writes zeros; read
+ * needs a host buffer. An id outside captcha_buffer_id, or a NULL network:
+ * CAPTCHA_ERROR_INVALID_ARGUMENT. */
 typedef enum {
     CAPTCHA_BUFFER_PARAMETERS = 0,
     CAPTCHA_BUFFER_RUNNING_STATS,

@@ -35,11 +35,14 @@ captcha_status captcha_check_conv_shape(const char *op, const captcha_conv2d_sha
     if (s->padding < 0)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                             "%s: padding is %d (expected >= 0)", op, s->padding);
+    if ((long long)s->in_height + 2LL * s->padding < s->kernel_size ||
+        (long long)s->in_width + 2LL * s->padding < s->kernel_size)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "%s: kernel %d is larger than the input %dx%d with padding %d", op,
+                            s->kernel_size, s->in_height, s->in_width, s->padding);
     long long out_h = ((long long)s->in_height + 2LL * s->padding - s->kernel_size) / s->stride + 1;
     long long out_w = ((long long)s->in_width + 2LL * s->padding - s->kernel_size) / s->stride + 1;
-    if ((long long)s->in_height + 2LL * s->padding < s->kernel_size ||
-        (long long)s->in_width + 2LL * s->padding < s->kernel_size || out_h != s->out_height ||
-        out_w != s->out_width)
+    if (out_h != s->out_height || out_w != s->out_width)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                             "%s: output size %dx%d does not match input %dx%d, kernel %d, "
                             "stride %d, padding %d (expected %lldx%lld)",
@@ -106,12 +109,7 @@ static captcha_status check_pointers(const char *op, int count, const char *cons
                               err);                                                                \
     } while (0)
 
-#define TRY_CHECK(expr)                                                                            \
-    do {                                                                                           \
-        captcha_status check_status_ = (expr);                                                     \
-        if (check_status_ != CAPTCHA_OK)                                                           \
-            return check_status_;                                                                  \
-    } while (0)
+#define TRY_CHECK CAPTCHA_TRY
 
 captcha_status captcha_check_conv2d_forward_args(const captcha_conv2d_shape *shape, const float *x,
                                                  const float *weight, const float *y,

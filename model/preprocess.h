@@ -44,7 +44,7 @@ typedef enum {
  * bytes per row and may exceed the row's pixel bytes (padding). */
 typedef struct {
     captcha_pixel_format format;
-    int width, height; /* pixels, >= 1 */
+    int width, height; /* pixels, 1..65536 */
     const uint8_t *planes[3];
     int strides[3];
 } captcha_image;

@@ -92,6 +92,35 @@ static void test_device_parse(void **state)
     assert_int_equal(d, CAPTCHA_DEVICE_AUTO);
     assert_int_equal(captcha_device_parse("tpu", &d, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
     assert_non_null(strstr(err.message, "\"tpu\""));
+    assert_int_equal(captcha_device_parse(NULL, &d, &err), CAPTCHA_OK);
+    assert_int_equal(d, CAPTCHA_DEVICE_AUTO);
+    assert_int_equal(captcha_device_parse("cpu", NULL, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
+
+    /* backend creation: a device outside the enum, a NULL out, too many threads */
+    captcha_backend *backend = (captcha_backend *)&err;
+    assert_int_equal(captcha_backend_create((captcha_device)42, 0, 1, &backend, NULL, 0, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_null(backend);
+    assert_non_null(strstr(err.message, "device is 42"));
+    assert_int_equal(captcha_backend_create(CAPTCHA_DEVICE_CPU, 0, 1, NULL, NULL, 0, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "out is NULL"));
+    const int too_many[] = {CAPTCHA_MAX_THREADS + 1, 2147483647};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(captcha_backend_cpu_create(too_many[i], &backend, &err),
+                         CAPTCHA_ERROR_INVALID_ARGUMENT);
+        assert_null(backend);
+        assert_non_null(strstr(err.message, "1..1024"));
+    }
+
+    /* config functions take no NULL config or charset */
+    assert_int_equal(captcha_config_validate(NULL, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "config is NULL"));
+    captcha_config config;
+    captcha_config_reference(&config);
+    assert_int_equal(captcha_config_set_charset(&config, NULL, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "charset is NULL"));
 }
 
 /* An explicit $CAPTCHA_CUDA_MODULE that does not exist is an error naming it, for CUDA and

@@ -1001,6 +1001,16 @@ static void test_save_into_missing_folder(void **state)
     printf("  save: %s\n", err.message);
     assert_non_null(strstr(err.message, path));
     assert_non_null(strstr(err.message, strerror(ENOENT)));
+
+    /* an empty path is refused up front (no ".tmp" in the working folder) */
+    assert_int_equal(captcha_model_save(g_network, "", NULL, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "path is empty"));
+    assert_int_equal(access(".tmp", F_OK), -1);
+    /* reading the config into NULL is refused, not a crash */
+    assert_int_equal(captcha_model_read_config(g_valid, NULL, NULL, 0, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "config is NULL"));
 }
 
 static void test_save_failure_keeps_old_file(void **state)

@@ -482,7 +482,7 @@ static void test_bad_arguments(void **state)
     captcha_config config;
     captcha_config_reference(&config);
     captcha_error err = {0};
-    captcha_network *net = NULL;
+    captcha_network *net = NULL, *net2_unused = NULL;
 
     config.input_height = 50;
     assert_int_equal(captcha_network_create(backend, &config, 1, &net, &err),
@@ -530,6 +530,39 @@ static void test_bad_arguments(void **state)
                          net, (size_t)captcha_network_find_tensor(net, "cnn_layers.0.block.1.running_mean"),
                          logits, &err),
                      CAPTCHA_ERROR_INVALID_ARGUMENT);
+    /* an infinite rate, eps or decay would turn every parameter into NaN */
+    const float infinite = INFINITY;
+    for (int field = 0; field < 3; field++) {
+        adam = captcha_adam_default();
+        *(field == 0 ? &adam.learning_rate : field == 1 ? &adam.eps : &adam.weight_decay) =
+            infinite;
+        assert_int_equal(captcha_network_adam_step(net, &adam, &err),
+                         CAPTCHA_ERROR_INVALID_ARGUMENT);
+        assert_non_null(strstr(err.message, "inf"));
+    }
+    assert_int_equal(captcha_network_adam_step(net, NULL, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "config is NULL"));
+    /* NULL networks, hosts and names, and an unknown mode, are named (no crash) */
+    assert_int_equal(captcha_network_forward(NULL, input, 1, CAPTCHA_MODE_EVAL, logits, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "captcha_network_forward: network is NULL"));
+    assert_int_equal(
+        captcha_network_forward(net, input, 1, (captcha_mode)7, logits, &err),
+        CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "mode is 7"));
+    assert_int_equal(captcha_network_read_tensor(net, 0, NULL, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "captcha_network_read_tensor: host is NULL"));
+    assert_int_equal(captcha_network_read_buffer(net, CAPTCHA_BUFFER_PARAMETERS, NULL, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "captcha_network_read_buffer: host is NULL"));
+    assert_int_equal(captcha_network_find_tensor(net, NULL), -1);
+    assert_int_equal(captcha_network_create(backend, NULL, 1, &net2_unused, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "config is NULL"));
+    assert_int_equal(captcha_network_create(backend, &config, 1, NULL, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "out is NULL"));
     captcha_network_destroy(net);
 }
 

@@ -963,6 +963,28 @@ static void test_invalid_arguments(void **state)
         EXPECT_INVALID(b->ops->multilabel_soft_margin_loss(b, 0, 3, p, p, &loss, p, err));
         EXPECT_INVALID(b->ops->adam_update(b, 4, p, p, p, p, &adam, 0, err));
         EXPECT_INVALID(b->ops->adam_update(b, 4, p, p, p, p, NULL, 1, err));
+        /* a kernel larger than the padded input is named as such */
+        captcha_conv2d_shape large_kernel;
+        captcha_conv2d_shape_init(&large_kernel, 1, 2, 2, 2, 2, 5, 1, 0);
+        captcha_error large_err = {0};
+        assert_int_equal(
+            b->ops->conv2d_forward(b, &large_kernel, p, p, NULL, NULL, 0, p, &large_err),
+            CAPTCHA_ERROR_INVALID_ARGUMENT);
+        assert_non_null(strstr(large_err.message, "kernel 5 is larger than the input 2x2"));
+        /* stride 0: an output of 0x0 (no division by zero), which the ops refuse */
+        captcha_conv2d_shape no_stride;
+        captcha_conv2d_shape_init(&no_stride, 1, 2, 4, 4, 2, 3, 0, 1);
+        assert_int_equal(no_stride.out_height, 0);
+        assert_int_equal(no_stride.out_width, 0);
+        EXPECT_INVALID(b->ops->conv2d_forward(b, &no_stride, p, p, NULL, NULL, 0, p, err));
+        /* a size that would wrap when rounded up to the alignment (CPU backend) */
+        if (!strcmp(b->ops->name, "cpu")) {
+            void *huge = NULL;
+            captcha_error huge_err = {0};
+            assert_int_equal(b->ops->alloc(b, SIZE_MAX, &huge, &huge_err),
+                             CAPTCHA_ERROR_OUT_OF_MEMORY);
+            assert_null(huge);
+        }
         b->ops->free(b, buffer);
     }
 }

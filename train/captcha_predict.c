@@ -42,7 +42,7 @@ static void usage(FILE *stream)
           "                 if usable, else CPU)\n"
           "  --batch N      images per forward pass (default 32; the CPU kernels differ by\n"
           "                 batch size, so a confidence can differ in its 4th decimal)\n"
-          "  --threads N    CPU threads (default 0: all cores)\n"
+          "  --threads N    CPU threads, at most 1024 (default 0: all cores)\n"
           "  -h, --help     this help\n"
           "\n"
           "Output (stdout), one line per image: PATH<TAB>TEXT<TAB>CONFIDENCE, the confidence\n"
@@ -114,7 +114,8 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             break;
         case 't':
-            if (!captcha_tool_parse_long(PROGRAM, "--threads", optarg, 0, 4096, &threads))
+            if (!captcha_tool_parse_long(PROGRAM, "--threads", optarg, 0, CAPTCHA_MAX_THREADS,
+                                         &threads))
                 return EXIT_USAGE;
             break;
         case 'h': usage(stdout); return 0;

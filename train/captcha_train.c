@@ -156,7 +156,7 @@ static void usage(FILE *stream)
         "  --input WxH        network input size, multiples of 32 (default 128x32)\n"
         "  --device D         auto | cpu | cuda (gpu: the same as cuda; default auto: CUDA\n"
         "                     if usable, else CPU)\n"
-        "  --threads N        CPU threads (default 0: all cores)\n"
+        "  --threads N        CPU threads, at most 1024 (default 0: all cores)\n"
         "  -h, --help         this help\n"
         "\n"
         "Files that are not images or do not decode are skipped with a warning and counted.\n"
@@ -318,7 +318,7 @@ static int parse_options(int argc, char **argv, options *opt)
             break;
         }
         case OPT_THREADS:
-            if (!parse_int("--threads", optarg, 0, 4096, &value))
+            if (!parse_int("--threads", optarg, 0, CAPTCHA_MAX_THREADS, &value))
                 return EXIT_USAGE;
             opt->threads = (int)value;
             break;

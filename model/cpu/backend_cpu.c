@@ -198,6 +198,8 @@ static void *aligned_buffer_pages(size_t bytes, int huge)
             (void)madvise(p, rounded, MADV_HUGEPAGE); /* advice only: failure is harmless */
         return p;
     }
+    if (bytes > SIZE_MAX - 63)
+        return NULL; /* would wrap when rounded up */
     size_t rounded = (bytes + 63) / 64 * 64;
     return aligned_alloc(64, rounded ? rounded : 64);
 }
@@ -214,6 +216,8 @@ static void *aligned_buffer(const cpu_backend *cpu, size_t bytes)
  * a new one when it has no room. Returns NULL when memory is short. */
 static void *weight_slab_take(cpu_backend *cpu, size_t bytes, weight_slab **from)
 {
+    if (bytes > SIZE_MAX - 63)
+        return NULL;
     bytes = (bytes + 63) / 64 * 64;
     weight_slab *slab = cpu->weight_slabs;
     if (!slab || slab->size - slab->used < bytes) {
@@ -1602,10 +1606,10 @@ captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, ca
     if (!out)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "CPU backend: out is NULL");
     *out = NULL;
-    if (threads < 0)
+    if (threads < 0 || threads > CAPTCHA_MAX_THREADS)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "CPU backend: threads is %d (expected 0 for all cores, or > 0)",
-                            threads);
+                            "CPU backend: threads is %d (expected 0 for all cores, or 1..%d)",
+                            threads, CAPTCHA_MAX_THREADS);
     cpu_backend *cpu = calloc(1, sizeof *cpu);
     if (!cpu)
         return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "CPU backend: out of memory");

@@ -150,12 +150,7 @@ captcha_status fail_cublas(captcha_error *err, cublasStatus_t code, const char *
     } while (0)
 
 /* Propagates a captcha_status from a helper. */
-#define TRY(expr)                                                                                  \
-    do {                                                                                           \
-        captcha_status try_status_ = (expr);                                                       \
-        if (try_status_ != CAPTCHA_OK)                                                             \
-            return try_status_;                                                                    \
-    } while (0)
+#define TRY CAPTCHA_TRY
 
 /* ---------------------------------------------------------------------------
  * Backend state
