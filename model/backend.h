@@ -105,14 +105,17 @@ typedef struct {
      * spatial, writes them to saved_mean [C] and saved_invstd [C]
      * (1/sqrt(var + eps)), and updates running_mean/running_var [C] in place:
      * r = (1 - momentum) * r + momentum * batch_stat, using the unbiased
-     * variance (var * n / (n - 1), n = N * spatial) for running_var. */
+     * variance (var * n / (n - 1), n = N * spatial) for running_var.
+     * eps must be finite and > 0 (the network passes 1e-5), momentum within [0, 1]
+     * (0.1): anything else fails with CAPTCHA_ERROR_INVALID_ARGUMENT. */
     captcha_status (*batchnorm_forward_training)(captcha_backend *backend, int batch, int channels,
                                                  int spatial, const float *x, const float *gamma,
                                                  const float *beta, float momentum, float eps,
                                                  float *running_mean, float *running_var,
                                                  float *saved_mean, float *saved_invstd,
                                                  float *y, captcha_error *err);
-    /* Inference: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta. */
+    /* Inference: y = (x - running_mean) / sqrt(running_var + eps) * gamma + beta (eps as
+     * above). */
     captcha_status (*batchnorm_forward_inference)(captcha_backend *backend, int batch,
                                                   int channels, int spatial, const float *x,
                                                   const float *gamma, const float *beta,

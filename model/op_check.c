@@ -1,3 +1,5 @@
+#include <math.h>
+
 #include "op_check.h"
 
 captcha_status captcha_check_pointer(const char *op, const char *name, const void *p,
@@ -111,6 +113,18 @@ static captcha_status check_pointers(const char *op, int count, const char *cons
 
 #define TRY_CHECK CAPTCHA_TRY
 
+/* eps is added to the variance under a square root: zero, negative, NaN or infinite eps
+ * gives NaN or infinite outputs for a channel of constant input (variance 0). */
+static captcha_status check_batchnorm_eps(const char *op, float eps, captcha_error *err)
+{
+    if (eps > 0.0f && isfinite(eps))
+        return CAPTCHA_OK;
+    return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                        "%s: eps is %g (expected a finite value > 0; torch.nn.BatchNorm2d's "
+                        "is 1e-5)",
+                        op, (double)eps);
+}
+
 captcha_status captcha_check_conv2d_forward_args(const captcha_conv2d_shape *shape, const float *x,
                                                  const float *weight, const float *y,
                                                  captcha_error *err)
@@ -140,7 +154,8 @@ captcha_status captcha_check_conv2d_backward_weight_args(const captcha_conv2d_sh
 
 captcha_status captcha_check_batchnorm_training_args(int batch, int channels, int spatial,
                                                      const float *x, const float *gamma,
-                                                     const float *beta, const float *running_mean,
+                                                     const float *beta, float momentum, float eps,
+                                                     const float *running_mean,
                                                      const float *running_var,
                                                      const float *saved_mean,
                                                      const float *saved_invstd, const float *y,
@@ -151,18 +166,24 @@ captcha_status captcha_check_batchnorm_training_args(int batch, int channels, in
                                         "saved_invstd", "y"};
     const char *op = "batchnorm_forward_training";
     TRY_CHECK(captcha_check_batchnorm(op, batch, channels, spatial, 1, err));
+    TRY_CHECK(check_batchnorm_eps(op, eps, err));
+    if (!(momentum >= 0.0f && momentum <= 1.0f)) /* also NaN */
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "%s: momentum is %g (expected 0 to 1; torch.nn.BatchNorm2d's is 0.1)",
+                            op, (double)momentum);
     CHECK_POINTERS(op, x, gamma, beta, running_mean, running_var, saved_mean, saved_invstd, y);
 }
 
 captcha_status captcha_check_batchnorm_inference_args(int batch, int channels, int spatial,
                                                       const float *x, const float *gamma,
                                                       const float *beta, const float *running_mean,
-                                                      const float *running_var, const float *y,
-                                                      captcha_error *err)
+                                                      const float *running_var, float eps,
+                                                      const float *y, captcha_error *err)
 {
     static const char *const names[] = {"x", "gamma", "beta", "running_mean", "running_var", "y"};
     const char *op = "batchnorm_forward_inference";
     TRY_CHECK(captcha_check_batchnorm(op, batch, channels, spatial, 0, err));
+    TRY_CHECK(check_batchnorm_eps(op, eps, err));
     CHECK_POINTERS(op, x, gamma, beta, running_mean, running_var, y);
 }
 

@@ -55,7 +55,8 @@ captcha_status captcha_check_conv2d_backward_weight_args(const captcha_conv2d_sh
                                                          const float *dweight, captcha_error *err);
 captcha_status captcha_check_batchnorm_training_args(int batch, int channels, int spatial,
                                                      const float *x, const float *gamma,
-                                                     const float *beta, const float *running_mean,
+                                                     const float *beta, float momentum, float eps,
+                                                     const float *running_mean,
                                                      const float *running_var,
                                                      const float *saved_mean,
                                                      const float *saved_invstd, const float *y,
@@ -63,8 +64,8 @@ captcha_status captcha_check_batchnorm_training_args(int batch, int channels, in
 captcha_status captcha_check_batchnorm_inference_args(int batch, int channels, int spatial,
                                                       const float *x, const float *gamma,
                                                       const float *beta, const float *running_mean,
-                                                      const float *running_var, const float *y,
-                                                      captcha_error *err);
+                                                      const float *running_var, float eps,
+                                                      const float *y, captcha_error *err);
 captcha_status captcha_check_batchnorm_backward_args(int batch, int channels, int spatial,
                                                      const float *x, const float *dy,
                                                      const float *gamma, const float *saved_mean,

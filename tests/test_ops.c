@@ -947,6 +947,17 @@ static void test_invalid_arguments(void **state)
                                                           p, p, err));
         EXPECT_INVALID(
             b->ops->batchnorm_forward_inference(b, 2, 2, 4, p, NULL, p, p, p, 1e-5f, p, err));
+        const float bad_eps[] = {-1e-5f, 0.0f, NAN, INFINITY};
+        for (size_t i = 0; i < sizeof bad_eps / sizeof bad_eps[0]; i++) {
+            EXPECT_INVALID(b->ops->batchnorm_forward_inference(b, 2, 2, 4, p, p, p, p, p,
+                                                               bad_eps[i], p, err));
+            EXPECT_INVALID(b->ops->batchnorm_forward_training(b, 2, 2, 4, p, p, p, 0.1f,
+                                                              bad_eps[i], p, p, p, p, p, err));
+        }
+        const float bad_momentum[] = {-0.1f, 1.5f, NAN};
+        for (size_t i = 0; i < sizeof bad_momentum / sizeof bad_momentum[0]; i++)
+            EXPECT_INVALID(b->ops->batchnorm_forward_training(b, 2, 2, 4, p, p, p, bad_momentum[i],
+                                                              1e-5f, p, p, p, p, p, err));
         EXPECT_INVALID(b->ops->batchnorm_backward(b, 2, 2, 4, p, p, p, p, p, p, NULL, p, err));
         EXPECT_INVALID(b->ops->linear_forward(b, 2, 3, 4, p, NULL, p, p, err));
         EXPECT_INVALID(b->ops->linear_backward(b, 0, 3, 4, p, p, p, p, p, p, err));

@@ -1072,8 +1072,8 @@ cpu_batchnorm_forward_training(captcha_backend *backend, int batch, int channels
 {
     cpu_backend *cpu = (cpu_backend *)backend;
     captcha_status status = captcha_check_batchnorm_training_args(
-        batch, channels, spatial, x, gamma, beta, running_mean, running_var, saved_mean,
-        saved_invstd, y, err);
+        batch, channels, spatial, x, gamma, beta, momentum, eps, running_mean, running_var,
+        saved_mean, saved_invstd, y, err);
     if (status != CAPTCHA_OK)
         return status;
     double n = (double)batch * spatial;
@@ -1125,7 +1125,7 @@ static captcha_status cpu_batchnorm_forward_inference(captcha_backend *backend, 
 {
     cpu_backend *cpu = (cpu_backend *)backend;
     captcha_status status = captcha_check_batchnorm_inference_args(
-        batch, channels, spatial, x, gamma, beta, running_mean, running_var, y, err);
+        batch, channels, spatial, x, gamma, beta, running_mean, running_var, eps, y, err);
     if (status != CAPTCHA_OK)
         return status;
     op_entry *entry;

@@ -1333,9 +1333,9 @@ captcha_status cuda_batchnorm_forward_training(captcha_backend *backend, int bat
                                                captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
-    TRY(captcha_check_batchnorm_training_args(batch, channels, spatial, x, gamma, beta,
-                                              running_mean, running_var, saved_mean, saved_invstd,
-                                              y, err));
+    TRY(captcha_check_batchnorm_training_args(batch, channels, spatial, x, gamma, beta, momentum,
+                                              eps, running_mean, running_var, saved_mean,
+                                              saved_invstd, y, err));
     TRY(bind_device(b, err));
     bn_plan *plan = nullptr;
     TRY(find_bn_plan(b, batch, channels, spatial, true, &plan, err));
@@ -1355,7 +1355,7 @@ captcha_status cuda_batchnorm_forward_inference(captcha_backend *backend, int ba
 {
     cuda_backend *b = as_cuda(backend);
     TRY(captcha_check_batchnorm_inference_args(batch, channels, spatial, x, gamma, beta,
-                                               running_mean, running_var, y, err));
+                                               running_mean, running_var, eps, y, err));
     TRY(bind_device(b, err));
     bn_plan *plan = nullptr;
     TRY(find_bn_plan(b, batch, channels, spatial, false, &plan, err));
