@@ -90,14 +90,21 @@ main (int argc, char **argv)
   if (argc > 1 && argv[1][0] == '-') {
     gboolean help = !strcmp (argv[1], "-h") || !strcmp (argv[1], "--help");
 
-    if (!help)
-      g_printerr ("%s: unknown option %s\n", argv[0], argv[1]);
-    g_print ("Usage: %s [PIPELINE DESCRIPTION]\n"
+    const char *usage = "Usage: %s [PIPELINE DESCRIPTION]\n"
         "Runs the pipeline (default: videotestsrc num-buffers=3 ! captchaocr ! "
         "fakesink) and prints\none line per region the last captchaocr "
         "attached:\n  PTS<TAB>id<TAB>parent-id<TAB>x,y WIDTHxHEIGHT<TAB>text"
-        "<TAB>confidence<TAB>reused\n", argv[0]);
-    return help ? 0 : 2;
+        "<TAB>confidence<TAB>reused\n";
+
+    /* asked for: on stdout; after an error: on stderr, which a script
+     * reading the results from stdout does not take for a result */
+    if (help) {
+      g_print (usage, argv[0]);
+      return 0;
+    }
+    g_printerr ("%s: unknown option %s\n", argv[0], argv[1]);
+    g_printerr (usage, argv[0]);
+    return 2;
   }
   /* each argument one token, as gst-launch-1.0 takes them (a property
    * value with a space needs no quoting inside the argument) */

@@ -1,0 +1,132 @@
+#!/bin/bash
+# Tests the examples as the README shows them: print-results (C, reads the region metas),
+# recognize-files.sh and screen-capture.sh (shell, gst-launch-1.0), on captchas made by
+# captcha-gen with a fixed seed and read with the bundled model. The text must be each
+# file's label: these are the seeds that examples/demo.sh reads, all correctly.
+# Usage: test_examples.sh PATH/TO/captcha-gen PATH/TO/print-results
+# Environment (set by meson): CAPTCHA_SOURCE_DIR, GST_PLUGIN_PATH, GST_REGISTRY;
+# CAPTCHA_SANITIZED=1 in an AddressSanitizer build, whose plugin the uninstrumented
+# gst-launch-1.0 cannot load: the shell examples are then left out.
+set -u
+GEN=${1:?usage: $0 PATH/TO/captcha-gen PATH/TO/print-results}
+PRINT=${2:?usage: $0 PATH/TO/captcha-gen PATH/TO/print-results}
+SRC=${CAPTCHA_SOURCE_DIR:?CAPTCHA_SOURCE_DIR is not set}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+# (looked up without this build's plugin, which gst-inspect-1.0 cannot load when it is
+# built with AddressSanitizer)
+for element in filesrc fdsrc decodebin pngdec videoconvert imagefreeze fakesink; do
+    if ! env -u GST_PLUGIN_PATH GST_REGISTRY="$T/registry.bin" gst-inspect-1.0 "$element" \
+        >/dev/null 2>&1; then
+        echo "SKIP: GStreamer element $element is not installed (gstreamer1.0-plugins-base/good)"
+        exit 77
+    fi
+done
+if ! fc-list : family | grep -q 'DejaVu Sans'; then
+    echo "SKIP: font family 'DejaVu Sans' not installed (Debian fonts-dejavu-core)"
+    exit 77
+fi
+if [ "${CAPTCHA_SANITIZED:-0}" = 1 ]; then
+    # GCC 12's LeakSanitizer crashes ("Tracer caught signal 11") on glibc 2.36 while it scans
+    # the dynamic TLS of a process whose plugin dlopen'ed libgomp: scan no TLS, and suppress
+    # glibc's per-thread dlerror buffer, which only TLS refers to.
+    { cat "$SRC/tests/lsan.supp"; echo 'leak:_dlerror_run'; } >"$T/lsan.supp"
+    export LSAN_OPTIONS="suppressions=$T/lsan.supp:print_suppressions=0:use_tls=0"
+fi
+FAILS=0
+fail() {
+    echo "FAIL: $*"
+    FAILS=$((FAILS + 1))
+}
+
+"$GEN" --out "$T/gen" --count 3 --seed 2024 --font 'DejaVu Sans' >/dev/null || fail "captcha-gen"
+mapfile -t images < <(find "$T/gen" -name '*.png' | LC_ALL=C sort)
+[ "${#images[@]}" -eq 3 ] || fail "captcha-gen made ${#images[@]} images, expected 3"
+label() { # a.png, a_1.png -> a
+    local name
+    name=$(basename "$1" .png)
+    echo "${name%%_*}"
+}
+first=${images[0]}
+truth=$(label "$first")
+
+# --- print-results: a header, then one line per region: PTS id parent box text confidence new|reused ---
+out=$("$PRINT" filesrc "location=$first" ! decodebin ! videoconvert ! \
+    imagefreeze num-buffers=1 ! captchaocr ! fakesink 2>"$T/err")
+status=$?
+[ "$status" -eq 0 ] || fail "print-results exit $status: $(cat "$T/err")"
+[ "$(head -n 1 <<<"$out")" = "$(printf 'pts\tid\tparent\tregion\ttext\tconfidence\treused')" ] ||
+    fail "print-results header line: $(head -n 1 <<<"$out")"
+[ "$(wc -l <<<"$out")" -eq 2 ] || fail "print-results printed $(wc -l <<<"$out") lines, expected 2"
+IFS=$'\t' read -r _ id parent box text confidence reused < <(sed -n 2p <<<"$out")
+[ "$text" = "$truth" ] || fail "print-results read '$text' from $first (label $truth): $out"
+[ "$box" = "0,0 200x50" ] || fail "print-results box '$box', expected the whole 200x50 image"
+[ "$id" = 0 ] && [ "$parent" = -1 ] && [ "$reused" = new ] ||
+    fail "print-results id/parent-id/reused '$id' '$parent' '$reused', expected 0 -1 new"
+awk -v c="$confidence" 'BEGIN { exit !(c > 0 && c <= 1) }' ||
+    fail "print-results confidence '$confidence' outside (0, 1]"
+
+# --- print-results usage: asked for on stdout (exit 0); after a bad option on stderr (exit 2)
+# with nothing on stdout, where a script reads results ---
+out=$("$PRINT" --help 2>/dev/null)
+status=$?
+[ "$status" -eq 0 ] && grep -q '^Usage:' <<<"$out" ||
+    fail "print-results --help: exit $status, stdout '$out'"
+out=$("$PRINT" --no-such-option 2>"$T/err")
+status=$?
+[ "$status" -eq 2 ] || fail "print-results --no-such-option: exit $status, expected 2"
+[ -z "$out" ] || fail "print-results --no-such-option wrote to stdout: $out"
+grep -q 'unknown option --no-such-option' "$T/err" && grep -q '^Usage:' "$T/err" ||
+    fail "print-results --no-such-option: stderr lacks the error or the usage: $(cat "$T/err")"
+
+if [ "${CAPTCHA_SANITIZED:-0}" = 1 ]; then
+    echo "note: AddressSanitizer build: recognize-files.sh and screen-capture.sh left out"
+    [ "$FAILS" -eq 0 ] && echo "ok: print-results" && exit 0
+    exit 1
+fi
+
+# --- recognize-files.sh: path<TAB>text<TAB>confidence per image, sorted; any file name ---
+# (a name with a quote, a double quote, a backslash and spaces: paths are printed as they are)
+odd="$T/gen/it's a \"name\" \\x.png"
+cp "$first" "$odd"
+"$SRC/examples/recognize-files.sh" "$T/gen" >"$T/out" 2>"$T/err"
+status=$?
+[ "$status" -eq 0 ] || fail "recognize-files.sh exit $status: $(cat "$T/err")"
+[ "$(wc -l <"$T/out")" -eq 4 ] || fail "recognize-files.sh printed $(wc -l <"$T/out") lines, expected 4"
+[ "$(cut -f1 "$T/out")" = "$(printf '%s\n' "$odd" "${images[@]}" | LC_ALL=C sort)" ] ||
+    fail "recognize-files.sh paths differ from the files, sorted: $(cut -f1 "$T/out")"
+while IFS=$'\t' read -r path text confidence; do
+    want=$(label "$path")
+    [ "$path" = "$odd" ] && want=$truth
+    [ "$text" = "$want" ] || fail "recognize-files.sh read '$text' from $path, expected '$want'"
+    [[ "$confidence" =~ ^[01]\.[0-9]{4}$ ]] ||
+        fail "recognize-files.sh confidence '$confidence' is not 4 decimals"
+done <"$T/out"
+
+# a file that is not an image: reported on stderr, exit 1, the other files still read
+printf 'not a png' >"$T/gen/broken.png"
+"$SRC/examples/recognize-files.sh" "$T/gen" >"$T/out" 2>"$T/err"
+status=$?
+[ "$status" -eq 1 ] || fail "recognize-files.sh with a broken file: exit $status, expected 1"
+grep -q 'broken.png' "$T/err" || fail "recognize-files.sh did not name broken.png: $(cat "$T/err")"
+[ "$(grep -c "$(printf '\t')$truth$(printf '\t')" "$T/out")" -ge 2 ] ||
+    fail "recognize-files.sh stopped reading after the broken file: $(cat "$T/out")"
+rm -f "$T/gen/broken.png" "$odd"
+
+# --- screen-capture.sh: the image inside a 1280x720 frame at 400,300, and on its own ---
+"$SRC/examples/screen-capture.sh" "$first" >"$T/out" 2>"$T/err"
+status=$?
+[ "$status" -eq 0 ] || fail "screen-capture.sh exit $status: $(cat "$T/err")"
+grep -q "^in a 1280x720 screen: $truth [0-9.]* 400,300 200x50$" "$T/out" &&
+    grep -q "^image alone: *$truth [0-9.]* 0,0 200x50$" "$T/out" ||
+    fail "screen-capture.sh did not read $truth at 400,300 200x50: $(cat "$T/out")"
+"$SRC/examples/screen-capture.sh" "$T/missing.png" >/dev/null 2>"$T/err"
+status=$?
+[ "$status" -eq 1 ] && grep -q 'missing.png' "$T/err" ||
+    fail "screen-capture.sh on a missing file: exit $status, stderr $(cat "$T/err")"
+
+if [ "$FAILS" -ne 0 ]; then
+    echo "$FAILS failure(s)"
+    exit 1
+fi
+echo "ok: print-results, recognize-files.sh, screen-capture.sh"
