@@ -57,6 +57,9 @@
  * (boolean, the text differs from the previous frame read in the same
  * region position).
  *
+ * Frames that downstream's QoS events mark late pass on unread (see
+ * #GstBaseTransform:qos, which here never drops a frame).
+ *
  * Buffers flagged GST_BUFFER_FLAG_GAP (no meaningful content) pass through
  * unread: no meta, no message, not counted by #GstCaptchaOcr:interval or
  * #GstCaptchaOcr:frames-processed, and #GstCaptchaOcr:message-on-change
@@ -152,6 +155,7 @@ gst_captcha_ocr_device_get_type (void)
 #define DEFAULT_MIN_CONFIDENCE 0.0
 #define DEFAULT_LATENCY 0.0
 #define DEFAULT_FRAMES_PROCESSED 0
+#define DEFAULT_QOS TRUE
 
 enum
 {
@@ -171,6 +175,7 @@ enum
   PROP_MIN_CONFIDENCE,
   PROP_LATENCY,
   PROP_FRAMES_PROCESSED,
+  PROP_QOS,                     /* GstBaseTransform's, overridden */
 };
 
 /* One region to read in the current frame. */
@@ -211,6 +216,10 @@ struct _GstCaptchaOcr
   gboolean message;
   gboolean message_on_change;
   gdouble min_confidence;
+  gboolean qos;                 /* late frames pass unread (not dropped) */
+  /* running time before which a frame is late, from downstream's last QoS
+   * event (GST_CLOCK_TIME_NONE: none), under the object lock */
+  GstClockTime earliest_time;
 
   /* statistics, under the object lock */
   gint64 latency_us[LATENCY_WINDOW];    /* ring of recent inference times */
@@ -286,6 +295,10 @@ static gboolean gst_captcha_ocr_sink_event (GstBaseTransform * trans,
     GstEvent * event);
 static GstFlowReturn gst_captcha_ocr_transform_ip (GstBaseTransform * trans,
     GstBuffer * buffer);
+static gboolean gst_captcha_ocr_src_event (GstBaseTransform * trans,
+    GstEvent * event);
+static void gst_captcha_ocr_attach (GstCaptchaOcr * self, GstBuffer * buffer,
+    gboolean reused);
 static gboolean gst_captcha_ocr_set_info (GstVideoFilter * filter,
     GstCaps * incaps, GstVideoInfo * in_info, GstCaps * outcaps,
     GstVideoInfo * out_info);
@@ -463,7 +476,8 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    * frame's region list) differs from the previous frame read. The message
    * still lists every result; the changed ones have changed=TRUE. GAP
    * buffers are not read, so the frame after a gap is compared with the
-   * last frame read before it.
+   * last frame read before it; so is the first frame after a caps change.
+   * After a start or a flushing seek the first frame read posts.
    */
   g_object_class_install_property (gobject_class, PROP_MESSAGE_ON_CHANGE,
       g_param_spec_boolean ("message-on-change", "Message on change",
@@ -510,6 +524,20 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
           "counted)", 0, G_MAXUINT64, DEFAULT_FRAMES_PROCESSED,
           G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
 
+  /**
+   * GstCaptchaOcr:qos:
+   *
+   * GstBaseTransform's property, with another meaning here: when
+   * downstream's QoS events say the stream runs late (a frame's running time
+   * at or before the last event's timestamp + jitter), such a late frame is
+   * passed on unread instead of being dropped (the base class's default for
+   * video filters): it carries the last results marked reused, as a frame
+   * skipped by #GstCaptchaOcr:interval, and is not counted by interval or
+   * #GstCaptchaOcr:frames-processed. FALSE: every frame is read, however
+   * late. Default TRUE.
+   */
+  g_object_class_override_property (gobject_class, PROP_QOS, "qos");
+
   gst_element_class_set_static_metadata (element_class,
       "Captcha OCR", "Filter/Analyzer/Video",
       "Reads captcha text in video frames with a residual CNN and attaches "
@@ -524,6 +552,7 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
       GST_DEBUG_FUNCPTR (gst_captcha_ocr_prepare_output_buffer);
   trans_class->transform_ip_on_passthrough = TRUE;
   trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_captcha_ocr_sink_event);
+  trans_class->src_event = GST_DEBUG_FUNCPTR (gst_captcha_ocr_src_event);
   /* after GstVideoFilter's class_init: chains up to its transform_ip */
   trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_captcha_ocr_transform_ip);
   filter_class->set_info = GST_DEBUG_FUNCPTR (gst_captcha_ocr_set_info);
@@ -551,6 +580,10 @@ gst_captcha_ocr_init (GstCaptchaOcr * self)
   self->message = DEFAULT_MESSAGE;
   self->message_on_change = DEFAULT_MESSAGE_ON_CHANGE;
   self->min_confidence = DEFAULT_MIN_CONFIDENCE;
+  self->qos = DEFAULT_QOS;
+  self->earliest_time = GST_CLOCK_TIME_NONE;
+  /* never the base class's QoS, which drops late frames from the stream */
+  gst_base_transform_set_qos_enabled (GST_BASE_TRANSFORM (self), FALSE);
 
   self->regions = g_array_new (FALSE, TRUE, sizeof (GstCaptchaOcrRegion));
   self->results = g_array_new (FALSE, TRUE, sizeof (GstCaptchaOcrResult));
@@ -639,6 +672,9 @@ gst_captcha_ocr_set_property (GObject * object, guint prop_id,
     case PROP_MIN_CONFIDENCE:
       self->min_confidence = g_value_get_double (value);
       break;
+    case PROP_QOS:
+      self->qos = g_value_get_boolean (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -705,6 +741,9 @@ gst_captcha_ocr_get_property (GObject * object, guint prop_id,
     }
     case PROP_FRAMES_PROCESSED:
       g_value_set_uint64 (value, self->frames_processed);
+      break;
+    case PROP_QOS:
+      g_value_set_boolean (value, self->qos);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -806,14 +845,21 @@ gst_captcha_ocr_release_model (GstCaptchaOcr * self)
 }
 
 /* Forgets the stream: interval counts from the next frame, and no result of
- * an earlier frame is carried on (reused) or compared (message-on-change).
- * Streaming thread (or while stopped). */
+ * an earlier frame is carried on (reused); unless keep_texts, none is
+ * compared either (message-on-change). A caps change keeps them: the same
+ * text read after a new frame size or rate (a screen resized, a framerate
+ * renegotiated) is no change. Streaming thread (or while stopped). */
 static void
-gst_captcha_ocr_reset_stream (GstCaptchaOcr * self)
+gst_captcha_ocr_reset_stream (GstCaptchaOcr * self, gboolean keep_texts)
 {
   self->frame_index = 0;
   g_array_set_size (self->results, 0);
-  g_array_set_size (self->texts, 0);
+  if (!keep_texts) {
+    g_array_set_size (self->texts, 0);
+    GST_OBJECT_LOCK (self);
+    self->earliest_time = GST_CLOCK_TIME_NONE;  /* QoS of a past position */
+    GST_OBJECT_UNLOCK (self);
+  }
 }
 
 /* TRUE the first time for *flag (a warning given once, until the flag is
@@ -918,7 +964,7 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
       self->config.input_width, self->config.input_height);
   g_free (path);
 
-  gst_captcha_ocr_reset_stream (self);
+  gst_captcha_ocr_reset_stream (self, FALSE);
   GST_OBJECT_LOCK (self);
   self->region_warned = FALSE;
   self->frame_warned = FALSE;
@@ -987,6 +1033,20 @@ gst_captcha_ocr_unmappable (GstVideoFilter * filter, GstBuffer * buffer)
         "%s frame (caps, no video meta) needs %" G_GSIZE_FORMAT, size,
         GST_VIDEO_INFO_WIDTH (info), GST_VIDEO_INFO_HEIGHT (info),
         GST_VIDEO_INFO_NAME (info), GST_VIDEO_INFO_SIZE (info)) : NULL;
+  /* gst_video_frame_map refuses (with a GStreamer-CRITICAL) a meta of another
+   * format or smaller than the caps' frame; a larger one is padding, and only
+   * the caps' frame is read (or the crop meta's rectangle within it) */
+  if (meta->format != GST_VIDEO_INFO_FORMAT (info)
+      || meta->n_planes != GST_VIDEO_INFO_N_PLANES (info)
+      || meta->width < (guint) GST_VIDEO_INFO_WIDTH (info)
+      || meta->height < (guint) GST_VIDEO_INFO_HEIGHT (info))
+    return g_strdup_printf ("the video meta describes a %ux%u %s frame "
+        "(%u plane%s), the caps a %dx%d %s one (%u plane%s)", meta->width,
+        meta->height, gst_video_format_to_string (meta->format), meta->n_planes,
+        meta->n_planes == 1 ? "" : "s", GST_VIDEO_INFO_WIDTH (info),
+        GST_VIDEO_INFO_HEIGHT (info), GST_VIDEO_INFO_NAME (info),
+        GST_VIDEO_INFO_N_PLANES (info),
+        GST_VIDEO_INFO_N_PLANES (info) == 1 ? "" : "s");
   for (p = 0; p < meta->n_planes; p++)
     if (!gst_buffer_find_memory (buffer, meta->offset[p], 1, &idx, &length,
             &skip))
@@ -997,13 +1057,61 @@ gst_captcha_ocr_unmappable (GstVideoFilter * filter, GstBuffer * buffer)
   return NULL;
 }
 
+/* Keeps downstream's lateness from QoS events (as GstBaseTransform does, for
+ * its own QoS): frames whose running time is at or before timestamp + diff
+ * are late. The event goes on upstream. */
+static gboolean
+gst_captcha_ocr_src_event (GstBaseTransform * trans, GstEvent * event)
+{
+  GstCaptchaOcr *self = GST_CAPTCHA_OCR (trans);
+
+  if (GST_EVENT_TYPE (event) == GST_EVENT_QOS) {
+    GstQOSType type;
+    gdouble proportion;
+    GstClockTimeDiff diff;
+    GstClockTime timestamp;
+
+    gst_event_parse_qos (event, &type, &proportion, &diff, &timestamp);
+    GST_OBJECT_LOCK (self);
+    if (!GST_CLOCK_TIME_IS_VALID (timestamp))
+      self->earliest_time = GST_CLOCK_TIME_NONE;
+    else if (diff < 0 && (GstClockTime) (-diff) > timestamp)
+      self->earliest_time = 0;
+    else
+      self->earliest_time = timestamp + diff;
+    GST_OBJECT_UNLOCK (self);
+  }
+  return GST_BASE_TRANSFORM_CLASS (parent_class)->src_event (trans, event);
+}
+
+/* TRUE when qos is on and buffer is late by downstream's last QoS event. */
+static gboolean
+gst_captcha_ocr_late (GstCaptchaOcr * self, GstBuffer * buffer)
+{
+  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
+  GstClockTime earliest, running_time;
+  gboolean qos;
+
+  GST_OBJECT_LOCK (self);
+  qos = self->qos;
+  earliest = self->earliest_time;
+  GST_OBJECT_UNLOCK (self);
+  if (!qos || !GST_CLOCK_TIME_IS_VALID (earliest)
+      || !GST_BUFFER_PTS_IS_VALID (buffer)
+      || trans->segment.format != GST_FORMAT_TIME)
+    return FALSE;
+  running_time = gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME,
+      GST_BUFFER_PTS (buffer));
+  return GST_CLOCK_TIME_IS_VALID (running_time) && running_time <= earliest;
+}
+
 /* A flush (a flushing seek) starts the stream anew: the frames after it are
  * counted from the first, and results from before it are not carried over. */
 static gboolean
 gst_captcha_ocr_sink_event (GstBaseTransform * trans, GstEvent * event)
 {
   if (GST_EVENT_TYPE (event) == GST_EVENT_FLUSH_STOP)
-    gst_captcha_ocr_reset_stream (GST_CAPTCHA_OCR (trans));
+    gst_captcha_ocr_reset_stream (GST_CAPTCHA_OCR (trans), FALSE);
   return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
 }
 
@@ -1023,6 +1131,12 @@ gst_captcha_ocr_transform_ip (GstBaseTransform * trans, GstBuffer * buffer)
   if (reason) {
     gst_captcha_ocr_warn_frame (GST_CAPTCHA_OCR (trans), reason);
     g_free (reason);
+    return GST_FLOW_OK;
+  }
+  if (gst_captcha_ocr_late (GST_CAPTCHA_OCR (trans), buffer)) {
+    GST_LOG_OBJECT (trans, "late frame %" GST_TIME_FORMAT " passed on unread",
+        GST_TIME_ARGS (GST_BUFFER_PTS (buffer)));
+    gst_captcha_ocr_attach (GST_CAPTCHA_OCR (trans), buffer, TRUE);
     return GST_FLOW_OK;
   }
   return GST_BASE_TRANSFORM_CLASS (parent_class)->transform_ip (trans, buffer);
@@ -1076,7 +1190,7 @@ gst_captcha_ocr_set_info (GstVideoFilter * filter, GstCaps * incaps,
 
   /* A new size or format: the last results may not fit the new frames, and
    * a region that was outside may now be inside (or the reverse). */
-  gst_captcha_ocr_reset_stream (self);
+  gst_captcha_ocr_reset_stream (self, TRUE);
   GST_OBJECT_LOCK (self);
   self->region_warned = FALSE;
   self->frame_warned = FALSE;
@@ -1111,8 +1225,22 @@ static gboolean
 gst_captcha_ocr_check_frame (const GstVideoFrame * frame,
     const captcha_image * image, captcha_error * err)
 {
+  const gchar *format =
+      gst_video_format_to_string (GST_VIDEO_FRAME_FORMAT (frame));
   guint p;
 
+  /* (the library's own check names its pixel format, e.g. BGRA for BGRx) */
+  for (p = 0; p < GST_VIDEO_FRAME_N_PLANES (frame); p++) {
+    long long row = captcha_image_row_bytes (image, (int) p);
+
+    if (row >= 0 && image->strides[p] < row) {
+      captcha_fail (err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+          "plane %u of the %dx%d %s frame: its stride is %d bytes, less than "
+          "the %lld bytes of one row", p, image->width, image->height, format,
+          image->strides[p], row);
+      return FALSE;
+    }
+  }
   if (captcha_image_validate (image, err) != CAPTCHA_OK)
     return FALSE;
   for (p = 0; p < GST_VIDEO_FRAME_N_PLANES (frame); p++) {
@@ -1127,8 +1255,7 @@ gst_captcha_ocr_check_frame (const GstVideoFrame * frame,
       captcha_fail (err, CAPTCHA_ERROR_INVALID_ARGUMENT,
           "plane %u of the %dx%d %s frame needs %lld bytes (stride %d), but "
           "its memory holds %lld from the plane's offset", p, image->width,
-          image->height,
-          gst_video_format_to_string (GST_VIDEO_FRAME_FORMAT (frame)), span,
+          image->height, format, span,
           image->strides[p], available < 0 ? 0 : available);
       return FALSE;
     }
@@ -1374,8 +1501,15 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   GstCaptchaOcr *self = GST_CAPTCHA_OCR (filter);
   GstBuffer *buffer = frame->buffer;
   GstVideoCropMeta *crop = gst_buffer_get_video_crop_meta (buffer);
-  gint width = GST_VIDEO_FRAME_WIDTH (frame);
-  gint height = GST_VIDEO_FRAME_HEIGHT (frame);
+  /* the frame the caps describe: a video meta may be larger (padding), and
+   * gst_video_frame_map then gives its size; with a crop meta the meta's
+   * frame is the one the crop rectangle lies in (videocrop) */
+  gint width = crop ? GST_VIDEO_FRAME_WIDTH (frame)
+      : MIN (GST_VIDEO_FRAME_WIDTH (frame), GST_VIDEO_INFO_WIDTH (&filter->in_info));
+  gint height = crop ? GST_VIDEO_FRAME_HEIGHT (frame)
+      : MIN (GST_VIDEO_FRAME_HEIGHT (frame),
+      GST_VIDEO_INFO_HEIGHT (&filter->in_info));
+  const gint frame_width = width, frame_height = height;
   gint crop_x = 0, crop_y = 0;
   captcha_image image;
   captcha_roi roi;
@@ -1422,8 +1556,8 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   GST_OBJECT_UNLOCK (self);
 
   image.format = self->pixel_format;
-  image.width = GST_VIDEO_FRAME_WIDTH (frame);
-  image.height = GST_VIDEO_FRAME_HEIGHT (frame);
+  image.width = frame_width;
+  image.height = frame_height;
   for (i = 0; i < 3; i++) {
     gboolean has_plane = i < GST_VIDEO_FRAME_N_PLANES (frame);
     image.planes[i] = has_plane ? GST_VIDEO_FRAME_PLANE_DATA (frame, i) : NULL;

@@ -82,6 +82,14 @@ static long long plane_row_bytes(const captcha_image *image, int p)
     return image->format == CAPTCHA_PIXEL_NV12 ? 2 * chroma_width : chroma_width;
 }
 
+long long captcha_image_row_bytes(const captcha_image *image, int p)
+{
+    if (!image || captcha_pixel_format_bytes_per_pixel(image->format) == 0 || image->width < 1 ||
+        image->width > MAX_SIDE || p < 0 || p >= plane_count(image->format))
+        return -1;
+    return plane_row_bytes(image, p);
+}
+
 captcha_status captcha_image_validate(const captcha_image *image, captcha_error *err)
 {
     if (!image)

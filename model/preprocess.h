@@ -64,6 +64,13 @@ int captcha_pixel_format_bytes_per_pixel(captcha_pixel_format format);
  * strides at least the row size. The message names the field and value. */
 captcha_status captcha_image_validate(const captcha_image *image, captcha_error *err);
 
+/* Bytes of one row of plane p, without padding (the least stride it may have):
+ * width x bytes per pixel (plane 0), 2 x ((width + 1) / 2) (NV12 UV) or
+ * (width + 1) / 2 (I420 U, V). Only format and width are read. Returns -1 for
+ * an unknown format, a width outside 1..65536, or p not one of the format's
+ * planes. */
+long long captcha_image_row_bytes(const captcha_image *image, int p);
+
 /* Bytes plane p of a valid image spans from planes[p]: (rows - 1) x strides[p]
  * plus the bytes of one row, rows being the height (plane 0) or (height + 1) / 2
  * (the chroma planes of NV12 and I420), one row being width x bytes per pixel

@@ -438,6 +438,22 @@ GST_END_TEST;
  * negative stride) passes unread: no result, one warning naming the plane and
  * the sizes, no error; the element reads the next good frame. A buffer exactly
  * as long as the last row needs is read. */
+/* On bus, for case c: one warning saying each of needles[n] (up to a NULL) when its
+ * frames were not read, none when they were (reads), and no error. */
+static void expect_frame_warning(GstBus *bus, guint c, gboolean reads, const gchar *const *needles,
+                                 guint n)
+{
+    gchar *warning = NULL;
+    guint i;
+
+    fail_unless_equals_int(pop_warnings(bus, &warning), reads ? 0 : 1);
+    for (i = 0; i < n && needles[i]; i++)
+        fail_unless(strstr(warning, needles[i]) != NULL,
+                    "case %u: warning \"%s\" does not say \"%s\"", c, warning, needles[i]);
+    g_free(warning);
+    fail_unless_equals_int(count_messages(bus, GST_MESSAGE_ERROR), 0);
+}
+
 GST_START_TEST(test_short_buffer)
 {
     const gint stride = 1024;
@@ -456,8 +472,8 @@ GST_START_TEST(test_short_buffer)
         {span - 1, stride, 0, FALSE, {"plane 0 of the 202x50 BGRx frame", "needs 50984 bytes", "holds 50983"}},
         {span, stride, 1, FALSE, {"plane 0", "needs 50984 bytes", "holds 50983"}},
         {span, stride, span + 64, FALSE, {"plane 0 of the 202x50 BGRx frame", "starts at byte 51048", "past the buffer's 50984 bytes"}},
-        {PICTURE_HEIGHT * 1000, 10, 0, FALSE, {"plane 0: its stride is 10 bytes", "808 bytes of one row"}},
-        {span, -stride, span - PICTURE_WIDTH * 4, FALSE, {"plane 0: its stride is -1024"}},
+        {PICTURE_HEIGHT * 1000, 10, 0, FALSE, {"plane 0 of the 202x50 BGRx frame: its stride is 10 bytes", "808 bytes of one row"}},
+        {span, -stride, span - PICTURE_WIDTH * 4, FALSE, {"plane 0 of the 202x50 BGRx frame: its stride is -1024"}},
     };
     guint c, i;
 
@@ -466,7 +482,6 @@ GST_START_TEST(test_short_buffer)
         gint strides[GST_VIDEO_MAX_PLANES] = {cases[c].stride};
         GstHarness *h;
         GstBus *bus;
-        gchar *warning = NULL;
 
         h = harness_new(&bus, NULL);
         harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
@@ -492,13 +507,8 @@ GST_START_TEST(test_short_buffer)
                 assert_same_reading(&r[0], &reference, "buffer of exactly the span");
             gst_buffer_unref(out);
         }
-        fail_unless_equals_int(pop_warnings(bus, &warning), cases[c].reads ? 0 : 1);
-        for (i = 0; i < G_N_ELEMENTS(cases[c].needles) && cases[c].needles[i]; i++)
-            fail_unless(strstr(warning, cases[c].needles[i]) != NULL,
-                        "case %u: warning \"%s\" does not say \"%s\"", c, warning,
-                        cases[c].needles[i]);
-        g_free(warning);
-        fail_unless_equals_int(count_messages(bus, GST_MESSAGE_ERROR), 0);
+        expect_frame_warning(bus, c, cases[c].reads, cases[c].needles,
+                             G_N_ELEMENTS(cases[c].needles));
         if (!cases[c].reads) {
             /* the element goes on reading good frames */
             GstBuffer *out = push_pull(
@@ -567,6 +577,125 @@ GST_START_TEST(test_short_buffer)
         fail_unless_equals_int(pop_warnings(bus, &warning), 1);
         g_free(warning);
         harness_teardown_with_bus(h, bus);
+    }
+    g_free(picture);
+}
+
+GST_END_TEST;
+
+/* A video meta that disagrees with the caps: of another format or smaller, the frame
+ * passes unread with one warning (gst_video_frame_map would refuse it with a
+ * GStreamer-CRITICAL, which gst-check makes fatal); larger (padding), only the caps'
+ * frame is read. */
+GST_START_TEST(test_meta_mismatch)
+{
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    Result reference = read_once(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    const gint big_width = 2 * PICTURE_WIDTH, big_height = 2 * PICTURE_HEIGHT;
+    struct {
+        GstVideoFormat format;
+        gint width, height;
+        gboolean reads;
+        const gchar *needle;
+    } cases[] = {
+        {GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH / 2, PICTURE_HEIGHT / 2, FALSE,
+         "the video meta describes a 101x25 BGRx frame (1 plane), the caps a 202x50 BGRx one"},
+        {GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT - 1, FALSE, "202x49 BGRx"},
+        {GST_VIDEO_FORMAT_GRAY8, PICTURE_WIDTH, PICTURE_HEIGHT, FALSE, "a 202x50 GRAY8 frame"},
+        {GST_VIDEO_FORMAT_BGRx, big_width, big_height, TRUE, NULL},
+    };
+    guint c, i;
+
+    for (c = 0; c < G_N_ELEMENTS(cases); c++) {
+        GstHarness *h;
+        GstBus *bus;
+
+        h = harness_new(&bus, NULL);
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        for (i = 0; i < 2; i++) {
+            /* the picture at the top left of a big_width x big_height BGRx frame whose
+             * padding is a gradient the network would read as something else */
+            GstBuffer *in = gst_buffer_new_allocate(NULL, (gsize)big_width * big_height * 4, NULL);
+            gsize offsets[GST_VIDEO_MAX_PLANES] = {0};
+            gint strides[GST_VIDEO_MAX_PLANES] = {big_width * 4};
+            GstBuffer *out;
+            GstMapInfo map;
+            Result r[2];
+            gint y;
+
+            fail_unless(gst_buffer_map(in, &map, GST_MAP_WRITE));
+            for (gsize k = 0; k < map.size; k++)
+                map.data[k] = (guint8)(k * 7 / 13);
+            for (y = 0; y < PICTURE_HEIGHT; y++)
+                memcpy(map.data + (gsize)y * strides[0], picture + y * PICTURE_WIDTH * 4,
+                       PICTURE_WIDTH * 4);
+            gst_buffer_unmap(in, &map);
+            if (cases[c].format == GST_VIDEO_FORMAT_GRAY8)
+                strides[0] = big_width;
+            gst_buffer_add_video_meta_full(in, GST_VIDEO_FRAME_FLAG_NONE, cases[c].format,
+                                           cases[c].width, cases[c].height, 1, offsets, strides);
+            out = push_pull(h, in);
+            fail_unless_equals_int(results_of(out, r, 2), cases[c].reads ? 1 : 0);
+            if (cases[c].reads) {
+                assert_same_reading(&r[0], &reference, "the caps' frame inside a larger meta's");
+                fail_unless(r[0].x == 0 && r[0].y == 0 && r[0].width == PICTURE_WIDTH &&
+                                r[0].height == PICTURE_HEIGHT,
+                            "region %u,%u %ux%u, expected the caps' 0,0 202x50", r[0].x, r[0].y,
+                            r[0].width, r[0].height);
+            }
+            gst_buffer_unref(out);
+        }
+        expect_frame_warning(bus, c, cases[c].reads, &cases[c].needle, 1);
+        harness_teardown_with_bus(h, bus);
+    }
+    g_free(picture);
+}
+
+GST_END_TEST;
+
+/* Frames late by downstream's QoS events pass on unread (not dropped, as the base
+ * class would), carrying the last results marked reused; qos=false reads them. */
+GST_START_TEST(test_qos)
+{
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    Result reference = read_once(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    /* PTS in seconds; a QoS event after frame 0 says frames up to 3 s are late */
+    const guint pts[4] = {0, 1, 3, 4};
+    gboolean qos;
+
+    for (qos = FALSE; qos <= TRUE; qos++) {
+        GstHarness *h = harness_new(NULL, "qos", qos, NULL);
+        guint64 processed;
+        gboolean value;
+        guint i;
+
+        g_object_get(h->element, "qos", &value, NULL);
+        fail_unless_equals_int(value, qos);
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        for (i = 0; i < G_N_ELEMENTS(pts); i++) {
+            GstBuffer *in = make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT,
+                                        GST_VIDEO_FORMAT_BGRx);
+            gboolean late = qos && (i == 1 || i == 2);
+            GstBuffer *out;
+            Result r[2];
+
+            GST_BUFFER_PTS(in) = pts[i] * GST_SECOND;
+            GST_BUFFER_DURATION(in) = GST_SECOND;
+            fail_unless_equals_int(gst_harness_push(h, in), GST_FLOW_OK);
+            out = gst_harness_try_pull(h);
+            fail_unless(out != NULL, "qos=%d: frame %u was dropped", qos, i);
+            fail_unless_equals_int(results_of(out, r, 2), 1);
+            assert_same_reading(&r[0], &reference, "frame with QoS");
+            fail_unless(r[0].reused == late, "qos=%d: frame %u reused %d", qos, i, r[0].reused);
+            gst_buffer_unref(out);
+            if (i == 0)
+                fail_unless(gst_harness_push_upstream_event(
+                    h, gst_event_new_qos(GST_QOS_TYPE_THROTTLE, 2.0, 2 * GST_SECOND,
+                                         GST_SECOND)));
+        }
+        g_object_get(h->element, "frames-processed", &processed, NULL);
+        fail_unless_equals_uint64(processed, qos ? 2 : 4);
+        gst_harness_teardown(h);
     }
     g_free(picture);
 }
@@ -1236,6 +1365,48 @@ GST_START_TEST(test_message_on_change)
     free_structures(messages, 3);
 
     fail_unless_equals_int(run_message_sequence(FALSE, FALSE, messages, 8, &ref_a, &ref_b), 0);
+
+    /* the same text after a caps change (framerate, then size) is no change; after a
+     * flushing seek the first frame posts */
+    {
+        guint8 *a = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+        guint8 *wide = make_frame(2 * PICTURE_WIDTH, PICTURE_HEIGHT, 1);
+        GstHarness *h;
+        GstBus *bus;
+        GstSegment segment;
+        gchar *caps;
+
+        paste(wide, 2 * PICTURE_WIDTH, a, PICTURE_WIDTH, PICTURE_HEIGHT, 0, 0);
+        h = harness_new(&bus, "message-on-change", TRUE, "roi-width", PICTURE_WIDTH, NULL);
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        gst_buffer_unref(push_pull(
+            h, make_buffer(a, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx)));
+        fail_unless_equals_int(pop_captcha_messages(bus, messages, 8), 1);
+        free_structures(messages, 1);
+        caps = g_strdup_printf("video/x-raw,format=BGRx,width=%d,height=%d,framerate=5/1",
+                               PICTURE_WIDTH, PICTURE_HEIGHT);
+        gst_harness_set_src_caps_str(h, caps);
+        g_free(caps);
+        gst_buffer_unref(push_pull(
+            h, make_buffer(a, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx)));
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, 2 * PICTURE_WIDTH, PICTURE_HEIGHT);
+        gst_buffer_unref(push_pull(
+            h, make_buffer(wide, 2 * PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx)));
+        fail_unless_equals_int(pop_captcha_messages(bus, messages, 8), 0);
+        fail_unless(gst_harness_push_event(h, gst_event_new_flush_start()));
+        fail_unless(gst_harness_push_event(h, gst_event_new_flush_stop(TRUE)));
+        gst_segment_init(&segment, GST_FORMAT_TIME);
+        fail_unless(gst_harness_push_event(h, gst_event_new_segment(&segment)));
+        gst_buffer_unref(push_pull(
+            h, make_buffer(wide, 2 * PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx)));
+        fail_unless_equals_int(pop_captcha_messages(bus, messages, 8), 1);
+        fail_unless_equals_string(gst_structure_get_string(message_result(messages[0], 0), "text"),
+                                  ref_a.text);
+        free_structures(messages, 1);
+        harness_teardown_with_bus(h, bus);
+        g_free(a);
+        g_free(wide);
+    }
 }
 
 GST_END_TEST;
@@ -1683,6 +1854,8 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_formats);
     tcase_add_test(tc, test_stride);
     tcase_add_test(tc, test_short_buffer);
+    tcase_add_test(tc, test_meta_mismatch);
+    tcase_add_test(tc, test_qos);
     tcase_add_test(tc, test_threads);
     tcase_add_test(tc, test_frame_untouched);
     tcase_add_test(tc, test_roi_property);
