@@ -7,12 +7,15 @@
  *            imagefreeze num-buffers=1 ! captchaocr model=m.safetensors ! fakesink
  *   Without arguments: videotestsrc num-buffers=3 ! captchaocr ! fakesink.
  *
- * The metas are read on the src pad of the (last) captchaocr, by a buffer
- * probe; an application would do the same in an appsink or a later probe,
- * but before any videoscale (which drops the params in GStreamer 1.22).
+ * The metas are read on the src pad of the last captchaocr in the stream
+ * (the most downstream one, when there are several), by a buffer probe; an
+ * application would do the same in an appsink or a later probe, but before
+ * any videoscale (which drops the params in GStreamer 1.22). Every region on
+ * the buffer is printed, including those of earlier captchaocr elements.
  *
- * Output, one line per region:
- *   PTS<TAB>id<TAB>parent-id<TAB>x,y WIDTHxHEIGHT<TAB>text<TAB>confidence<TAB>reused
+ * Output: a header line "pts id parent region text confidence reused"
+ * (tab-separated), then one line per region:
+ *   PTS<TAB>id<TAB>parent-id<TAB>x,y WIDTHxHEIGHT<TAB>text<TAB>confidence<TAB>new|reused
  *
  * SPDX-License-Identifier: MIT
  */
@@ -57,16 +60,21 @@ print_regions (G_GNUC_UNUSED GstPad * pad, GstPadProbeInfo * info,
 static GstElement *
 find_captchaocr (GstBin * bin)
 {
-  GstIterator *it = gst_bin_iterate_recurse (bin);
+  /* sorted: downstream elements before upstream ones (sinks first), so the
+   * first captchaocr met is the last in the stream; bins are searched the
+   * same way where they stand */
+  GstIterator *it = gst_bin_iterate_sorted (bin);
   GValue item = G_VALUE_INIT;
   GstElement *found = NULL;
 
-  while (gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
+  while (!found && gst_iterator_next (it, &item) == GST_ITERATOR_OK) {
     GstElement *element = g_value_get_object (&item);
     GstElementFactory *factory = gst_element_get_factory (element);
 
     if (factory && g_strcmp0 (GST_OBJECT_NAME (factory), "captchaocr") == 0)
-      gst_object_replace ((GstObject **) & found, GST_OBJECT (element));
+      found = gst_object_ref (element);
+    else if (GST_IS_BIN (element))
+      found = find_captchaocr (GST_BIN (element));
     g_value_reset (&item);
   }
   g_value_unset (&item);

@@ -66,6 +66,15 @@ IFS=$'\t' read -r _ id parent box text confidence reused < <(sed -n 2p <<<"$out"
 awk -v c="$confidence" 'BEGIN { exit !(c > 0 && c <= 1) }' ||
     fail "print-results confidence '$confidence' outside (0, 1]"
 
+# --- two captchaocr in series, the second reading the first's region (roi-type): the
+# probe sits on the last, so both regions are printed, the second with parent-id 0 ---
+out=$("$PRINT" filesrc "location=$first" ! decodebin ! videoconvert ! \
+    imagefreeze num-buffers=1 ! captchaocr ! captchaocr roi-type=captcha ! fakesink 2>"$T/err")
+status=$?
+[ "$status" -eq 0 ] || fail "print-results, two elements: exit $status: $(cat "$T/err")"
+[ "$(sed -n '2,$p' <<<"$out" | cut -f2,3,4,5)" = "$(printf '0\t-1\t0,0 200x50\t%s\n1\t0\t0,0 200x50\t%s' "$truth" "$truth")" ] ||
+    fail "print-results, two elements: expected regions 0 and 1 (parent 0) of the last element: $out"
+
 # --- print-results usage: asked for on stdout (exit 0); after a bad option on stderr (exit 2)
 # with nothing on stdout, where a script reads results ---
 out=$("$PRINT" --help 2>/dev/null)
