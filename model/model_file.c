@@ -838,6 +838,29 @@ done:
     return status;
 }
 
+/* A tensor stored in another float type than F32 (a PyTorch model saved after .half(),
+ * say) is named before the data section's size is checked: half-size tensors would
+ * otherwise read as a truncated file. Only the "dtype" fields are looked at here;
+ * load_tensors checks every entry in full. */
+static captcha_status check_float_dtypes(const model_file *file, captcha_error *err)
+{
+    const char *name;
+    json_t *value;
+    json_object_foreach(file->root, name, value)
+    {
+        const char *dtype = json_string_value(json_object_get(value, "dtype"));
+        if (!strcmp(name, METADATA_KEY) || !dtype || !strcmp(dtype, "F32") ||
+            strstr(name, "num_batches_tracked"))
+            continue;
+        if (dtype[0] == 'F' || !strcmp(dtype, "BF16"))
+            return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                                "%s: tensor %s has dtype %s, expected F32 (models are read in "
+                                "float32: save the state_dict() after .float())",
+                                file->path, name, dtype);
+    }
+    return CAPTCHA_OK;
+}
+
 captcha_status captcha_model_load(const char *path, captcha_backend *backend, captcha_network **out,
                                   char *notice, size_t notice_size, captcha_error *err)
 {
@@ -855,6 +878,8 @@ captcha_status captcha_model_load(const char *path, captcha_backend *backend, ca
     captcha_config config;
     captcha_network *network = NULL;
     status = config_from_header(&file, &config, notice, notice_size, err);
+    if (status == CAPTCHA_OK)
+        status = check_float_dtypes(&file, err);
     if (status == CAPTCHA_OK) {
         /* Before anything is allocated for the network (its parameters, gradients and
          * Adam moments, ~5x its tensors): a header naming a large geometry over a data

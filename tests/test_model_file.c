@@ -478,6 +478,39 @@ static void test_wrong_dtype(void **state)
                  "tensor cnn_layers.1.block.1.weight has dtype F16, expected F32", NULL);
 }
 
+/* A whole model in half precision (as PyTorch saves it after .half()): every float
+ * tensor F16 (or BF16) at half its bytes, the data section half as large. Named as a
+ * dtype, not taken for a truncated file. */
+static void test_half_precision_model(void **state)
+{
+    (void)state;
+    const char *dtypes[] = {"F16", "BF16"};
+    for (size_t k = 0; k < 2; k++) {
+        model_bytes m;
+        read_model(g_valid, &m);
+        const char *name;
+        json_t *value;
+        json_object_foreach(m.header, name, value)
+        {
+            json_t *offsets = json_object_get(value, "data_offsets");
+            if (!strcmp(name, "__metadata__"))
+                continue;
+            json_int_t begin = json_integer_value(json_array_get(offsets, 0));
+            json_int_t end = json_integer_value(json_array_get(offsets, 1));
+            json_array_set_new(offsets, 0, json_integer(begin / 2));
+            json_array_set_new(offsets, 1, json_integer(end / 2));
+            if (!strcmp(json_string_value(json_object_get(value, "dtype")), "F32"))
+                json_object_set_new(value, "dtype", json_string(dtypes[k]));
+        }
+        char path[4200], expected[64];
+        tmp_path(path, sizeof path, "half.safetensors");
+        write_model(path, m.header, m.data, m.data_size / 2);
+        free_model(&m);
+        snprintf(expected, sizeof expected, "has dtype %s, expected F32", dtypes[k]);
+        expect_error(path, CAPTCHA_ERROR_FORMAT, 0, expected, NULL);
+    }
+}
+
 static void edit_batches_tracked_dtype(json_t *header)
 {
     json_t *entry = entry_of(header, "cnn_layers.4.skip.1.num_batches_tracked");
@@ -1177,6 +1210,7 @@ int main(void)
         cmocka_unit_test(test_missing_tensor),
         cmocka_unit_test(test_wrong_shape),
         cmocka_unit_test(test_wrong_dtype),
+        cmocka_unit_test(test_half_precision_model),
         cmocka_unit_test(test_non_finite_values),
         cmocka_unit_test(test_batches_tracked_wrong_dtype),
         cmocka_unit_test(test_offsets_outside_data),
