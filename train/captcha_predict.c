@@ -1,6 +1,6 @@
 /* captcha-predict: reads captchas with a trained model.
  *
- *   captcha-predict --model FILE [--device auto|cpu|cuda] [--batch N] PATH...
+ *   captcha-predict [--model FILE] [--device auto|cpu|cuda] [--batch N] PATH...
  *
  * PATH: image files, or folders (their regular files, not recursive, sorted
  * by name). Output on stdout, one line per image in that order:
@@ -33,11 +33,13 @@
 
 static void usage(FILE *stream)
 {
-    fputs("Usage: " PROGRAM " --model FILE [options] PATH...\n"
+    fputs("Usage: " PROGRAM " [--model FILE] [options] PATH...\n"
           "Reads the captcha in each image (PNG, JPEG, ... decoded by content). PATH is an\n"
           "image file or a folder (its files, not recursive, sorted by name).\n"
           "\n"
-          "  --model FILE   model file (safetensors, required)\n"
+          "  --model FILE   model file (safetensors; default: $CAPTCHA_MODEL, else the\n"
+          "                 bundled model, installed or in the source tree, as the\n"
+          "                 captchaocr element uses)\n"
           "  --device D     auto | cpu | cuda (gpu: the same as cuda; default auto: CUDA\n"
           "                 if usable, else CPU)\n"
           "  --batch N      images per forward pass (default 32; the CPU kernels differ by\n"
@@ -124,9 +126,19 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
+    const char *model_origin = "";
     if (!model_path) {
-        message("--model FILE is required (see --help)");
-        return EXIT_USAGE;
+        const char *searched;
+        const char *env = getenv("CAPTCHA_MODEL");
+        if (env && env[0])
+            model_origin = " (from $CAPTCHA_MODEL)";
+        model_path = captcha_tool_default_model(&searched);
+        if (!model_path) {
+            message("no --model given, CAPTCHA_MODEL is unset, and the bundled model is neither "
+                    "%s (see --help)",
+                    searched);
+            return EXIT_USAGE;
+        }
     }
     if (!model_path[0]) {
         message("--model: the path is empty");
@@ -136,6 +148,7 @@ int main(int argc, char **argv)
         message("no image or folder given (see --help)");
         return EXIT_USAGE;
     }
+    captcha_tool_warn_threads(PROGRAM, threads);
 
     int code = EXIT_RUNTIME;
     size_t skipped = 0;
@@ -165,7 +178,7 @@ int main(int argc, char **argv)
     char fallback[512], notice[512];
     /* the model loader would wait forever on a FIFO and read /dev/zero until memory runs out */
     if (!captcha_tool_check_regular(model_path, notice, sizeof notice)) {
-        message("cannot load the model: %s: %s", model_path, notice);
+        message("cannot load the model: %s%s: %s", model_path, model_origin, notice);
         goto done;
     }
     if (captcha_backend_create(device, 0, (int)threads, &backend, fallback, sizeof fallback,
@@ -187,6 +200,10 @@ int main(int argc, char **argv)
     const int classes = captcha_config_classes(config);
     const size_t image_floats = 3 * (size_t)config->input_height * (size_t)config->input_width;
 
+    /* no more than the images: a large --batch over few images (or a large input
+     * geometry) would reserve memory that no batch uses */
+    if ((size_t)batch > paths.count && paths.count > 0)
+        batch = (long)paths.count;
     input = malloc((size_t)batch * image_floats * sizeof *input);
     logits = malloc((size_t)batch * (size_t)classes * sizeof *logits);
     results = calloc(paths.count ? paths.count : 1, sizeof *results);
@@ -194,7 +211,8 @@ int main(int argc, char **argv)
     char *read_ok = calloc(paths.count ? paths.count : 1, 1);
     if (!input || !logits || !results || !labels || !read_ok) {
         free(read_ok);
-        message("out of memory");
+        message("out of memory for a batch of %ld images of %dx%d (try a smaller --batch)", batch,
+                config->input_width, config->input_height);
         goto done;
     }
 

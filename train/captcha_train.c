@@ -130,12 +130,14 @@ static void usage(FILE *stream)
         "                     is saved (default: none; the last epoch is saved)\n"
         "  --out FILE         model file to write (safetensors, required)\n"
         "  --checkpoint FILE  checkpoint written after every epoch and on interruption\n"
-        "                     (default: FILE of --out + \".ckpt\")\n"
+        "                     (default: FILE of --out + \".ckpt\"); a new run does not\n"
+        "                     replace one that holds an unfinished run\n"
         "  --init MODEL       start from the weights and running statistics of a model\n"
         "                     file (fine-tuning; its charset, length and input size are\n"
         "                     used; Adam starts afresh), e.g. the bundled model\n"
-        "  --resume FILE      continue from a checkpoint (the recipe, seed and batch come\n"
-        "                     from it; --epochs may extend the run)\n"
+        "  --resume FILE      continue from a checkpoint, with the same --train and --val\n"
+        "                     (the recipe, seed and batch come from it; --epochs may\n"
+        "                     extend the run)\n"
         "  --recipe NAME      default | reference (default: default)\n"
         "                       default:   Adam lr 2e-3, warm-up 2 epochs (at most a quarter\n"
         "                                  of the epochs) + cosine decay to 1%%,\n"
@@ -156,7 +158,8 @@ static void usage(FILE *stream)
         "  --input WxH        network input size, multiples of 32 (default 128x32)\n"
         "  --device D         auto | cpu | cuda (gpu: the same as cuda; default auto: CUDA\n"
         "                     if usable, else CPU)\n"
-        "  --threads N        CPU threads, at most 1024 (default 0: all cores)\n"
+        "  --threads N        CPU threads, at most 1024 (default 0: all cores; more than\n"
+        "                     the cores is many times slower)\n"
         "  -h, --help         this help\n"
         "\n"
         "Files that are not images or do not decode are skipped with a warning and counted.\n"
@@ -462,13 +465,12 @@ static captcha_status save_checkpoint(const char *path, captcha_network *network
     size_t running = captcha_network_running_stat_count(network);
     size_t largest = parameters > running ? parameters : running;
     float *host = malloc(largest * sizeof *host);
-    char *tmp_path = malloc(strlen(path) + sizeof ".tmp");
+    char *tmp_path = captcha_tool_tmp_path(path);
     if (!host || !tmp_path) {
         free(host);
         free(tmp_path);
         return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
-    sprintf(tmp_path, "%s.tmp", path);
     captcha_status status = CAPTCHA_OK;
     hashed_stream s = {fopen(tmp_path, "wb"), 0, 0};
     if (!s.stream) {
@@ -798,7 +800,75 @@ static int check_distinct_files(const options *opt, const char *checkpoint_path)
                 opt->out_path, opt->resume_path);
         return 0;
     }
-    return 1;
+    /* Each output is first written to PATH.tmp, then renamed over PATH: that file, too, must
+     * be none of the others (writing it would replace it, the rename would remove it). */
+    char *tmp[2] = {captcha_tool_tmp_path(opt->out_path), captcha_tool_tmp_path(checkpoint_path)};
+    const char *tmp_of[2] = {"--out", "the checkpoint"};
+    const char *others[4][2] = {{"--out", opt->out_path},
+                                {"the checkpoint", checkpoint_path},
+                                {"--init", opt->init_path},
+                                {"--resume", opt->resume_path}};
+    int ok = tmp[0] && tmp[1];
+    if (!ok)
+        message("out of memory");
+    for (int t = 0; ok && t < 2; t++)
+        for (int o = 0; ok && o < 4; o++)
+            if (o != t && others[o][1] && captcha_tool_same_file(tmp[t], others[o][1])) {
+                message("%s %s is written through %s, which is %s: writing it would replace "
+                        "that file, and the rename to %s would remove it; give another %s",
+                        tmp_of[t], t ? checkpoint_path : opt->out_path, tmp[t], others[o][0],
+                        t ? checkpoint_path : opt->out_path, t ? "--checkpoint" : "--out");
+                ok = 0;
+            }
+    free(tmp[0]);
+    free(tmp[1]);
+    return ok;
+}
+
+/* Refuses (printing why) to start a new run (no --resume) over an existing checkpoint
+ * file that holds an unfinished run, which the first epoch's checkpoint would replace
+ * (e.g. the command of an interrupted run given again without --resume), or over a file
+ * that is no checkpoint at all. A finished run's checkpoint is replaced: its model is in
+ * the --out it wrote. */
+static int check_checkpoint_free(const char *checkpoint_path)
+{
+    struct stat info;
+    if (stat(checkpoint_path, &info) != 0 || !S_ISREG(info.st_mode))
+        return 1; /* nothing there (check_writable reports what cannot be written) */
+    FILE *f = fopen(checkpoint_path, "rb");
+    char magic[sizeof checkpoint_magic] = {0};
+    size_t got = f ? fread(magic, 1, sizeof magic, f) : 0;
+    if (f)
+        fclose(f);
+    if (info.st_size > 0 &&
+        (got != sizeof magic || memcmp(magic, checkpoint_magic, sizeof magic) != 0)) {
+        message("the checkpoint %s exists and is not a captcha-train checkpoint: a new run would "
+                "replace it; give another --checkpoint (default: --out + \".ckpt\")",
+                checkpoint_path);
+        return 0;
+    }
+    captcha_config config;
+    train_state state;
+    float *buffers[4];
+    size_t counts[2];
+    captcha_error err = {0};
+    captcha_status status =
+        load_checkpoint(checkpoint_path, &config, &state, buffers, counts, &err);
+    for (int i = 0; i < 4; i++)
+        free(buffers[i]);
+    if (status == CAPTCHA_OK && state.epoch >= state.training.epochs)
+        return 1;
+    if (status == CAPTCHA_OK)
+        message("the checkpoint %s holds an unfinished run (%d of %d epochs done%s): a new run "
+                "would replace it; continue it with --resume %s, or give another --checkpoint "
+                "(or remove the file)",
+                checkpoint_path, state.epoch, state.training.epochs,
+                state.step > 0 ? ", and part of the next" : "", checkpoint_path);
+    else
+        message("the checkpoint %s exists but cannot be read (%s): a new run would replace it; "
+                "give another --checkpoint (or remove the file)",
+                checkpoint_path, err.message);
+    return 0;
 }
 
 /* Refuses (printing why) an existing --out or checkpoint, or the PATH.tmp
@@ -812,12 +882,11 @@ static int check_not_an_image(const captcha_dataset *set, const char *option, co
     const char *names[2] = {"--out", "the checkpoint"};
     for (int w = 0; w < 4; w++) {
         const char *output = outputs[w / 2];
-        char *path = malloc(strlen(output) + sizeof ".tmp");
+        char *path = w % 2 ? captcha_tool_tmp_path(output) : strdup(output);
         if (!path) {
             message("out of memory");
             return 0;
         }
-        sprintf(path, "%s%s", output, w % 2 ? ".tmp" : "");
         struct stat target, image;
         size_t i = set->count;
         if (stat(path, &target) == 0) /* a new file is no image */
@@ -858,11 +927,9 @@ static int check_writable(const char *path, const char *what)
                 captcha_tool_file_kind(info.st_mode));
         return 0;
     }
-    size_t size = strlen(path) + sizeof ".tmp";
-    char *tmp = malloc(size);
+    char *tmp = captcha_tool_tmp_path(path);
     if (!tmp)
         return 0;
-    snprintf(tmp, size, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
     int ok = fd >= 0;
     if (ok) {
@@ -925,6 +992,64 @@ static captcha_status save_model(captcha_network *network, const options *opt,
     }
     metadata[n] = NULL;
     return captcha_model_save(network, opt->out_path, metadata, err);
+}
+
+/* Appends " OPTION VALUE" to *line (realloc'ed), the value single-quoted for a shell
+ * when it holds anything but [A-Za-z0-9_./:=+-]. */
+static void append_option(char **line, const char *option, const char *value)
+{
+    if (!*line || !value)
+        return;
+    size_t quoted = 2;
+    for (const char *c = value; *c; c++)
+        quoted += *c == '\'' ? 4 : 1;
+    size_t used = strlen(*line);
+    char *grown = realloc(*line, used + strlen(option) + quoted + 3);
+    if (!grown) {
+        free(*line);
+        *line = NULL;
+        return;
+    }
+    *line = grown;
+    char *out = grown + used;
+    out += sprintf(out, " %s ", option);
+    int plain = *value != '\0';
+    for (const char *c = value; *c; c++)
+        plain = plain && (isalnum((unsigned char)*c) || strchr("_./:=+-", *c));
+    if (plain) {
+        strcpy(out, value);
+        return;
+    }
+    *out++ = '\'';
+    for (const char *c = value; *c; c++) {
+        if (*c == '\'') { /* ' -> '\'' */
+            memcpy(out, "'\\''", 4);
+            out += 4;
+        } else {
+            *out++ = *c;
+        }
+    }
+    *out++ = '\'';
+    *out = '\0';
+}
+
+/* The command that continues an interrupted run: the same data, outputs and device,
+ * and --resume from its checkpoint (the recipe and seed come from the checkpoint).
+ * NULL when out of memory. */
+static char *resume_command_line(const options *opt, const char *checkpoint_path)
+{
+    char *line = strdup(PROGRAM);
+    append_option(&line, "--train", opt->train_dir);
+    append_option(&line, "--val", opt->val_dir);
+    append_option(&line, "--out", opt->out_path);
+    append_option(&line, "--checkpoint", opt->checkpoint_path);
+    append_option(&line, "--resume", checkpoint_path);
+    if (opt->epochs_given) {
+        char epochs[16];
+        snprintf(epochs, sizeof epochs, "%d", opt->training.epochs);
+        append_option(&line, "--epochs", epochs);
+    }
+    return line;
 }
 
 int main(int argc, char **argv)
@@ -999,6 +1124,16 @@ int main(int argc, char **argv)
             (opt.input_width != config.input_width || opt.input_height != config.input_height))
             message("warning: --input %dx%d ignored: resuming with the checkpoint's input %dx%d",
                     opt.input_width, opt.input_height, config.input_width, config.input_height);
+        /* The run chose its best epoch on --val: without it the next epochs would be
+         * saved unconditionally, replacing that best model in --out. */
+        if (state.best_epoch >= 1 && !opt.val_dir) {
+            message("%s: the run kept its best epoch on --val (epoch %d, validation full "
+                    "accuracy %.4f): give the same --val to continue it (without it, --out would "
+                    "get each later epoch instead of the best)",
+                    opt.resume_path, state.best_epoch, state.best_accuracy);
+            code = EXIT_USAGE;
+            goto done;
+        }
         /* done: the epochs completed, plus the one begun when the checkpoint is mid-epoch */
         const int begun = state.epoch + (state.step > 0);
         if (opt.epochs_given && opt.training.epochs < begun) {
@@ -1019,7 +1154,7 @@ int main(int argc, char **argv)
 
     /* ---- data and labels, all checked before anything is trained or written ---- */
     if (captcha_dataset_load(opt.train_dir, PROGRAM, stderr, &train, &err) != CAPTCHA_OK) {
-        message("%s", err.message);
+        message("--train: %s", err.message);
         goto done;
     }
     if (train.skipped)
@@ -1081,8 +1216,8 @@ int main(int argc, char **argv)
         goto done;
     }
     if (opt.resume_path && label_hash(&train) != state.label_hash) {
-        message("%s: the training images differ from those of the checkpoint %s (%llu images "
-                "then, %zu now): resuming would not reproduce the run",
+        message("%s: the training images' labels differ from those of the checkpoint %s (%llu "
+                "images then, %zu now): resuming would not reproduce the run",
                 opt.train_dir, opt.resume_path, (unsigned long long)state.image_count, train.count);
         goto done;
     }
@@ -1094,7 +1229,7 @@ int main(int argc, char **argv)
     }
     if (opt.val_dir) {
         if (captcha_dataset_load(opt.val_dir, PROGRAM, stderr, &val, &err) != CAPTCHA_OK) {
-            message("%s", err.message);
+            message("--val: %s", err.message);
             goto done;
         }
         if (val.skipped)
@@ -1125,6 +1260,10 @@ int main(int argc, char **argv)
         message("%s: %zu image(s): training needs at least 2", opt.train_dir, train.count);
         goto done;
     }
+    if (!opt.resume_path && !check_checkpoint_free(checkpoint_path)) {
+        code = EXIT_USAGE;
+        goto done;
+    }
     if (!check_writable(opt.out_path, "--out") || !check_writable(checkpoint_path, "checkpoint"))
         goto done;
     /* One run per checkpoint: a second run (e.g. a --resume started while the
@@ -1144,6 +1283,7 @@ int main(int argc, char **argv)
     }
 
     /* ---- backend and network ---- */
+    captcha_tool_warn_threads(PROGRAM, opt.threads);
     if (opt.threads > 0)
         omp_set_num_threads(opt.threads); /* also the batch building (captcha_dataset_batch) */
     char fallback[512];
@@ -1234,11 +1374,13 @@ int main(int argc, char **argv)
     const int64_t warmup_steps = (int64_t)steps * warmup_epochs;
     const int interactive = isatty(STDERR_FILENO);
     const uint64_t augment_seed = captcha_mix64(state.seed ^ 0x61756720ULL);
-    message("%zu training images%s%s, %d steps of %d per epoch, recipe %s, %d epochs, charset "
+    message("%zu training image%s%s%s, %d step%s of %d per epoch, recipe %s, %d epoch%s, charset "
             "\"%s\", length %d, input %dx%d, device %s",
-            train.count, opt.val_dir ? ", validation on " : "", opt.val_dir ? opt.val_dir : "",
-            steps, batch, recipe_names[state.recipe_kind], state.training.epochs, config.charset,
-            config.length, config.input_width, config.input_height, backend->ops->name);
+            train.count, train.count == 1 ? "" : "s", opt.val_dir ? ", validation on " : "",
+            opt.val_dir ? opt.val_dir : "", steps, steps == 1 ? "" : "s", batch,
+            recipe_names[state.recipe_kind], state.training.epochs,
+            state.training.epochs == 1 ? "" : "s", config.charset, config.length,
+            config.input_width, config.input_height, backend->ops->name);
     if (opt.resume_path)
         message("resuming at epoch %d, step %d", state.epoch + 1, state.step);
 
@@ -1408,9 +1550,12 @@ int main(int argc, char **argv)
             message("interrupted, and the checkpoint could not be written: %s", err.message);
             goto done;
         }
+        char *resume_command = resume_command_line(&opt, checkpoint_path);
         message("interrupted (signal %d) at epoch %d step %d: checkpoint written to %s; "
-                "continue with --resume %s",
-                (int)stop_signal, state.epoch + 1, state.step, checkpoint_path, checkpoint_path);
+                "continue with:\n  %s",
+                (int)stop_signal, state.epoch + 1, state.step, checkpoint_path,
+                resume_command ? resume_command : "--resume with the same --train, --val, --out");
+        free(resume_command);
         code = 128 + (int)stop_signal;
         goto done;
     }

@@ -1,6 +1,8 @@
 /* Helpers shared by the command-line tools (see tool_util.h). */
 #include "tool_util.h"
 
+#include "captcha-build-config.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -152,4 +154,44 @@ int captcha_tool_same_file(const char *a, const char *b)
     free(canonical_a);
     free(canonical_b);
     return same;
+}
+
+char *captcha_tool_tmp_path(const char *path)
+{
+    size_t size = strlen(path) + sizeof ".tmp";
+    char *tmp = malloc(size);
+    if (tmp)
+        snprintf(tmp, size, "%s.tmp", path);
+    return tmp;
+}
+
+const char *captcha_tool_default_model(const char **searched)
+{
+    static const char *const candidates[] = {
+        CAPTCHA_MODEL_INSTALL_DIR "/captcha-default.safetensors",
+        CAPTCHA_SOURCE_DIR "/model/captcha-default.safetensors",
+    };
+    if (searched)
+        *searched = CAPTCHA_MODEL_INSTALL_DIR "/captcha-default.safetensors nor " CAPTCHA_SOURCE_DIR
+                                              "/model/captcha-default.safetensors";
+    const char *env = getenv("CAPTCHA_MODEL");
+    if (env && env[0])
+        return env;
+    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0]; i++) {
+        struct stat info;
+        if (stat(candidates[i], &info) == 0 && S_ISREG(info.st_mode))
+            return candidates[i];
+    }
+    return NULL;
+}
+
+void captcha_tool_warn_threads(const char *program, long threads)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores > 0 && threads > cores)
+        captcha_tool_message(program,
+                             "warning: --threads %ld is more than the %ld core%s online: the "
+                             "threads take turns on the cores, which makes each step many times "
+                             "slower (0 uses every core)",
+                             threads, cores, cores == 1 ? "" : "s");
 }

@@ -53,6 +53,24 @@ int captcha_tool_check_regular(const char *path, char *reason, size_t reason_siz
  * exists, the same canonical folder (realpath) and base name; else 0. */
 int captcha_tool_same_file(const char *a, const char *b);
 
+/* The model file a tool uses without --model, as the captchaocr element does:
+ * $CAPTCHA_MODEL when set and not empty, else the bundled model installed in
+ * PREFIX/share/gst-captcha, else the one in the source tree
+ * (model/captcha-default.safetensors). NULL when neither file exists;
+ * *searched (may be NULL) then names the places looked at. */
+const char *captcha_tool_default_model(const char **searched);
+
+/* Warns on stderr (program: warning: ...) when threads exceeds the cores
+ * online: OpenMP threads beyond them take turns on the cores, which makes
+ * oneDNN's parallel kernels many times slower (measured on 2 cores: a training
+ * epoch 14x slower at 64 threads, 70x at 256). */
+void captcha_tool_warn_threads(const char *program, long threads);
+
+/* path + ".tmp" in a new string (free() it), the name a file is first written
+ * to before it is renamed over path (captcha_model_save, the trainer's
+ * checkpoint); NULL when out of memory. */
+char *captcha_tool_tmp_path(const char *path);
+
 #ifdef __cplusplus
 }
 #endif

@@ -182,6 +182,52 @@ expect 0 "warning: 1 of the 5 --val images are also in --train .*partval/$first 
 expect 0 "done" "$TRAIN" --train "$T/good" --val "$T/val" --out "$T/ov.st" $COMMON
 grep -q "also in --train" "$T/err.txt" && fail "disjoint --val reported as overlapping"
 
+# --- 13. outputs are written through PATH.tmp: no PATH.tmp may be another file of the run ---
+cp "$T/m1.st" "$T/w.st.tmp"
+cp "$T/m1.st.ckpt" "$T/r.tmp"
+printf 'precious' >"$T/a.tmp"
+expect 2 "--out $T/t.st is written through $T/t.st.tmp, which is the checkpoint" \
+    "$TRAIN" --train "$T/good" --out "$T/t.st" --checkpoint "$T/t.st.tmp" $COMMON
+expect 2 "--out $T/w.st is written through $T/w.st.tmp, which is --init" \
+    "$TRAIN" --train "$T/good" --init "$T/w.st.tmp" --out "$T/w.st" $INIT
+expect 2 "--out $T/r is written through $T/r.tmp, which is --resume" \
+    "$TRAIN" --train "$T/good" --resume "$T/r.tmp" --out "$T/r" $COMMON
+expect 2 "the checkpoint $T/a is written through $T/a.tmp, which is --out" \
+    "$TRAIN" --train "$T/good" --out "$T/a.tmp" --checkpoint "$T/a" $COMMON
+cmp -s "$T/m1.st" "$T/w.st.tmp" && cmp -s "$T/m1.st.ckpt" "$T/r.tmp" &&
+    [ "$(cat "$T/a.tmp")" = precious ] || fail "a file named like an output's PATH.tmp changed"
+
+# --- 14. a new run (no --resume) never replaces an unfinished checkpoint, nor a file that is
+# no checkpoint; the interrupted run prints the whole command that continues it ---
+expect 130 "continue with:" "$TRAIN" --train "$T/good" --val "$T/val" --out "$T/u.st" $C \
+    --charset abc --epochs 3 --stop-after-steps 3
+resume_line=$(grep -A1 "continue with:" "$T/err.txt" | tail -n 1)
+cp "$T/u.st.ckpt" "$T/u.ckpt.bak"
+expect 2 "the checkpoint $T/u.st.ckpt holds an unfinished run \\(1 of 3 epochs done, and part of the next\\): .*--resume $T/u.st.ckpt" \
+    "$TRAIN" --train "$T/good" --val "$T/val" --out "$T/u.st" $C --charset abc --epochs 3
+no_training "a new run over an unfinished checkpoint"
+cmp -s "$T/u.st.ckpt" "$T/u.ckpt.bak" || fail "a new run changed an unfinished checkpoint"
+printf 'notes' >"$T/notes.txt"
+expect 2 "the checkpoint $T/notes.txt exists and is not a captcha-train checkpoint" \
+    "$TRAIN" --train "$T/good" --out "$T/n.st" --checkpoint "$T/notes.txt" $COMMON
+[ "$(cat "$T/notes.txt")" = notes ] || fail "a file at the checkpoint's path was replaced"
+# the run chose its best epoch on --val (epoch 1 is done): resuming without --val is refused
+expect 2 "the run kept its best epoch on --val \\(epoch 1," \
+    "$TRAIN" --train "$T/good" --out "$T/u.st" --resume "$T/u.st.ckpt" $C
+cmp -s "$T/u.st.ckpt" "$T/u.ckpt.bak" || fail "a refused resume changed the checkpoint"
+case $resume_line in
+"  captcha-train --train $T/good --val $T/val --out $T/u.st --resume $T/u.st.ckpt --epochs 3") ;;
+*) fail "the interrupted run's resume command: '$resume_line'" ;;
+esac
+# the printed command continues the run (with this test's device options)
+expect 0 "done" sh -c "$(printf '%s' "${resume_line#  }" | sed "s|^captcha-train|'$TRAIN'|") $C"
+[ "$(epoch_of "$T/u.st")" -ge 1 ] || fail "the resumed run wrote no model"
+
+# --- 15. more threads than cores: a warning (they take turns, each step many times slower) ---
+cores=$(getconf _NPROCESSORS_ONLN)
+expect 0 "warning: --threads $((cores + 1)) is more than the $cores core" \
+    "$PREDICT" --model "$T/m1.st" --device cpu --threads $((cores + 1)) "$T/good"
+
 # --- minor ones ---
 expect 2 "--seed: expected" "$TRAIN" --train "$T/good" --out "$T/x.st" --seed " -5" $INIT
 expect 2 "--seed: expected" "$TRAIN" --train "$T/good" --out "$T/x.st" --seed " 5" $INIT

@@ -28,7 +28,16 @@ expect 2 "--recipe: expected default or reference" "$TRAIN" --train "$T/good" --
 expect 2 "--batch: expected an integer" "$TRAIN" --train "$T/good" --out "$T/x" --batch 1
 expect 2 "--device" "$TRAIN" --train "$T/good" --out "$T/x" --device tpu
 expect 2 "unknown option" "$TRAIN" --train "$T/good" --out "$T/x" --bogus
-expect 2 "--model FILE is required" "$PREDICT" "$T/good"
+# without --model: $CAPTCHA_MODEL, else the bundled model (as the element)
+expect 1 "cannot load the model: $T/none.st \\(from .CAPTCHA_MODEL\\)" \
+    env CAPTCHA_MODEL="$T/none.st" "$PREDICT" --device cpu "$T/good"
+env -u CAPTCHA_MODEL "$PREDICT" --device cpu "$T/good" >"$T/out.txt" 2>"$T/err.txt" ||
+    fail "captcha-predict without --model: exit $?: $(cat "$T/err.txt")"
+[ "$(cut -f1 "$T/out.txt" | wc -l)" -eq 8 ] ||
+    fail "captcha-predict without --model read $(wc -l <"$T/out.txt") of 8 images"
+[ "$(cut -f2 "$T/out.txt" | tr -d 'a-z0-9\n' | wc -c)" -eq 0 ] &&
+    [ "$(cut -f2 "$T/out.txt" | awk '{ print length($0) }' | sort -u)" = 5 ] ||
+    fail "captcha-predict without --model: not the bundled 5-character model's texts: $(cat "$T/out.txt")"
 expect 2 "no image or folder given" "$PREDICT" --model "$T/x"
 
 expect 2 "--init and --resume exclude each other" "$TRAIN" --train "$T/good" --out "$T/x" --init "$T/x" --resume "$T/y"
