@@ -181,9 +181,14 @@ static int parse_float(const char *name, const char *text, double minimum, float
 {
     char *end;
     errno = 0;
+    /* a decimal number (1e-3, .5, 2): strtod would also take leading white space, a '+',
+     * hexadecimal (0x1p-7), "inf" and "nan" */
+    int plain = (isdigit((unsigned char)text[0]) || text[0] == '.' || text[0] == '-') &&
+                !strpbrk(text, "xXnN");
     double value = strtod(text, &end);
     /* FLT_MAX: a larger value would become infinite as the float it is stored in */
-    if (errno || end == text || *end || !isfinite(value) || value < minimum || value > FLT_MAX) {
+    if (!plain || errno || end == text || *end || !isfinite(value) || value < minimum ||
+        value > FLT_MAX) {
         message("%s: expected a number in %g..%g, got \"%s\"", name, minimum, (double)FLT_MAX,
                 text);
         return 0;

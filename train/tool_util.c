@@ -3,6 +3,7 @@
 
 #include "captcha-build-config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -28,8 +29,12 @@ int captcha_tool_parse_long(const char *program, const char *name, const char *t
 {
     char *end;
     errno = 0;
+    /* plain decimal digits, optionally after '-': strtol would also take leading
+     * white space and a '+', which captcha-gen and the model metadata refuse */
+    int plain = isdigit((unsigned char)text[0]) ||
+                (text[0] == '-' && isdigit((unsigned char)text[1]));
     long value = strtol(text, &end, 10);
-    if (errno || end == text || *end || value < minimum || value > maximum) {
+    if (!plain || errno || end == text || *end || value < minimum || value > maximum) {
         captcha_tool_message(program, "%s: expected an integer in %ld..%ld, got \"%s\"", name,
                              minimum, maximum, text);
         return 0;

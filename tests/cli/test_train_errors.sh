@@ -26,6 +26,11 @@ expect 2 "--out FILE is required" "$TRAIN" --train "$T/good"
 expect 2 "--input: expected WIDTHxHEIGHT" "$TRAIN" --train "$T/good" --out "$T/x" --input 100x30
 expect 2 "--recipe: expected default or reference" "$TRAIN" --train "$T/good" --out "$T/x" --recipe fast
 expect 2 "--batch: expected an integer" "$TRAIN" --train "$T/good" --out "$T/x" --batch 1
+# numbers as captcha-gen and the model metadata take them: no white space, '+' or hex
+expect 2 "--batch: expected an integer" "$TRAIN" --train "$T/good" --out "$T/x" --batch " 3"
+expect 2 "--batch: expected an integer" "$PREDICT" --batch +3 "$T/good"
+expect 2 "--lr: expected a number" "$TRAIN" --train "$T/good" --out "$T/x" --lr 0x1p-7
+expect 2 "--lr: expected a number" "$TRAIN" --train "$T/good" --out "$T/x" --lr " 1e-3"
 expect 2 "--device" "$TRAIN" --train "$T/good" --out "$T/x" --device tpu
 expect 2 "unknown option" "$TRAIN" --train "$T/good" --out "$T/x" --bogus
 # without --model: $CAPTCHA_MODEL, else the bundled model (as the element)
