@@ -14,10 +14,17 @@
  * byte-identical files, and a larger --count extends a smaller one. Hinting is off so glyph
  * outlines do not depend on the transform. Output still depends on the installed font files.
  *
- * Exit status: 0 success, 1 runtime error (output directory, fonts, writing), 2 usage error.
+ * Files already in --out are never replaced without --overwrite: the file names follow from the
+ * options alone, so before writing anything a first pass lists them and refuses the run when any
+ * exists; each image is written to a fresh temporary file (mkstemp) and moved to its name with
+ * a rename that does not replace a file that appeared since.
+ *
+ * Exit status: 0 success, 1 runtime error (output directory, fonts, writing), 2 usage error or
+ * a file to write that exists already (without --overwrite).
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -71,6 +78,7 @@ struct options {
     uint64_t seed;
     const char **fonts;
     size_t n_fonts;
+    int overwrite; /* --overwrite: files of the names to write may be replaced */
 };
 
 /* ---- PRNG: xoshiro256** (Blackman & Vigna), seeded with splitmix64 ---- */
@@ -144,6 +152,9 @@ static void usage(FILE *f)
             "Usage: %s --out DIR --count N [OPTION]...\n"
             "Write N labelled captcha images as PNG files DIR/LABEL.png (a repeated label gets\n"
             "a suffix: LABEL_1.png, LABEL_2.png, ...; the label is the name before '_').\n"
+            "The names follow from the options (suffixes count this run's labels only). Before\n"
+            "writing anything, the run checks them all: if any exists in DIR, nothing is\n"
+            "written and the exit status is 2, unless --overwrite is given.\n"
             "\n"
             "  -o, --out DIR          output directory, created if missing (required)\n"
             "  -n, --count N          number of images, 1 to %ld (required)\n"
@@ -165,9 +176,13 @@ static void usage(FILE *f)
                        : (i % 3 ? ", " : ",\n                         "),
                 default_fonts[i]);
     fprintf(f, ")\n"
+               "      --overwrite        replace files in DIR that have the name of an image of\n"
+               "                         this run (other files are never touched); the same\n"
+               "                         options then rewrite identical bytes\n"
                "  -h, --help             show this help and exit\n"
                "\n"
-               "Exit status: 0 on success, 1 on a runtime error, 2 on a usage error.\n");
+               "Exit status: 0 on success, 1 on a runtime error, 2 on a usage error or when a\n"
+               "file to write exists already in DIR (without --overwrite).\n");
 }
 
 static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -299,6 +314,9 @@ static int font_installed(const char *family, char *substitute, size_t sub_size)
     return found;
 }
 
+/* getopt value of --overwrite, which has no short form */
+#define OPT_OVERWRITE 256
+
 static void parse_args(int argc, char **argv, struct options *o)
 {
     static const struct option longopts[] = {
@@ -309,6 +327,7 @@ static void parse_args(int argc, char **argv, struct options *o)
         {"size", required_argument, NULL, 's'},
         {"seed", required_argument, NULL, 'S'},
         {"font", required_argument, NULL, 'f'},
+        {"overwrite", no_argument, NULL, OPT_OVERWRITE}, /* no short form */
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -356,6 +375,7 @@ static void parse_args(int argc, char **argv, struct options *o)
             o->seed = v;
             break;
         case 'f': o->fonts[o->n_fonts++] = optarg; break;
+        case OPT_OVERWRITE: o->overwrite = 1; break;
         case 'h': usage(stdout); exit(0);
         default: /* getopt_long has printed what was wrong */
             fprintf(stderr, "Try '%s --help' for more information.\n", prog);
@@ -422,21 +442,68 @@ static int make_dirs(const char *path)
     return 0;
 }
 
+/* Where cairo's PNG stream goes: the file, and the errno of a failed write (cairo itself only
+ * reports CAIRO_STATUS_WRITE_ERROR, which would hide e.g. "No space left on device"). */
+struct png_sink {
+    FILE *f;
+    int err;
+};
+
 static cairo_status_t write_stream(void *closure, const unsigned char *data, unsigned int len)
 {
-    return fwrite(data, 1, len, (FILE *)closure) == len ? CAIRO_STATUS_SUCCESS
-                                                        : CAIRO_STATUS_WRITE_ERROR;
+    struct png_sink *s = closure;
+    errno = 0;
+    if (fwrite(data, 1, len, s->f) == len)
+        return CAIRO_STATUS_SUCCESS;
+    s->err = errno != 0 ? errno : EIO;
+    return CAIRO_STATUS_WRITE_ERROR;
 }
 
-/* Writes the surface as DIR/NAME through a temporary file in DIR and a rename. */
-static int write_png(cairo_surface_t *surf, const char *dir, const char *name, mode_t file_mode)
+/*
+ * Moves the finished temporary file tmp to dst. Unless replace, an existing dst is kept and
+ * this fails with EEXIST, also for a file that appeared after the check at the start:
+ * renameat2(RENAME_NOREPLACE), or link + unlink on a file system without it, or, without hard
+ * links either, a check right before the rename. Returns 0 or -1 with errno set.
+ */
+static int move_into_place(const char *tmp, const char *dst, int replace)
+{
+    if (replace)
+        return rename(tmp, dst);
+    if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dst, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS && errno != ENOTSUP)
+        return -1;
+    if (link(tmp, dst) == 0) {
+        if (unlink(tmp) != 0)
+            fprintf(stderr, "%s: warning: cannot remove the temporary file %s: %s\n", prog, tmp,
+                    strerror(errno));
+        return 0;
+    }
+    if (errno != EPERM && errno != ENOTSUP && errno != ENOSYS)
+        return -1;
+    struct stat st;
+    if (lstat(dst, &st) == 0) {
+        errno = EEXIST;
+        return -1;
+    }
+    return rename(tmp, dst);
+}
+
+/*
+ * Writes the surface as DIR/NAME through a new temporary file in DIR (mkstemp, which never
+ * opens an existing file) and a rename that replaces an existing DIR/NAME only if replace.
+ */
+static int write_png(cairo_surface_t *surf, const char *dir, const char *name, mode_t file_mode,
+                     int replace)
 {
     size_t n = strlen(dir) + strlen(name) + 32;
     char *tmp = malloc(n), *dst = malloc(n);
     int ok = 0, fd = -1;
-    FILE *f = NULL;
-    if (tmp == NULL || dst == NULL)
+    struct png_sink sink = {NULL, 0};
+    if (tmp == NULL || dst == NULL) {
+        fprintf(stderr, "%s: out of memory\n", prog);
         goto out;
+    }
     snprintf(tmp, n, "%s/.captcha-gen-XXXXXX", dir);
     snprintf(dst, n, "%s/%s", dir, name);
     fd = mkstemp(tmp);
@@ -445,22 +512,32 @@ static int write_png(cairo_surface_t *surf, const char *dir, const char *name, m
                 strerror(errno));
         goto out;
     }
-    if (fchmod(fd, file_mode) != 0 || (f = fdopen(fd, "wb")) == NULL) {
+    if (fchmod(fd, file_mode) != 0 || (sink.f = fdopen(fd, "wb")) == NULL) {
         fprintf(stderr, "%s: %s: %s\n", prog, tmp, strerror(errno));
         close(fd);
         unlink(tmp);
         goto out;
     }
-    cairo_status_t st = cairo_surface_write_to_png_stream(surf, write_stream, f);
-    int close_rc = fclose(f);
+    cairo_status_t st = cairo_surface_write_to_png_stream(surf, write_stream, &sink);
+    errno = 0;
+    int close_rc = fclose(sink.f);
+    int close_err = errno;
     if (st != CAIRO_STATUS_SUCCESS || close_rc != 0) {
-        fprintf(stderr, "%s: writing %s failed: %s\n", prog, tmp,
-                st != CAIRO_STATUS_SUCCESS ? cairo_status_to_string(st) : strerror(errno));
+        const char *why = sink.err != 0   ? strerror(sink.err)
+                          : close_rc != 0 ? strerror(close_err)
+                                          : cairo_status_to_string(st);
+        fprintf(stderr, "%s: writing %s failed: %s\n", prog, dst, why);
         unlink(tmp);
         goto out;
     }
-    if (rename(tmp, dst) != 0) {
-        fprintf(stderr, "%s: renaming %s to %s failed: %s\n", prog, tmp, dst, strerror(errno));
+    if (move_into_place(tmp, dst, replace) != 0) {
+        if (errno == EEXIST)
+            fprintf(stderr,
+                    "%s: %s exists now but did not when the run started (another program, or a "
+                    "file system that ignores case); kept it and stopped\n",
+                    prog, dst);
+        else
+            fprintf(stderr, "%s: renaming %s to %s failed: %s\n", prog, tmp, dst, strerror(errno));
         unlink(tmp);
         goto out;
     }
@@ -522,6 +599,89 @@ static void table_free(struct label_table *t)
     for (size_t i = 0; i <= t->mask; i++)
         free(t->slots[i].label);
     free(t->slots);
+}
+
+/* ---- the images of a run: labels, fonts and file names ---- */
+
+/* Longest file name: a label, '_', a suffix and ".png". */
+#define NAME_SIZE (MAX_LENGTH + 32)
+
+struct image_plan {
+    char label[MAX_LENGTH + 1];
+    size_t len;
+    const char *family;
+    char name[NAME_SIZE];
+};
+
+/*
+ * Seeds g for image i and draws its label and font; render() continues from g. t counts the
+ * labels drawn so far for the _N suffix: calling this for i = 0, 1, ... with one table gives
+ * the same names in every pass. Returns 0, or -1 when out of memory.
+ */
+static int plan_image(const struct options *o, long i, struct label_table *t, struct rng *g,
+                      struct image_plan *p)
+{
+    const size_t n_chars = strlen(o->charset);
+    rng_seed(g, o->seed, (uint64_t)i);
+    p->len = (size_t)o->len_min + rng_below(g, (uint64_t)(o->len_max - o->len_min + 1));
+    for (size_t k = 0; k < p->len; k++)
+        p->label[k] = o->charset[rng_below(g, n_chars)];
+    p->label[p->len] = '\0';
+    p->family = o->fonts[rng_below(g, o->n_fonts)];
+
+    unsigned long seen = table_bump(t, p->label);
+    if (seen == ULONG_MAX)
+        return -1;
+    if (seen == 0)
+        snprintf(p->name, sizeof(p->name), "%s.png", p->label);
+    else
+        snprintf(p->name, sizeof(p->name), "%s_%lu.png", p->label, seen);
+    return 0;
+}
+
+static const char *plural(long n)
+{
+    return n == 1 ? "" : "s";
+}
+
+/*
+ * Counts the files of this run that exist in --out already (anything of that name: a file, a
+ * link, even a broken one, a folder), into *n_existing, and names the first in first
+ * (DIR/NAME). Returns 0, or EXIT_RUNTIME after a message.
+ */
+static int count_existing(const struct options *o, long *n_existing, char *first, size_t first_size)
+{
+    struct label_table t;
+    int rc = 0;
+    *n_existing = 0;
+    if (table_init(&t, o->count) != 0) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        return EXIT_RUNTIME;
+    }
+    size_t n = strlen(o->out_dir) + NAME_SIZE + 2;
+    char *path = malloc(n);
+    for (long i = 0; i < o->count && rc == 0; i++) {
+        struct rng g;
+        struct image_plan p;
+        if (path == NULL || plan_image(o, i, &t, &g, &p) != 0) {
+            fprintf(stderr, "%s: out of memory\n", prog);
+            rc = EXIT_RUNTIME;
+            break;
+        }
+        snprintf(path, n, "%s/%s", o->out_dir, p.name);
+        struct stat st;
+        if (lstat(path, &st) == 0) {
+            if ((*n_existing)++ == 0)
+                snprintf(first, first_size, "%s", path);
+        } else if (errno != ENOENT) {
+            fprintf(stderr, "%s: cannot check whether %s exists: %s\n", prog, path,
+                    strerror(errno));
+            rc = EXIT_RUNTIME;
+        }
+    }
+    free(path);
+    table_free(&t);
+    return rc;
 }
 
 /* ---- rendering ---- */
@@ -867,42 +1027,55 @@ int main(int argc, char **argv)
         return EXIT_RUNTIME;
     }
 
+    /* Names are known before anything is drawn: refuse before writing the first file. */
+    long n_existing;
+    size_t first_size = strlen(o.out_dir) + NAME_SIZE + 2;
+    char *first = malloc(first_size);
+    if (first == NULL) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        return EXIT_RUNTIME;
+    }
+    int rc = count_existing(&o, &n_existing, first, first_size);
+    if (rc == 0 && n_existing > 0 && !o.overwrite) {
+        fprintf(stderr, "%s: %s already exists", prog, first);
+        if (o.count > 1)
+            fprintf(stderr, " (%ld of the %ld files this run would write %s in --out '%s')",
+                    n_existing, o.count, n_existing == 1 ? "is" : "are", o.out_dir);
+        fprintf(stderr,
+                "; nothing was written. Use an empty or new folder, or --overwrite to "
+                "replace %s.\n",
+                n_existing == 1 ? "it" : "them");
+        rc = EXIT_USAGE;
+    }
+    free(first);
+    if (rc != 0)
+        return rc;
+
     struct renderer r;
     struct label_table table;
     if (renderer_init(&r, o.width, o.height) != 0 || table_init(&table, o.count) != 0) {
         fprintf(stderr, "%s: out of memory for %dx%d images\n", prog, o.width, o.height);
         return EXIT_RUNTIME;
     }
-    const size_t n_chars = strlen(o.charset);
-    int rc = 0;
     for (long i = 0; i < o.count && rc == 0; i++) {
         struct rng g;
-        rng_seed(&g, o.seed, (uint64_t)i);
-        char label[MAX_LENGTH + 1], name[MAX_LENGTH + 32];
-        size_t len = (size_t)o.len_min + rng_below(&g, (uint64_t)(o.len_max - o.len_min + 1));
-        for (size_t k = 0; k < len; k++)
-            label[k] = o.charset[rng_below(&g, n_chars)];
-        label[len] = '\0';
-        const char *family = o.fonts[rng_below(&g, o.n_fonts)];
-
-        unsigned long seen = table_bump(&table, label);
-        if (seen == ULONG_MAX) {
+        struct image_plan p;
+        if (plan_image(&o, i, &table, &g, &p) != 0) {
             fprintf(stderr, "%s: out of memory\n", prog);
             rc = EXIT_RUNTIME;
             break;
         }
-        if (seen == 0)
-            snprintf(name, sizeof(name), "%s.png", label);
-        else
-            snprintf(name, sizeof(name), "%s_%lu.png", label, seen);
-
-        render(&r, &g, label, len, family);
-        if (write_png(r.image, o.out_dir, name, 0666 & ~um) != 0)
+        render(&r, &g, p.label, p.len, p.family);
+        if (write_png(r.image, o.out_dir, p.name, 0666 & ~um, o.overwrite) != 0)
             rc = EXIT_RUNTIME;
     }
-    if (rc == 0)
-        printf("%s: wrote %ld images of %dx%d to %s\n", prog, o.count, o.width, o.height,
-               o.out_dir);
+    if (rc == 0) {
+        printf("%s: wrote %ld image%s of %dx%d to %s", prog, o.count, plural(o.count), o.width,
+               o.height, o.out_dir);
+        if (n_existing > 0)
+            printf(" (%ld replaced file%s of the same name)", n_existing, plural(n_existing));
+        printf("\n");
+    }
     table_free(&table);
     renderer_free(&r);
     free(o.fonts);

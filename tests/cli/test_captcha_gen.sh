@@ -1,6 +1,7 @@
 #!/bin/sh
 # Tests captcha-gen (train/captcha_gen.c): determinism per seed, label file names, PNG validity
-# and size (decoded independently of cairo by Python's zlib), and bad options.
+# and size (decoded independently of cairo by Python's zlib), existing files kept unless
+# --overwrite, write errors, and bad options.
 # Usage: test_captcha_gen.sh PATH/TO/captcha-gen
 set -u
 GEN=${1:?usage: $0 PATH/TO/captcha-gen}
@@ -19,6 +20,17 @@ FAILS=0
 fail() {
     echo "FAIL: $*"
     FAILS=$((FAILS + 1))
+}
+# expect STATUS TEXT-IN-MESSAGE ARGS...: runs captcha-gen ARGS (stdout in $T/out, stderr in
+# $T/err) and checks its exit status and that stderr has TEXT (a grep pattern).
+expect() {
+    want=$1
+    name=$2
+    shift 2
+    "$GEN" "$@" >"$T/out" 2>"$T/err"
+    got=$?
+    [ "$got" -eq "$want" ] || fail "'$*': exit status $got, expected $want"
+    grep -q -e "$name" "$T/err" || fail "'$*': message does not name $name: $(cat "$T/err")"
 }
 
 # --- same seed twice: same file names, byte-identical files ---
@@ -45,6 +57,76 @@ sum_c=$(cat "$T"/c/*.png | cksum)
 for f in "$T"/d/*.png; do
     cmp -s "$f" "$T/a/$(basename "$f")" || fail "count 10 is not a prefix of count 20: $(basename "$f")"
 done
+
+# --- files already in --out are kept: a run that would replace any writes nothing ---
+# sums DIR: checksum, size and name of every file in DIR, hidden ones too
+sums() {
+    (cd "$1" && find . -type f -exec cksum {} + | LC_ALL=C sort -k 3)
+}
+# Charset ab, length 2: 5 images per seed can only be 4 labels, so seeds 1 and 2 share names.
+"$GEN" --out "$T/g" --count 5 --charset ab --length 2 --seed 1 >/dev/null || fail "run g seed 1"
+"$GEN" --out "$T/g2" --count 5 --charset ab --length 2 --seed 2 >/dev/null || fail "run g2 seed 2"
+before=$(sums "$T/g")
+expect 2 "$T/g/[^ ]*\.png already exists" --out "$T/g" --count 5 --charset ab --length 2 --seed 2
+grep -q -e '--overwrite' "$T/err" || fail "refusal does not mention --overwrite: $(cat "$T/err")"
+[ ! -s "$T/out" ] || fail "refused run printed on stdout: $(cat "$T/out")"
+[ "$(sums "$T/g")" = "$before" ] || fail "a refused run changed the folder"
+# Same seed again without --overwrite: refused too (every name exists), nothing changed.
+expect 2 '5 of the 5 files' --out "$T/g" --count 5 --charset ab --length 2 --seed 1
+[ "$(sums "$T/g")" = "$before" ] || fail "a refused run (same seed) changed the folder"
+
+# A user's own file named like a label this run draws is kept (and nothing else is written).
+first=$(cd "$T/g2" && set -- *.png && echo "$1")
+mkdir "$T/u"
+echo "user data" >"$T/u/$first"
+expect 2 "$T/u/$first already exists" --out "$T/u" --count 5 --charset ab --length 2 --seed 2
+[ "$(cat "$T/u/$first")" = "user data" ] || fail "the user's $first was replaced"
+[ "$(ls -A "$T/u")" = "$first" ] || fail "a refused run wrote files: $(ls -A "$T/u")"
+
+# --overwrite replaces those files: each is then the seed's image, byte for byte; files of
+# other names are not touched.
+"$GEN" --out "$T/u" --count 5 --charset ab --length 2 --seed 2 --overwrite >"$T/out" ||
+    fail "--overwrite over a user file"
+grep -q '(1 replaced file of the same name)' "$T/out" || fail "--overwrite output: $(cat "$T/out")"
+[ "$(sums "$T/u")" = "$(sums "$T/g2")" ] || fail "--overwrite did not give seed 2's files"
+cp -r "$T/g" "$T/g1"
+"$GEN" --out "$T/g" --count 5 --charset ab --length 2 --seed 2 --overwrite >/dev/null ||
+    fail "--overwrite seed 2 into seed 1's folder"
+for f in "$T"/g2/*.png; do
+    f=$(basename "$f")
+    cmp -s "$T/g/$f" "$T/g2/$f" || fail "--overwrite did not replace $f with seed 2's image"
+done
+for f in "$T"/g1/*.png; do
+    f=$(basename "$f")
+    [ -e "$T/g2/$f" ] || cmp -s "$T/g/$f" "$T/g1/$f" || fail "--overwrite changed $f, not its name"
+done
+# --overwrite with the same seed rewrites identical bytes.
+before=$(sums "$T/g2")
+"$GEN" --out "$T/g2" --count 5 --charset ab --length 2 --seed 2 --overwrite >/dev/null ||
+    fail "--overwrite with the same seed"
+[ "$(sums "$T/g2")" = "$before" ] || fail "--overwrite with the same seed changed bytes"
+# ... and a larger --count extends a smaller run byte for byte (d: seed 7, 10 of a's 20).
+"$GEN" --out "$T/d2" --count 10 --seed 7 --font 'DejaVu Sans' >/dev/null || fail "run d2"
+"$GEN" --out "$T/d2" --count 20 --seed 7 --font 'DejaVu Sans' --overwrite >/dev/null ||
+    fail "--overwrite --count 20 over --count 10"
+[ "$(sums "$T/d2")" = "$(sums "$T/a")" ] || fail "--count 20 over --count 10 differs from a fresh 20"
+
+# One image: "wrote 1 image", not "1 images".
+"$GEN" --out "$T/one" --count 1 >"$T/out" || fail "run one"
+grep -q 'wrote 1 image of' "$T/out" || fail "count 1 output: $(cat "$T/out")"
+
+# A failed write says why in the OS's words (here the file size limit; a full disk gives "No
+# space left on device"), keeps no partial or temporary file, and exits 1.
+(
+    trap '' XFSZ
+    ulimit -f 2 # 1 KiB: less than one PNG
+    exec "$GEN" --out "$T/full" --count 3 >/dev/null 2>"$T/err"
+)
+got=$?
+[ "$got" -eq 1 ] || fail "write past the file size limit: exit status $got, expected 1"
+grep -q -e "writing $T/full/.*\.png failed: File too large" "$T/err" ||
+    fail "write error does not say the OS reason: $(cat "$T/err")"
+[ -z "$(ls -A "$T/full")" ] || fail "a failed write left files: $(ls -A "$T/full")"
 
 # --- labels, sizes and PNG decoding, checked in Python (zlib, no cairo) ---
 "$GEN" --out "$T/e" --count 30 --seed 3 --length 4-6 --charset 'xk7Q-' --size 160x40 \
@@ -127,23 +209,13 @@ PYEOF
 
 # --- --help lists every option with its default ---
 help=$("$GEN" --help) || fail "--help exit status $?"
-for s in --out --count --length --charset --size --seed --font --help \
+for s in --out --count --length --charset --size --seed --font --overwrite --help \
     'default: 5' 'default: 0123456789abcdefghijklmnopqrstuvwxyz' 'default: 200x50' \
     'default: 1' 'DejaVu Sans'; do
     printf '%s' "$help" | grep -q -e "$s" || fail "--help does not mention '$s'"
 done
 
 # --- bad input: expected exit status and a message naming the option ---
-# expect STATUS OPTION-NAME-IN-MESSAGE ARGS...
-expect() {
-    want=$1
-    name=$2
-    shift 2
-    "$GEN" "$@" >"$T/out" 2>"$T/err"
-    got=$?
-    [ "$got" -eq "$want" ] || fail "'$*': exit status $got, expected $want"
-    grep -q -e "$name" "$T/err" || fail "'$*': message does not name $name: $(cat "$T/err")"
-}
 O="$T/bad"
 expect 2 --count --out "$O" --count 0
 expect 2 --count --out "$O" --count abc
