@@ -2,7 +2,7 @@
 """Prints the captchaocr element's bus messages (gst-python, Debian package
 python3-gst-1.0), plus warnings, errors and end of stream.
 
-Usage: bus-watch.py [PIPELINE DESCRIPTION]
+Usage: bus-watch.py [-h|--help] [--] [PIPELINE DESCRIPTION]
   e.g. bus-watch.py filesrc location=a.png ! decodebin ! videoconvert ! \\
            imagefreeze num-buffers=1 ! captchaocr model=m.safetensors ! fakesink
   Without arguments: videotestsrc num-buffers=5 ! captchaocr ! fakesink
@@ -64,8 +64,19 @@ def on_message(bus, message, loop):
 
 
 def main(argv):
+    args = argv[1:]
+    if args and args[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    if args and args[0] == "--":
+        args = args[1:]
+    elif args and args[0].startswith("-"):
+        # no pipeline description starts with "-": an option this script lacks
+        print("bus-watch.py: unknown option %s\n\n%s" % (args[0], __doc__.strip()),
+              file=sys.stderr)
+        return 2
     Gst.init(None)
-    description = " ".join(argv[1:]) or \
+    description = " ".join(args) or \
         "videotestsrc num-buffers=5 ! captchaocr ! fakesink"
     try:
         pipeline = Gst.parse_launch(description)

@@ -38,9 +38,9 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --model) model=$2; shift 2 ;;
     --device) device=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) print_help; exit 0 ;;
     --) shift; break ;;
-    -*) echo "unknown option $1" >&2; exit 2 ;;
+    -*) echo "recognize-files: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
     esac
 done

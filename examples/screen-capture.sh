@@ -24,8 +24,8 @@ while [ $# -gt 0 ]; do
     --model) model=$2; shift 2 ;;
     --x) x=$2; shift 2 ;;
     --y) y=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    -*) echo "unknown option $1" >&2; exit 2 ;;
+    -h|--help) print_help; exit 0 ;;
+    -*) echo "screen-capture: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
     esac
 done
