@@ -6,8 +6,9 @@
 #     (model/captcha-default.safetensors), printing the decoded text next to the truth;
 #  3. reads one of them placed at an offset in a 1280x720 BGRx "screen" through the roi-*
 #     properties;
-#  4. when the shared real data set is next to the checkout, reads its test split too and
-#     prints the accuracy.
+#  4. when the shared real data set is next to the checkout (../shared/data, or the folder
+#     $CAPTCHA_SHARED_DATA names), reads its test split too and prints the accuracy; else
+#     says that it skipped that part.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -49,4 +50,8 @@ if [ -d "$real" ]; then
     { n++; split($1, parts, "/"); name = parts[length(parts)]; sub(/\.png$/, "", name);
       if ($2 == name) ok++ }
     END { printf "%d of %d read correctly (%.1f%%)\n", ok, n, 100 * ok / n }'
+else
+  echo
+  echo "Skipped the shared real test split: $real is absent" \
+    "(set CAPTCHA_SHARED_DATA=/path/to/data, the folder holding captcha-v2/, to read it)."
 fi

@@ -10,8 +10,9 @@
 # kernels round differently, which can move a confidence in its 4th decimal).
 #
 # Usage: recognize-files.sh [--model FILE] [--device auto|cpu|cuda] [FILE|DIR]...
-#   Without FILE/DIR: the shared test split ../shared/data/captcha-v2/test
-#   next to the source tree, when present. Directories are read for their
+#   Without FILE/DIR: the shared test split $CAPTCHA_SHARED_DATA/captcha-v2/test,
+#   where CAPTCHA_SHARED_DATA defaults to ../shared/data next to the source
+#   tree (as for examples/demo.sh and the tests). Directories are read for their
 #   .png, .jpg and .jpeg files (any case; the formats the set-up's GStreamer
 #   decodes; not hidden files, not subfolders), sorted by name (bytes, as
 #   LC_ALL=C sorts). A file name may hold any character: the file goes to
@@ -45,9 +46,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 if [ $# -eq 0 ]; then
-    default_dir=$(cd "$source_dir/.." && pwd)/shared/data/captcha-v2/test
+    default_dir=${CAPTCHA_SHARED_DATA:-$(cd "$source_dir/.." && pwd)/shared/data}/captcha-v2/test
     if [ ! -d "$default_dir" ]; then
-        echo "no input given and $default_dir is absent" >&2
+        echo "recognize-files: no input given and $default_dir is absent" \
+            "(give files or folders, or set CAPTCHA_SHARED_DATA to the folder holding captcha-v2/)" >&2
         exit 2
     fi
     set -- "$default_dir"

@@ -6,7 +6,9 @@
 # its own; both lines should show the same text.
 #
 # Usage: screen-capture.sh [--model FILE] [--x X] [--y Y] IMAGE
-#   IMAGE defaults to the first PNG of ../shared/data/captcha-v2/test.
+#   IMAGE defaults to the first PNG of $CAPTCHA_SHARED_DATA/captcha-v2/test,
+#   where CAPTCHA_SHARED_DATA defaults to ../shared/data next to the source
+#   tree (as for examples/demo.sh and the tests).
 #   The region is X,Y (default 400,300) and the image's size (read from
 #   the decoded caps; 200x50 for the shared data).
 #
@@ -32,10 +34,11 @@ done
 if [ $# -gt 0 ]; then
     image=$1
 else
-    image=$(find "$source_dir/../shared/data/captcha-v2/test" -name '*.png' 2>/dev/null |
-        LC_ALL=C sort | head -n 1)
+    test_dir=${CAPTCHA_SHARED_DATA:-$source_dir/../shared/data}/captcha-v2/test
+    image=$(find "$test_dir" -name '*.png' 2>/dev/null | LC_ALL=C sort | head -n 1)
     if [ -z "$image" ]; then
-        echo "give an image: the shared test data is absent" >&2
+        echo "screen-capture: give an image: the shared test data ($test_dir) is absent" \
+            "(set CAPTCHA_SHARED_DATA to the folder holding captcha-v2/)" >&2
         exit 2
     fi
 fi
