@@ -21,6 +21,8 @@
 #   gst-inspect-1.0 captchaocr).
 #   The plugin is taken from GST_PLUGIN_PATH, else from build/gst of the
 #   source tree when that exists (set CAPTCHA_BUILD_DIR for another build).
+#   A file that gives no result is reported on stderr with the pipeline's
+#   errors, and makes the exit status 1.
 #
 # The text is parsed from gst-launch-1.0 -m output, which holds codes of
 # letters and digits as they are; for charsets with punctuation use
@@ -75,8 +77,6 @@ recognize() {
         # the same for every file (e.g. a bad --device): stop at once
         printf '%s\n' "$output" | grep -m 1 'erroneous pipeline' >&2
         exit 2 ;;
-    *'ERROR: from element'*)
-        printf '%s\n' "$output" | grep -m 1 -A 1 'ERROR: from element' >&2 ;;
     esac
     line=$(printf '%s\n' "$output" | grep '(element): captcha,' | head -n 1) || true
     text=$(printf '%s\n' "$line" | sed -n 's/.*text\\=\\(string\\)\([^\\]*\)\\,.*/\1/p')
@@ -86,6 +86,11 @@ recognize() {
     fi
     printf '%s\t%s\t%s\n' "$1" "$text" "$confidence"
     if [ -z "$text" ]; then
+        # the pipeline's errors (e.g. "error from jpegdec0: number of components not
+        # supported: 4 (max 3)" for a CMYK JPEG), one line each
+        printf '%s\n' "$output" | pipeline_messages | while IFS= read -r message; do
+            printf 'recognize-files: %s: %s\n' "$1" "$message"
+        done >&2
         echo "recognize-files: $1: no result (unreadable file, no region read, or a 30 s timeout)" >&2
         return 1
     fi

@@ -11,6 +11,8 @@
 #   tree (as for examples/demo.sh and the tests).
 #   The region is X,Y (default 400,300) and the image's size (read from
 #   the decoded caps; 200x50 for the shared data).
+#   When a reading gives no result, the pipeline's errors and warnings are
+#   printed on stderr (exit 1).
 #
 # With a real screen, replace the compositor part by
 #   ximagesrc use-damage=false ! videoconvert ! video/x-raw,format=BGRx
@@ -43,6 +45,18 @@ else
     fi
 fi
 
+# Prints on stderr the errors and warnings in a gst-launch-1.0 output $1 (not
+# captchaocr's warning that device=auto reads on the CPU, no reason for a
+# missing result), else the output's "erroneous pipeline" line, else its last lines.
+show_messages() {
+    messages=$(printf '%s\n' "$1" | pipeline_messages)
+    if [ -n "$messages" ]; then
+        printf '%s\n' "$messages" >&2
+    else
+        printf '%s\n' "$1" | grep 'erroneous pipeline' >&2 || printf '%s\n' "$1" | tail -n 5 >&2
+    fi
+}
+
 # The image's size, from the caps gst-launch-1.0 -v prints
 # ("... caps = video/x-raw, format=(string)RGBA, width=(int)200, height=(int)50, ...").
 # (each pipeline reads the image on its standard input, fdsrc, so that any
@@ -51,12 +65,13 @@ if [ ! -r "$image" ] || [ -d "$image" ]; then
     echo "screen-capture: $image cannot be read" >&2
     exit 1
 fi
-caps=$(gst-launch-1.0 -v fdsrc ! decodebin ! videoconvert ! \
-    fakesink 2>&1 <"$image" | grep 'GstFakeSink.*caps = video/x-raw' | head -n 1)
+output=$(gst-launch-1.0 -v fdsrc ! decodebin ! videoconvert ! fakesink 2>&1 <"$image") || true
+caps=$(printf '%s\n' "$output" | grep 'GstFakeSink.*caps = video/x-raw' | head -n 1) || true
 width=$(printf '%s\n' "$caps" | sed -n 's/.*width=(int)\([0-9]*\).*/\1/p')
 height=$(printf '%s\n' "$caps" | sed -n 's/.*height=(int)\([0-9]*\).*/\1/p')
 if [ -z "$width" ] || [ -z "$height" ]; then
-    echo "cannot read the size of $image" >&2
+    echo "screen-capture: cannot read the size of $image:" >&2
+    show_messages "$output"
     exit 1
 fi
 
@@ -73,12 +88,11 @@ first_result() {
         's/.*text\\=\\(string\\)\([^\\]*\)\\,\\ confidence\\=\\(double\\)\([^\\]*\)\\,\\ x\\=\\(int\\)\([0-9]*\)\\,\\ y\\=\\(int\\)\([0-9]*\)\\,\\ width\\=\\(int\\)\([0-9]*\)\\,\\ height\\=\\(int\\)\([0-9]*\).*/\1 \2 \3,\4 \5x\6/p'
 }
 
-# Fails (exit 1) with the pipeline's error lines when it gave no result.
+# Fails (exit 1) with the pipeline's errors and warnings when it gave no result.
 check() { # $1: what was read, $2: the pipeline's output, $3: its result
     if [ -z "$3" ]; then
         echo "screen-capture: no result for $1:" >&2
-        printf '%s\n' "$2" | grep -E -A 1 'ERROR|WARNING|erroneous pipeline' >&2 ||
-            printf '%s\n' "$2" | tail -n 5 >&2
+        show_messages "$2"
         exit 1
     fi
 }
