@@ -1,6 +1,7 @@
 #!/bin/bash
 # Tests the examples as the README shows them: print-results (C, reads the region metas),
-# recognize-files.sh and screen-capture.sh (shell, gst-launch-1.0), on captchas made by
+# recognize-files.sh and screen-capture.sh (shell, gst-launch-1.0; their --help, error
+# messages and $CAPTCHA_SHARED_DATA default too) and bus-watch.py's usage, on captchas made by
 # captcha-gen with a fixed seed and read with the bundled model. The text must be each
 # file's label: these are the seeds that examples/demo.sh reads, all correctly.
 # Usage: test_examples.sh PATH/TO/captcha-gen PATH/TO/print-results
@@ -94,6 +95,40 @@ if [ "${CAPTCHA_SANITIZED:-0}" = 1 ]; then
     exit 1
 fi
 
+# --- --help of the shell examples: the whole leading comment block (after #!, up to the
+# first line that is not a comment, "# " taken off), not less, and no code ---
+for script in recognize-files.sh screen-capture.sh; do
+    header=$(sed -n '2,${/^#/!q;s/^# \{0,1\}//;p;}' "$SRC/examples/$script")
+    out=$("$SRC/examples/$script" --help 2>"$T/err")
+    status=$?
+    [ "$status" -eq 0 ] || fail "$script --help: exit $status: $(cat "$T/err")"
+    [ "$out" = "$header" ] ||
+        fail "$script --help differs from its header comment: $(diff <(echo "$header") <(echo "$out"))"
+    ! grep -q 'set -eu' <<<"$out" || fail "$script --help prints its code: $out"
+    grep -q CAPTCHA_SHARED_DATA <<<"$out" || fail "$script --help does not name CAPTCHA_SHARED_DATA"
+done
+grep -q 'CAPTCHA_BUILD_DIR' <<<"$("$SRC/examples/recognize-files.sh" --help)" ||
+    fail "recognize-files.sh --help stops before the GST_PLUGIN_PATH / CAPTCHA_BUILD_DIR lines"
+
+# --- bus-watch.py: -h/--help print the usage (exit 0); an unknown option prints it on
+# stderr (exit 2), not "pipeline: syntax error". Run by Debian's interpreter, whose gi
+# (python3-gst-1.0) it needs, as the README says ---
+if /usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0")' 2>/dev/null; then
+    for option in -h --help; do
+        out=$(/usr/bin/python3 "$SRC/examples/bus-watch.py" "$option" 2>"$T/err")
+        status=$?
+        [ "$status" -eq 0 ] && grep -q '^Usage: bus-watch.py' <<<"$out" ||
+            fail "bus-watch.py $option: exit $status, stdout '$out', stderr $(cat "$T/err")"
+    done
+    out=$(/usr/bin/python3 "$SRC/examples/bus-watch.py" --no-such-option 2>"$T/err")
+    status=$?
+    [ "$status" -eq 2 ] && [ -z "$out" ] && grep -q 'unknown option --no-such-option' "$T/err" &&
+        grep -q '^Usage: bus-watch.py' "$T/err" ||
+        fail "bus-watch.py --no-such-option: exit $status, stdout '$out', stderr $(cat "$T/err")"
+else
+    echo "note: /usr/bin/python3 lacks gi with Gst 1.0 (python3-gst-1.0): bus-watch.py left out"
+fi
+
 # --- recognize-files.sh: path<TAB>text<TAB>confidence per image, sorted; any file name ---
 # (a name with a quote, a double quote, a backslash and spaces: paths are printed as they are)
 odd="$T/gen/it's a \"name\" \\x.png"
@@ -120,7 +155,41 @@ status=$?
 grep -q 'broken.png' "$T/err" || fail "recognize-files.sh did not name broken.png: $(cat "$T/err")"
 [ "$(grep -c "$(printf '\t')$truth$(printf '\t')" "$T/out")" -ge 2 ] ||
     fail "recognize-files.sh stopped reading after the broken file: $(cat "$T/out")"
+# ... with the pipeline's error (typefind's), not an empty "Additional debug info:"
+grep -q "broken.png: error from typefind: Could not determine type of stream" "$T/err" &&
+    ! grep -q 'Additional debug info' "$T/err" ||
+    fail "recognize-files.sh did not give the pipeline's error for broken.png: $(cat "$T/err")"
 rm -f "$T/gen/broken.png" "$odd"
+
+# a CMYK JPEG (8x8), which jpegdec refuses: its reason is only in GStreamer's debug log (the
+# bus message says "Internal data stream error")
+if env -u GST_PLUGIN_PATH GST_REGISTRY="$T/registry.bin" gst-inspect-1.0 jpegdec >/dev/null 2>&1; then
+    base64 -d >"$T/cmyk.jpg" <<'JPEG'
+/9j/7gAOQWRvYmUAZAAAAAAA/9sAQwAQCwwODAoQDg0OEhEQExgoGhgWFhgxIyUdKDozPTw5Mzg3
+QEhcTkBEV0U3OFBtUVdfYmdoZz5NcXlwZHhcZWdj/8AAFAgACAAIBEMRAE0RAFkRAEsRAP/EABQA
+AQAAAAAAAAAAAAAAAAAAAAf/xAAUEAEAAAAAAAAAAAAAAAAAAAAA/9oADgRDAE0AWQBLAAA/AEAg
+EAgP/9k=
+JPEG
+    "$SRC/examples/recognize-files.sh" "$T/cmyk.jpg" >"$T/out" 2>"$T/err"
+    status=$?
+    [ "$status" -eq 1 ] && grep -q "cmyk.jpg: error from jpegdec[0-9]*: " "$T/err" ||
+        fail "recognize-files.sh on a CMYK JPEG: exit $status, no jpegdec error: $(cat "$T/err")"
+else
+    echo "note: GStreamer element jpegdec is not installed: the CMYK JPEG check left out"
+fi
+
+# without FILE: the test split under $CAPTCHA_SHARED_DATA (captcha-v2/test), not ../shared/data
+mkdir -p "$T/shared/captcha-v2/test"
+cp "$first" "$T/shared/captcha-v2/test/"
+shared_first=$T/shared/captcha-v2/test/$(basename "$first")
+CAPTCHA_SHARED_DATA=$T/shared "$SRC/examples/recognize-files.sh" >"$T/out" 2>"$T/err"
+status=$?
+[ "$status" -eq 0 ] && [ "$(cut -f1,2 "$T/out")" = "$shared_first$(printf '\t')$truth" ] ||
+    fail "recognize-files.sh with CAPTCHA_SHARED_DATA=$T/shared: exit $status, read $(cat "$T/out" "$T/err")"
+CAPTCHA_SHARED_DATA=$T/nowhere "$SRC/examples/recognize-files.sh" >"$T/out" 2>"$T/err"
+status=$?
+[ "$status" -eq 2 ] && [ ! -s "$T/out" ] && grep -q "$T/nowhere/captcha-v2/test.*CAPTCHA_SHARED_DATA" "$T/err" ||
+    fail "recognize-files.sh with CAPTCHA_SHARED_DATA=$T/nowhere: exit $status, $(cat "$T/out" "$T/err")"
 
 # --- screen-capture.sh: the image inside a 1280x720 frame at 400,300, and on its own ---
 "$SRC/examples/screen-capture.sh" "$first" >"$T/out" 2>"$T/err"
@@ -133,9 +202,27 @@ grep -q "^in a 1280x720 screen: $truth [0-9.]* 400,300 200x50$" "$T/out" &&
 status=$?
 [ "$status" -eq 1 ] && grep -q 'missing.png' "$T/err" ||
     fail "screen-capture.sh on a missing file: exit $status, stderr $(cat "$T/err")"
+# a file that is not an image: the pipeline's error, not only "cannot read the size"
+printf 'not a png' >"$T/text.png"
+"$SRC/examples/screen-capture.sh" "$T/text.png" >/dev/null 2>"$T/err"
+status=$?
+[ "$status" -eq 1 ] && grep -q 'error from typefind: Could not determine type of stream' "$T/err" ||
+    fail "screen-capture.sh on a text file: exit $status, stderr $(cat "$T/err")"
+# a region wholly outside the frame: captchaocr's warning saying so, and not its device=auto
+# warning that it reads on the CPU (no reason for the missing result)
+"$SRC/examples/screen-capture.sh" --x 1300 "$first" >/dev/null 2>"$T/err"
+status=$?
+[ "$status" -eq 1 ] && grep -q '^warning from captchaocr[0-9]*: .*lies outside the 1280x720 image' "$T/err" &&
+    ! grep -q 'No usable GPU' "$T/err" ||
+    fail "screen-capture.sh --x 1300: exit $status, stderr $(cat "$T/err")"
+# without IMAGE: the first PNG under $CAPTCHA_SHARED_DATA/captcha-v2/test
+CAPTCHA_SHARED_DATA=$T/shared "$SRC/examples/screen-capture.sh" >"$T/out" 2>"$T/err"
+status=$?
+[ "$status" -eq 0 ] && grep -q "^in a 1280x720 screen: $truth " "$T/out" ||
+    fail "screen-capture.sh with CAPTCHA_SHARED_DATA=$T/shared: exit $status, $(cat "$T/out" "$T/err")"
 
 if [ "$FAILS" -ne 0 ]; then
     echo "$FAILS failure(s)"
     exit 1
 fi
-echo "ok: print-results, recognize-files.sh, screen-capture.sh"
+echo "ok: print-results, recognize-files.sh, screen-capture.sh, bus-watch.py usage"
