@@ -1,6 +1,10 @@
 #!/bin/bash
-# The GPU machine's check, in one run (under 5 minutes on 16 cores):
-#   1. unpack the libraries it lacks (.carry/carry.tar.xz from bench/prepare-carry.sh),
+# Runs the GPU checks, in one run (under 5 minutes on 16 cores), on a machine with an
+# NVIDIA GPU (its driver and the CUDA toolkit; cuDNN and cuBLAS from the toolkit or from
+# PyTorch's nvidia-* wheels) that may lack the Debian packages the build needs:
+# bench/prepare-carry.sh packs those on the development machine into .carry/ (git-ignored),
+# which is copied to the GPU machine along with the checkout. The steps:
+#   1. unpack the libraries the machine lacks (.carry/carry.tar.xz, when present),
 #   2. find cuDNN / cuBLAS (the CUDA toolkit, else PyTorch's nvidia-* wheels),
 #   3. meson setup -Dgst=disabled -Dcuda=enabled -Dgpu_arch=90 and build,
 #   4. run test_backend_cuda, again under compute-sanitizer memcheck, and test_ops,
@@ -12,16 +16,22 @@
 #      bench/torch_gpu.py for the PyTorch side), and ours again with CAPTCHA_CUDA_VERBOSE=1,
 #   7. train with the default recipe on the GPU (captcha-train --device cuda, real train
 #      split, test split as --val), then read the test split with the result.
-# Logs go to $OUT (at most 8 files come back from the device tool):
+# Logs go to the folder $OUT (default build-device-out/ in the checkout), eight files, so
+# that they are easy to copy back:
 #   summary.txt, build.log, test_backend_cuda.log, sanitizer.log, test_ops.log, parity.log,
 #   bench_gpu.log, train.log
 #
-# From the development machine:
+# Step by step:
+#   # on the development machine (Debian 12, with the packages of .ci/install-deps.sh), in
+#   # the checkout; --gst takes a build folder configured with the GStreamer plugin (meson
+#   # option gst: -Dgst=enabled, or the default auto with GStreamer installed), e.g. build/
 #   bench/prepare-carry.sh --gst build --data ../shared/data/captcha-v2
-#       # writes .carry/ (git-ignored): carry.tar.xz, gst.tar.xz, data/
-#   device run, carry [".carry"], command "bash bench/device-check.sh", timeout_s 480
-# It also runs on any machine (OUT defaults to build-device-out/); without a GPU
-# test_backend_cuda reports "skipped".
+#       # writes .carry/: carry.tar.xz, gst.tar.xz, data/
+#   # copy the checkout, .carry/ included, to the GPU machine; there, in the copy:
+#   OUT=/tmp/device-out bash bench/device-check.sh
+#   # then read /tmp/device-out/summary.txt (exit status 0 when every check passed)
+# It also runs on any machine, .carry/ or not; without a GPU test_backend_cuda reports
+# "skipped".
 # bash bench/device-check.sh --profile instead builds the same way, then lists the GPU time of
 # each kernel (ncu) of one batch-1 inference from host pixels, one batch-256 inference and one
 # training step at batch 16, and the algorithm chosen for each convolution

@@ -1,24 +1,30 @@
 #!/bin/sh
-# Collects the Debian 12 libraries and headers that the GPU machine lacks
+# Packs a build's dependencies so that they can be copied to a machine with an
+# NVIDIA GPU that lacks them, where bench/device-check.sh runs the GPU checks:
+# the Debian 12 libraries and headers that such a machine usually lacks
 # (oneDNN, jansson, cmocka, stb, their runtime dependency libOpenCL, a
-# pkg-config, and libgomp as a fallback) into .carry/carry.tar.xz at the
-# repository root (.carry/ is git-ignored), for bench/device-check.sh.
+# pkg-config, and libgomp as a fallback) go into .carry/carry.tar.xz at the
+# repository root (.carry/ is git-ignored), which device-check.sh unpacks.
 #
 # Run on the development machine (Debian 12 with libdnnl-dev, libjansson-dev,
-# libcmocka-dev, libstb-dev, pkgconf installed), then name `.carry` in the
-# device tool's `carry` list. The archive unpacks into one prefix:
+# libcmocka-dev, libstb-dev, pkgconf installed), then copy the checkout with
+# its .carry/ folder to the GPU machine (see bench/device-check.sh for the
+# steps there). The archive unpacks into one prefix:
 #   include/  (oneapi/dnnl, dnnl*.h, jansson*.h, cmocka*.h, stb/)
 #   lib/      (.so files and symlinks; lib/pkgconfig/*.pc relocated with ${pcfiledir})
 #   bin/      (pkgconf, used only when the machine has no pkg-config)
 #   fallback/gomp (libgomp, used only when the machine has none),
 #   fallback/pkgconf (libpkgconf.so.3 for bin/pkgconf)
-# libdnnl.so.2 alone is ~40 MB; xz brings the archive to a fraction of that
-# (the device tool sends at most 64 MiB of tree per call).
+# libdnnl.so.2 alone is ~40 MB; xz brings the archive to a fraction of that,
+# quick to copy (the GPU machine used for this project takes at most 64 MiB
+# with the checkout).
 #
 # With --gst BUILD_DIR it also writes .carry/gst.tar.xz: gst-launch-1.0, the
 # GStreamer plugins the element check needs (coreelements, multifile, png,
-# videoconvertscale), the captchaocr plugin from BUILD_DIR/gst (a build of this
-# tree with -Dgst=enabled) and every library they load except glibc's, libstdc++
+# videoconvertscale), the captchaocr plugin from BUILD_DIR/gst (BUILD_DIR must be
+# a build of this tree configured with the plugin: meson option gst, set by
+# -Dgst=enabled or left at its default auto with GStreamer's development
+# packages installed; e.g. build/) and every library they load except glibc's, libstdc++
 # and libgcc_s, so that device-check.sh can run the element on a machine
 # without GStreamer. With --data DIR it copies DIR (the captcha-v2 folder with
 # train/ and test/) to .carry/data/captcha-v2 for the parity and training
