@@ -596,6 +596,8 @@ static unsigned long table_bump(struct label_table *t, const char *label)
 
 static void table_free(struct label_table *t)
 {
+    if (!t->slots)
+        return;
     for (size_t i = 0; i <= t->mask; i++)
         free(t->slots[i].label);
     free(t->slots);
@@ -1019,11 +1021,13 @@ int main(int argc, char **argv)
     if (make_dirs(o.out_dir) != 0) {
         fprintf(stderr, "%s: --out '%s': cannot create the directory: %s\n", prog, o.out_dir,
                 strerror(errno));
+        free(o.fonts);
         return EXIT_RUNTIME;
     }
     if (access(o.out_dir, W_OK | X_OK) != 0) {
         fprintf(stderr, "%s: --out '%s': directory is not writable: %s\n", prog, o.out_dir,
                 strerror(errno));
+        free(o.fonts);
         return EXIT_RUNTIME;
     }
 
@@ -1033,6 +1037,7 @@ int main(int argc, char **argv)
     char *first = malloc(first_size);
     if (first == NULL) {
         fprintf(stderr, "%s: out of memory\n", prog);
+        free(o.fonts);
         return EXIT_RUNTIME;
     }
     int rc = count_existing(&o, &n_existing, first, first_size);
@@ -1048,13 +1053,18 @@ int main(int argc, char **argv)
         rc = EXIT_USAGE;
     }
     free(first);
-    if (rc != 0)
+    if (rc != 0) {
+        free(o.fonts);
         return rc;
+    }
 
     struct renderer r;
-    struct label_table table;
+    struct label_table table = {0};
     if (renderer_init(&r, o.width, o.height) != 0 || table_init(&table, o.count) != 0) {
         fprintf(stderr, "%s: out of memory for %dx%d images\n", prog, o.width, o.height);
+        table_free(&table);
+        renderer_free(&r);
+        free(o.fonts);
         return EXIT_RUNTIME;
     }
     for (long i = 0; i < o.count && rc == 0; i++) {
