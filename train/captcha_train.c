@@ -22,7 +22,8 @@
  * a run resumed from it produces the same weights as one that never stopped.
  *
  * Checkpoint file (own format, little-endian, written to FILE.tmp and renamed):
- *   "GSTCAPCK" uint32 version(1)
+ *   "GSTCAPCK" uint32 version (2; version 1, without best_char_accuracy and the best
+ *           epoch's buffers, is still read)
  *   config: char charset[129], int32 length, input_height, input_width,
  *           char channel_order[4], float mean, std
  *   recipe: int32 recipe, epochs, batch, warmup_epochs, augment;
@@ -30,9 +31,12 @@
  *   data:   uint64 image count, uint64 hash of the sorted labels
  *   state:  int32 epoch, step (next step to run), best_epoch;
  *           int64 adam_steps, batches_tracked; double best_accuracy,
+ *           [v2: double best_char_accuracy; int64 best_batches_tracked;] double
  *           epoch_loss_sum; int64 epoch_loss_steps
  *   buffers: uint64 parameter_count, running_stat_count; parameters, running
- *           stats, Adam m, Adam v (float32)
+ *           stats, Adam m, Adam v (float32); [v2: int32 has_best; when 1, the
+ *           parameters and running stats of the best epoch on --val, the model its
+ *           --out holds, so that a resumed run can write it to another --out]
  *   uint64 hash (captcha_mix64 chain) of everything before it
  */
 #include <errno.h>
@@ -127,7 +131,8 @@ static void usage(FILE *stream)
         "\n"
         "  --train DIR        training images (required)\n"
         "  --val DIR          validation images; accuracy after each epoch, the best epoch\n"
-        "                     is saved (default: none; the last epoch is saved)\n"
+        "                     is saved (whole-code accuracy; ties: per-character accuracy)\n"
+        "                     (default: none; the last epoch is saved)\n"
         "  --out FILE         model file to write (safetensors, required)\n"
         "  --checkpoint FILE  checkpoint written after every epoch and on interruption\n"
         "                     (default: FILE of --out + \".ckpt\"); a new run does not\n"
@@ -393,8 +398,12 @@ typedef struct {
     int epoch, step, best_epoch;
     int64_t adam_steps, batches_tracked;
     double best_accuracy, epoch_loss_sum;
+    double best_char_accuracy; /* ties of best_accuracy go to the better one of these */
+    int64_t best_batches_tracked; /* the best epoch's num_batches_tracked (its model file) */
     int64_t epoch_loss_steps;
 } train_state;
+
+#define CHECKPOINT_VERSION 2
 
 static const char checkpoint_magic[8] = {'G', 'S', 'T', 'C', 'A', 'P', 'C', 'K'};
 
@@ -462,8 +471,10 @@ static uint64_t label_hash(const captcha_dataset *data)
     return hash;
 }
 
+/* best: the best epoch's parameters and running stats (best[0], best[1]), or NULLs. */
 static captcha_status save_checkpoint(const char *path, captcha_network *network,
-                                      const train_state *state, captcha_error *err)
+                                      const train_state *state, float *const *best,
+                                      captcha_error *err)
 {
     const captcha_config *config = captcha_network_config(network);
     size_t parameters = captcha_network_parameter_count(network);
@@ -484,7 +495,7 @@ static captcha_status save_checkpoint(const char *path, captcha_network *network
         goto done;
     }
     put(&s, checkpoint_magic, sizeof checkpoint_magic);
-    put_i32(&s, 1);
+    put_i32(&s, CHECKPOINT_VERSION);
     char charset[CAPTCHA_MAX_CHARSET + 1] = {0};
     memcpy(charset, config->charset, strlen(config->charset));
     put(&s, charset, sizeof charset);
@@ -510,6 +521,8 @@ static captcha_status save_checkpoint(const char *path, captcha_network *network
     put_i64(&s, captcha_network_adam_step_count(network));
     put_i64(&s, captcha_network_batches_tracked(network));
     put(&s, &state->best_accuracy, sizeof(double));
+    put(&s, &state->best_char_accuracy, sizeof(double));
+    put_i64(&s, state->best_batches_tracked);
     put(&s, &state->epoch_loss_sum, sizeof(double));
     put_i64(&s, state->epoch_loss_steps);
     put_i64(&s, (int64_t)parameters);
@@ -521,6 +534,12 @@ static captcha_status save_checkpoint(const char *path, captcha_network *network
         if (status == CAPTCHA_OK)
             put(&s, host,
                 (ids[i] == CAPTCHA_BUFFER_RUNNING_STATS ? running : parameters) * sizeof(float));
+    }
+    int has_best = best && best[0] && best[1];
+    put_i32(&s, has_best);
+    if (has_best) {
+        put(&s, best[0], parameters * sizeof(float));
+        put(&s, best[1], running * sizeof(float));
     }
     uint64_t hash = s.hash;
     put(&s, &hash, sizeof hash);
@@ -541,13 +560,14 @@ done:
 }
 
 /* Reads a checkpoint: the config into *config and the state into *state; the
- * buffers are left in *buffers (4 arrays: parameters, running stats, m, v;
- * counts in counts[0..1]) for the caller to load into a network. */
+ * buffers are left in *buffers (6 arrays: parameters, running stats, m, v, and the
+ * best epoch's parameters and running stats, those two NULL when the checkpoint has
+ * none; counts in counts[0..1]) for the caller to load into a network. */
 static captcha_status load_checkpoint(const char *path, captcha_config *config, train_state *state,
                                       float **buffers, size_t *counts, captcha_error *err)
 {
     memset(state, 0, sizeof *state);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 6; i++)
         buffers[i] = NULL;
     char reason[128];
     hashed_stream s = {captcha_tool_open_regular(path, reason, sizeof reason), 0, 0};
@@ -558,7 +578,8 @@ static captcha_status load_checkpoint(const char *path, captcha_config *config, 
     char magic[8];
     get(&s, magic, sizeof magic);
     int32_t version = get_i32(&s);
-    if (s.failed || memcmp(magic, checkpoint_magic, sizeof magic) || version != 1) {
+    if (s.failed || memcmp(magic, checkpoint_magic, sizeof magic) || version < 1 ||
+        version > CHECKPOINT_VERSION) {
         int magic_ok = !memcmp(magic, checkpoint_magic, sizeof magic);
         /* a safetensors file starts with a little-endian header size: high bytes 0 */
         int looks_like_model = !magic_ok && magic[6] == 0 && magic[7] == 0;
@@ -596,6 +617,12 @@ static captcha_status load_checkpoint(const char *path, captcha_config *config, 
     state->adam_steps = get_i64(&s);
     state->batches_tracked = get_i64(&s);
     get(&s, &state->best_accuracy, sizeof(double));
+    /* version 1 kept the first epoch of equal full accuracy: no tie ever wins */
+    state->best_char_accuracy = DBL_MAX;
+    if (version >= 2) {
+        get(&s, &state->best_char_accuracy, sizeof(double));
+        state->best_batches_tracked = get_i64(&s);
+    }
     get(&s, &state->epoch_loss_sum, sizeof(double));
     state->epoch_loss_steps = get_i64(&s);
     int64_t parameters = get_i64(&s), running = get_i64(&s);
@@ -609,13 +636,22 @@ static captcha_status load_checkpoint(const char *path, captcha_config *config, 
     }
     counts[0] = (size_t)parameters;
     counts[1] = (size_t)running;
-    for (int i = 0; i < 4 && status == CAPTCHA_OK; i++) {
-        size_t n = i == 1 ? counts[1] : counts[0];
+    /* parameters, running stats, m, v; then (version 2) has_best and, when 1, the best
+     * epoch's parameters and running stats */
+    int32_t has_best = 0;
+    for (int i = 0; i < 4 + 2 * has_best && status == CAPTCHA_OK; i++) {
+        size_t n = i % 4 == 1 ? counts[1] : counts[0];
         buffers[i] = malloc(n * sizeof(float));
         if (!buffers[i])
             status = captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
         else
             get(&s, buffers[i], n * sizeof(float));
+        if (i == 3 && version >= 2) {
+            has_best = get_i32(&s);
+            if (has_best < 0 || has_best > 1)
+                status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                                      "%s: truncated or corrupt checkpoint", path);
+        }
     }
     uint64_t expected = s.hash, found = 0;
     get(&s, &found, sizeof found);
@@ -627,7 +663,7 @@ static captcha_status load_checkpoint(const char *path, captcha_config *config, 
 done:
     fclose(s.stream);
     if (status != CAPTCHA_OK)
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < 6; i++) {
             free(buffers[i]);
             buffers[i] = NULL;
         }
@@ -854,12 +890,12 @@ static int check_checkpoint_free(const char *checkpoint_path)
     }
     captcha_config config;
     train_state state;
-    float *buffers[4];
+    float *buffers[6];
     size_t counts[2];
     captcha_error err = {0};
     captcha_status status =
         load_checkpoint(checkpoint_path, &config, &state, buffers, counts, &err);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 6; i++)
         free(buffers[i]);
     if (status == CAPTCHA_OK && state.epoch >= state.training.epochs)
         return 1;
@@ -999,6 +1035,22 @@ static captcha_status save_model(captcha_network *network, const options *opt,
     return captcha_model_save(network, opt->out_path, metadata, err);
 }
 
+/* Copies the network's parameters and running stats into best[0], best[1] (allocated
+ * on first use): the model just saved to --out as the best on --val. */
+static captcha_status keep_best(captcha_network *network, float **best, captcha_error *err)
+{
+    const size_t counts[2] = {captcha_network_parameter_count(network),
+                              captcha_network_running_stat_count(network)};
+    static const captcha_buffer_id ids[2] = {CAPTCHA_BUFFER_PARAMETERS,
+                                             CAPTCHA_BUFFER_RUNNING_STATS};
+    for (int i = 0; i < 2; i++) {
+        if (!best[i] && !(best[i] = malloc(counts[i] * sizeof(float))))
+            return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "out of memory");
+        CAPTCHA_TRY(captcha_network_read_buffer(network, ids[i], best[i], err));
+    }
+    return CAPTCHA_OK;
+}
+
 /* Appends " OPTION VALUE" to *line (realloc'ed), the value single-quoted for a shell
  * when it holds anything but [A-Za-z0-9_./:=+-]. */
 static void append_option(char **line, const char *option, const char *value)
@@ -1069,7 +1121,9 @@ int main(int argc, char **argv)
     captcha_dataset train = {0}, val = {0};
     captcha_backend *backend = NULL;
     captcha_network *network = NULL;
-    float *resume_buffers[4] = {NULL, NULL, NULL, NULL};
+    /* parameters, running stats, Adam m, v from --resume; [4], [5]: the best epoch's
+     * parameters and running stats on --val (from --resume, then kept by this run) */
+    float *resume_buffers[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
     float *input = NULL, *targets = NULL, *logits = NULL;
     size_t *order = NULL;
     uint64_t *keys = NULL;
@@ -1087,6 +1141,7 @@ int main(int argc, char **argv)
     state.training = opt.training;
     state.seed = opt.seed;
     state.best_accuracy = -1.0;
+    state.best_char_accuracy = -1.0;
     state.best_epoch = -1;
     captcha_config config;
     captcha_config_reference(&config);
@@ -1515,9 +1570,13 @@ int main(int argc, char **argv)
             }
             last = acc;
             have_last = 1;
-            save = acc.full > state.best_accuracy;
+            /* the best full accuracy; of equal ones, the better per-character accuracy
+             * (a short run often reads no captcha whole) */
+            save = acc.full > state.best_accuracy ||
+                   (acc.full == state.best_accuracy && acc.chars > state.best_char_accuracy);
             if (save) {
                 state.best_accuracy = acc.full;
+                state.best_char_accuracy = acc.chars;
                 state.best_epoch = state.epoch + 1;
             }
             message("epoch %d/%d validation: full %.4f char %.4f (%zu images; best full %.4f at "
@@ -1532,10 +1591,18 @@ int main(int argc, char **argv)
                 goto done;
             }
             wrote_model = 1;
+            if (opt.val_dir) {
+                if (keep_best(network, resume_buffers + 4, &err) != CAPTCHA_OK) {
+                    message("%s", err.message);
+                    goto done;
+                }
+                state.best_batches_tracked = captcha_network_batches_tracked(network);
+            }
         }
         /* state.epoch + 1: the epoch just finished is done */
         state.epoch++;
-        captcha_status saved = save_checkpoint(checkpoint_path, network, &state, &err);
+        captcha_status saved =
+            save_checkpoint(checkpoint_path, network, &state, resume_buffers + 4, &err);
         state.epoch--;
         if (saved != CAPTCHA_OK) {
             message("%s", err.message);
@@ -1551,7 +1618,8 @@ int main(int argc, char **argv)
                     err.message);
             goto done;
         }
-        if (save_checkpoint(checkpoint_path, network, &state, &err) != CAPTCHA_OK) {
+        if (save_checkpoint(checkpoint_path, network, &state, resume_buffers + 4, &err) !=
+            CAPTCHA_OK) {
             message("interrupted, and the checkpoint could not be written: %s", err.message);
             goto done;
         }
@@ -1574,7 +1642,32 @@ int main(int argc, char **argv)
     } else {
         /* A resumed run that saved nothing: the checkpoint had no epoch left, or no epoch of
          * this run beat the best validation accuracy, which the run that wrote the checkpoint
-         * saved to its --out. */
+         * saved to its --out. A version 2 checkpoint holds that best model: it is written to
+         * this --out, as an uninterrupted run would have left it. */
+        if (opt.val_dir && state.best_epoch >= 1 && resume_buffers[4] && resume_buffers[5]) {
+            const accuracy best = {state.best_accuracy, state.best_char_accuracy};
+            captcha_network_set_batches_tracked(network, state.best_batches_tracked);
+            if (captcha_network_write_buffer(network, CAPTCHA_BUFFER_PARAMETERS, resume_buffers[4],
+                                             &err) != CAPTCHA_OK ||
+                captcha_network_write_buffer(network, CAPTCHA_BUFFER_RUNNING_STATS,
+                                             resume_buffers[5], &err) != CAPTCHA_OK ||
+                save_model(network, &opt, &state, train.count, state.best_epoch, &best, &err) !=
+                    CAPTCHA_OK) {
+                message("%s", err.message);
+                goto done;
+            }
+            if (state.best_epoch == state.epoch)
+                message("done in %s: %s holds epoch %d, the last and the best on --val "
+                        "(validation full accuracy %.4f)",
+                        took, opt.out_path, state.best_epoch, state.best_accuracy);
+            else
+                message("done in %s: %s holds epoch %d, the best on --val (validation full "
+                        "accuracy %.4f); the last epoch, %d, is in the checkpoint %s",
+                        took, opt.out_path, state.best_epoch, state.best_accuracy, state.epoch,
+                        checkpoint_path);
+            code = 0;
+            goto done;
+        }
         const int best_elsewhere =
             opt.val_dir && state.best_epoch >= 1 && state.best_epoch != state.epoch;
         struct stat info;
@@ -1636,7 +1729,7 @@ done:
     }
     free(lock_path);
     free(checkpoint_path);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 6; i++)
         free(resume_buffers[i]);
     captcha_network_destroy(network);
     captcha_backend_destroy(backend);

@@ -69,6 +69,15 @@ for epochs in 1 3; do
         fail "resume --epochs $epochs: says epoch '$said', file holds $(epoch_of "$T/v$epochs.new.st"): $(cat "$T/err.txt")"
 done
 
+# the checkpoint keeps the best epoch on --val: resuming the finished run of 3 epochs into
+# another --out writes the very model the run left in its own
+"$TRAIN" --train "$T/good" --val "$T/val" --out "$T/b3.st" $C --charset abc --epochs 3 \
+    2>"$T/err.txt" || fail "b3: $(cat "$T/err.txt")"
+expect 0 "$T/b3.copy.st holds epoch $(epoch_of "$T/b3.st")" \
+    "$TRAIN" --train "$T/good" --val "$T/val" --out "$T/b3.copy.st" --resume "$T/b3.st.ckpt" $C
+cmp -s "$T/b3.st" "$T/b3.copy.st" ||
+    fail "resuming a finished run with --val: --out differs from the run's own (epoch $(epoch_of "$T/b3.st") vs $(epoch_of "$T/b3.copy.st"))"
+
 # --- 3. --out or the checkpoint naming a directory: refused before training ---
 mkdir "$T/outdir"
 expect 1 "--out $T/outdir cannot be written: .*directory" \
