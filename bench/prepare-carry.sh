@@ -116,7 +116,11 @@ tar -tJf "$out/carry.tar.xz" | grep -v '/$' | sed 's|^\./|  |' | grep -v '^  inc
 
 if [ -n "$gst_build" ]; then
     plugin=$gst_build/gst/libgstcaptcha.so
-    need "$plugin" /usr/bin/gst-launch-1.0
+    if [ ! -e "$plugin" ]; then
+        echo "prepare-carry: $plugin is missing: build $gst_build with the plugin first (meson option gst: -Dgst=enabled, or auto with GStreamer's -dev packages installed; then ninja -C $gst_build)" >&2
+        exit 1
+    fi
+    need /usr/bin/gst-launch-1.0
     gst=$(mktemp -d)
     trap 'rm -rf "$stage" "$gst"' EXIT
     mkdir -p "$gst/bin" "$gst/lib" "$gst/plugins"
