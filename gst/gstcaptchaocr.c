@@ -155,7 +155,6 @@ gst_captcha_ocr_device_get_type (void)
 #define DEFAULT_MIN_CONFIDENCE 0.0
 #define DEFAULT_LATENCY 0.0
 #define DEFAULT_FRAMES_PROCESSED 0
-#define DEFAULT_QOS TRUE
 
 enum
 {
@@ -175,7 +174,6 @@ enum
   PROP_MIN_CONFIDENCE,
   PROP_LATENCY,
   PROP_FRAMES_PROCESSED,
-  PROP_QOS,                     /* GstBaseTransform's, overridden */
 };
 
 /* One region to read in the current frame. */
@@ -216,10 +214,10 @@ struct _GstCaptchaOcr
   gboolean message;
   gboolean message_on_change;
   gdouble min_confidence;
-  gboolean qos;                 /* late frames pass unread (not dropped) */
-  /* running time before which a frame is late, from downstream's last QoS
-   * event (GST_CLOCK_TIME_NONE: none), under the object lock */
-  GstClockTime earliest_time;
+  /* streaming thread: the base class's QoS found the queued buffer late
+   * (submit_input_buffer), for the transform of that buffer (frame_late) */
+  gboolean late;
+  gboolean frame_late;
 
   /* statistics, under the object lock */
   gint64 latency_us[LATENCY_WINDOW];    /* ring of recent inference times */
@@ -295,8 +293,8 @@ static gboolean gst_captcha_ocr_sink_event (GstBaseTransform * trans,
     GstEvent * event);
 static GstFlowReturn gst_captcha_ocr_transform_ip (GstBaseTransform * trans,
     GstBuffer * buffer);
-static gboolean gst_captcha_ocr_src_event (GstBaseTransform * trans,
-    GstEvent * event);
+static GstFlowReturn gst_captcha_ocr_submit_input_buffer (GstBaseTransform *
+    trans, gboolean is_discont, GstBuffer * input);
 static void gst_captcha_ocr_attach (GstCaptchaOcr * self, GstBuffer * buffer,
     gboolean reused);
 static gboolean gst_captcha_ocr_set_info (GstVideoFilter * filter,
@@ -524,19 +522,7 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
           "counted)", 0, G_MAXUINT64, DEFAULT_FRAMES_PROCESSED,
           G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
 
-  /**
-   * GstCaptchaOcr:qos:
-   *
-   * GstBaseTransform's property, with another meaning here: when
-   * downstream's QoS events say the stream runs late (a frame's running time
-   * at or before the last event's timestamp + jitter), such a late frame is
-   * passed on unread instead of being dropped (the base class's default for
-   * video filters): it carries the last results marked reused, as a frame
-   * skipped by #GstCaptchaOcr:interval, and is not counted by interval or
-   * #GstCaptchaOcr:frames-processed. FALSE: every frame is read, however
-   * late. Default TRUE.
-   */
-  g_object_class_override_property (gobject_class, PROP_QOS, "qos");
+
 
   gst_element_class_set_static_metadata (element_class,
       "Captcha OCR", "Filter/Analyzer/Video",
@@ -552,7 +538,8 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
       GST_DEBUG_FUNCPTR (gst_captcha_ocr_prepare_output_buffer);
   trans_class->transform_ip_on_passthrough = TRUE;
   trans_class->sink_event = GST_DEBUG_FUNCPTR (gst_captcha_ocr_sink_event);
-  trans_class->src_event = GST_DEBUG_FUNCPTR (gst_captcha_ocr_src_event);
+  trans_class->submit_input_buffer =
+      GST_DEBUG_FUNCPTR (gst_captcha_ocr_submit_input_buffer);
   /* after GstVideoFilter's class_init: chains up to its transform_ip */
   trans_class->transform_ip = GST_DEBUG_FUNCPTR (gst_captcha_ocr_transform_ip);
   filter_class->set_info = GST_DEBUG_FUNCPTR (gst_captcha_ocr_set_info);
@@ -580,10 +567,6 @@ gst_captcha_ocr_init (GstCaptchaOcr * self)
   self->message = DEFAULT_MESSAGE;
   self->message_on_change = DEFAULT_MESSAGE_ON_CHANGE;
   self->min_confidence = DEFAULT_MIN_CONFIDENCE;
-  self->qos = DEFAULT_QOS;
-  self->earliest_time = GST_CLOCK_TIME_NONE;
-  /* never the base class's QoS, which drops late frames from the stream */
-  gst_base_transform_set_qos_enabled (GST_BASE_TRANSFORM (self), FALSE);
 
   self->regions = g_array_new (FALSE, TRUE, sizeof (GstCaptchaOcrRegion));
   self->results = g_array_new (FALSE, TRUE, sizeof (GstCaptchaOcrResult));
@@ -672,9 +655,6 @@ gst_captcha_ocr_set_property (GObject * object, guint prop_id,
     case PROP_MIN_CONFIDENCE:
       self->min_confidence = g_value_get_double (value);
       break;
-    case PROP_QOS:
-      self->qos = g_value_get_boolean (value);
-      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -741,9 +721,6 @@ gst_captcha_ocr_get_property (GObject * object, guint prop_id,
     }
     case PROP_FRAMES_PROCESSED:
       g_value_set_uint64 (value, self->frames_processed);
-      break;
-    case PROP_QOS:
-      g_value_set_boolean (value, self->qos);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -854,12 +831,8 @@ gst_captcha_ocr_reset_stream (GstCaptchaOcr * self, gboolean keep_texts)
 {
   self->frame_index = 0;
   g_array_set_size (self->results, 0);
-  if (!keep_texts) {
+  if (!keep_texts)
     g_array_set_size (self->texts, 0);
-    GST_OBJECT_LOCK (self);
-    self->earliest_time = GST_CLOCK_TIME_NONE;  /* QoS of a past position */
-    GST_OBJECT_UNLOCK (self);
-  }
 }
 
 /* TRUE the first time for *flag (a warning given once, until the flag is
@@ -1057,52 +1030,30 @@ gst_captcha_ocr_unmappable (GstVideoFilter * filter, GstBuffer * buffer)
   return NULL;
 }
 
-/* Keeps downstream's lateness from QoS events (as GstBaseTransform does, for
- * its own QoS): frames whose running time is at or before timestamp + diff
- * are late. The event goes on upstream. */
-static gboolean
-gst_captcha_ocr_src_event (GstBaseTransform * trans, GstEvent * event)
+/* GstVideoFilter enables GstBaseTransform's QoS (the "qos" property, default
+ * TRUE), whose submit_input_buffer drops a buffer that downstream's QoS events
+ * mark late. A frame must not vanish from the stream because reading it is
+ * late: such a buffer is queued all the same and marked late, and
+ * transform_frame_ip passes it on unread. The base class still counts it in
+ * its QoS message as dropped (not processed). */
+static GstFlowReturn
+gst_captcha_ocr_submit_input_buffer (GstBaseTransform * trans,
+    gboolean is_discont, GstBuffer * input)
 {
   GstCaptchaOcr *self = GST_CAPTCHA_OCR (trans);
+  GstFlowReturn ret;
 
-  if (GST_EVENT_TYPE (event) == GST_EVENT_QOS) {
-    GstQOSType type;
-    gdouble proportion;
-    GstClockTimeDiff diff;
-    GstClockTime timestamp;
-
-    gst_event_parse_qos (event, &type, &proportion, &diff, &timestamp);
-    GST_OBJECT_LOCK (self);
-    if (!GST_CLOCK_TIME_IS_VALID (timestamp))
-      self->earliest_time = GST_CLOCK_TIME_NONE;
-    else if (diff < 0 && (GstClockTime) (-diff) > timestamp)
-      self->earliest_time = 0;
-    else
-      self->earliest_time = timestamp + diff;
-    GST_OBJECT_UNLOCK (self);
+  gst_buffer_ref (input);
+  ret = GST_BASE_TRANSFORM_CLASS (parent_class)->submit_input_buffer (trans,
+      is_discont, input);
+  self->late = ret == GST_BASE_TRANSFORM_FLOW_DROPPED;
+  if (!self->late) {
+    gst_buffer_unref (input);
+    return ret;
   }
-  return GST_BASE_TRANSFORM_CLASS (parent_class)->src_event (trans, event);
-}
-
-/* TRUE when qos is on and buffer is late by downstream's last QoS event. */
-static gboolean
-gst_captcha_ocr_late (GstCaptchaOcr * self, GstBuffer * buffer)
-{
-  GstBaseTransform *trans = GST_BASE_TRANSFORM (self);
-  GstClockTime earliest, running_time;
-  gboolean qos;
-
-  GST_OBJECT_LOCK (self);
-  qos = self->qos;
-  earliest = self->earliest_time;
-  GST_OBJECT_UNLOCK (self);
-  if (!qos || !GST_CLOCK_TIME_IS_VALID (earliest)
-      || !GST_BUFFER_PTS_IS_VALID (buffer)
-      || trans->segment.format != GST_FORMAT_TIME)
-    return FALSE;
-  running_time = gst_segment_to_running_time (&trans->segment, GST_FORMAT_TIME,
-      GST_BUFFER_PTS (buffer));
-  return GST_CLOCK_TIME_IS_VALID (running_time) && running_time <= earliest;
+  gst_buffer_replace (&trans->queued_buf, NULL);
+  trans->queued_buf = input;
+  return GST_FLOW_OK;
 }
 
 /* A flush (a flushing seek) starts the stream anew: the frames after it are
@@ -1121,24 +1072,22 @@ gst_captcha_ocr_sink_event (GstBaseTransform * trans, GstEvent * event)
 static GstFlowReturn
 gst_captcha_ocr_transform_ip (GstBaseTransform * trans, GstBuffer * buffer)
 {
+  GstCaptchaOcr *self = GST_CAPTCHA_OCR (trans);
+  gboolean late = self->late;
   gchar *reason;
 
+  self->late = FALSE;
   if (GST_BUFFER_FLAG_IS_SET (buffer, GST_BUFFER_FLAG_GAP)) {
     GST_LOG_OBJECT (trans, "GAP buffer passed on unread");
     return GST_FLOW_OK;
   }
   reason = gst_captcha_ocr_unmappable (GST_VIDEO_FILTER (trans), buffer);
   if (reason) {
-    gst_captcha_ocr_warn_frame (GST_CAPTCHA_OCR (trans), reason);
+    gst_captcha_ocr_warn_frame (self, reason);
     g_free (reason);
     return GST_FLOW_OK;
   }
-  if (gst_captcha_ocr_late (GST_CAPTCHA_OCR (trans), buffer)) {
-    GST_LOG_OBJECT (trans, "late frame %" GST_TIME_FORMAT " passed on unread",
-        GST_TIME_ARGS (GST_BUFFER_PTS (buffer)));
-    gst_captcha_ocr_attach (GST_CAPTCHA_OCR (trans), buffer, TRUE);
-    return GST_FLOW_OK;
-  }
+  self->frame_late = late;
   return GST_BASE_TRANSFORM_CLASS (parent_class)->transform_ip (trans, buffer);
 }
 
@@ -1501,16 +1450,18 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   GstCaptchaOcr *self = GST_CAPTCHA_OCR (filter);
   GstBuffer *buffer = frame->buffer;
   GstVideoCropMeta *crop = gst_buffer_get_video_crop_meta (buffer);
-  /* the frame the caps describe: a video meta may be larger (padding), and
-   * gst_video_frame_map then gives its size; with a crop meta the meta's
-   * frame is the one the crop rectangle lies in (videocrop) */
-  gint width = crop ? GST_VIDEO_FRAME_WIDTH (frame)
-      : MIN (GST_VIDEO_FRAME_WIDTH (frame), GST_VIDEO_INFO_WIDTH (&filter->in_info));
-  gint height = crop ? GST_VIDEO_FRAME_HEIGHT (frame)
-      : MIN (GST_VIDEO_FRAME_HEIGHT (frame),
-      GST_VIDEO_INFO_HEIGHT (&filter->in_info));
-  const gint frame_width = width, frame_height = height;
+  /* The mapped frame: a video meta may be larger than the caps' frame
+   * (padding), and gst_video_frame_map then gives its size. With a usable
+   * crop meta that frame is the one the crop rectangle lies in (videocrop);
+   * else only the caps' frame is read, at the top left. */
+  const gint caps_width = GST_VIDEO_INFO_WIDTH (&filter->in_info);
+  const gint caps_height = GST_VIDEO_INFO_HEIGHT (&filter->in_info);
+  gint frame_width = GST_VIDEO_FRAME_WIDTH (frame);
+  gint frame_height = GST_VIDEO_FRAME_HEIGHT (frame);
+  gint width = MIN (frame_width, caps_width);
+  gint height = MIN (frame_height, caps_height);
   gint crop_x = 0, crop_y = 0;
+  gboolean cropped = FALSE;
   captcha_image image;
   captcha_roi roi;
   gchar *roi_type;
@@ -1525,22 +1476,32 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
     return GST_FLOW_NOT_NEGOTIATED;
   }
 
-  /* With a crop meta the frame is its rectangle (clipped to the buffer's
-   * frame): regions are in its coordinates and shifted only to be read. */
+  /* With a crop meta the frame is its rectangle (clipped to the mapped
+   * frame, and at most the caps' size, which describes it): regions are in
+   * its coordinates and shifted only to be read. An unusable one is ignored:
+   * the caps' frame is read. */
   if (crop) {
-    guint x = MIN (crop->x, (guint) width), y = MIN (crop->y, (guint) height);
-    guint w = MIN (crop->width, width - x), h = MIN (crop->height, height - y);
+    guint x = MIN (crop->x, (guint) frame_width);
+    guint y = MIN (crop->y, (guint) frame_height);
+    guint w = MIN (crop->width, frame_width - x);
+    guint h = MIN (crop->height, frame_height - y);
 
     if (w > 0 && h > 0) {
+      cropped = TRUE;
       crop_x = x;
       crop_y = y;
-      width = w;
-      height = h;
+      width = MIN ((gint) w, caps_width);
+      height = MIN ((gint) h, caps_height);
     } else {
       GST_WARNING_OBJECT (self, "crop meta %u,%u %ux%u outside the %dx%d "
           "frame: ignored", crop->x, crop->y, crop->width, crop->height,
-          width, height);
+          frame_width, frame_height);
     }
+  }
+  if (!cropped) {
+    /* the image read is the caps' frame at the top left of the mapped one */
+    frame_width = width;
+    frame_height = height;
   }
 
   GST_OBJECT_LOCK (self);
@@ -1567,8 +1528,20 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
    * unread: no meta, no message, not counted by interval (as a GAP buffer),
    * one warning until the caps change. */
   if (!gst_captcha_ocr_check_frame (frame, &image, &err)) {
+    self->frame_late = FALSE;
     g_free (roi_type);
     gst_captcha_ocr_warn_frame (self, err.message);
+    return GST_FLOW_OK;
+  }
+
+  /* Late by downstream's QoS (submit_input_buffer): passed on unread, with the
+   * last results marked reused, and not counted by interval. */
+  if (self->frame_late) {
+    self->frame_late = FALSE;
+    GST_LOG_OBJECT (self, "late frame %" GST_TIME_FORMAT " passed on unread",
+        GST_TIME_ARGS (GST_BUFFER_PTS (buffer)));
+    g_free (roi_type);
+    gst_captcha_ocr_attach (self, buffer, TRUE);
     return GST_FLOW_OK;
   }
 

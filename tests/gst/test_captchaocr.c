@@ -438,6 +438,22 @@ GST_END_TEST;
  * negative stride) passes unread: no result, one warning naming the plane and
  * the sizes, no error; the element reads the next good frame. A buffer exactly
  * as long as the last row needs is read. */
+/* Pushes in through h: it comes back without a result, and bus holds one warning
+ * saying needle. */
+static void push_expect_unread(GstHarness *h, GstBus *bus, GstBuffer *in, const gchar *needle)
+{
+    Result r[2];
+    gchar *warning = NULL;
+    GstBuffer *out = push_pull(h, in);
+
+    fail_unless_equals_int(results_of(out, r, 2), 0);
+    gst_buffer_unref(out);
+    fail_unless_equals_int(pop_warnings(bus, &warning), 1);
+    fail_unless(strstr(warning, needle) != NULL, "warning \"%s\" does not say \"%s\"", warning,
+                needle);
+    g_free(warning);
+}
+
 /* On bus, for case c: one warning saying each of needles[n] (up to a NULL) when its
  * frames were not read, none when they were (reads), and no error. */
 static void expect_frame_warning(GstBus *bus, guint c, gboolean reads, const gchar *const *needles,
@@ -597,12 +613,15 @@ GST_START_TEST(test_meta_mismatch)
         gint width, height;
         gboolean reads;
         const gchar *needle;
+        gint crop; /* 1: a crop meta outside the frame, 2: one larger than the caps' */
     } cases[] = {
         {GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH / 2, PICTURE_HEIGHT / 2, FALSE,
-         "the video meta describes a 101x25 BGRx frame (1 plane), the caps a 202x50 BGRx one"},
-        {GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT - 1, FALSE, "202x49 BGRx"},
-        {GST_VIDEO_FORMAT_GRAY8, PICTURE_WIDTH, PICTURE_HEIGHT, FALSE, "a 202x50 GRAY8 frame"},
-        {GST_VIDEO_FORMAT_BGRx, big_width, big_height, TRUE, NULL},
+         "the video meta describes a 101x25 BGRx frame (1 plane), the caps a 202x50 BGRx one", 0},
+        {GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT - 1, FALSE, "202x49 BGRx", 0},
+        {GST_VIDEO_FORMAT_GRAY8, PICTURE_WIDTH, PICTURE_HEIGHT, FALSE, "a 202x50 GRAY8 frame", 0},
+        {GST_VIDEO_FORMAT_BGRx, big_width, big_height, TRUE, NULL, 0},
+        {GST_VIDEO_FORMAT_BGRx, big_width, big_height, TRUE, NULL, 1},
+        {GST_VIDEO_FORMAT_BGRx, big_width, big_height, TRUE, NULL, 2},
     };
     guint c, i;
 
@@ -634,6 +653,14 @@ GST_START_TEST(test_meta_mismatch)
                 strides[0] = big_width;
             gst_buffer_add_video_meta_full(in, GST_VIDEO_FRAME_FLAG_NONE, cases[c].format,
                                            cases[c].width, cases[c].height, 1, offsets, strides);
+            if (cases[c].crop) {
+                /* unusable (ignored), or larger than the caps' frame: the caps' frame is
+                 * read all the same */
+                GstVideoCropMeta *crop = gst_buffer_add_video_crop_meta(in);
+                crop->x = crop->y = cases[c].crop == 1 ? 1000 : 0;
+                crop->width = cases[c].crop == 1 ? 10 : big_width;
+                crop->height = cases[c].crop == 1 ? 10 : big_height;
+            }
             out = push_pull(h, in);
             fail_unless_equals_int(results_of(out, r, 2), cases[c].reads ? 1 : 0);
             if (cases[c].reads) {
@@ -684,6 +711,8 @@ GST_START_TEST(test_qos)
             fail_unless_equals_int(gst_harness_push(h, in), GST_FLOW_OK);
             out = gst_harness_try_pull(h);
             fail_unless(out != NULL, "qos=%d: frame %u was dropped", qos, i);
+            fail_unless_equals_int(gst_base_transform_is_qos_enabled(GST_BASE_TRANSFORM(h->element)),
+                                   qos);
             fail_unless_equals_int(results_of(out, r, 2), 1);
             assert_same_reading(&r[0], &reference, "frame with QoS");
             fail_unless(r[0].reused == late, "qos=%d: frame %u reused %d", qos, i, r[0].reused);
@@ -696,6 +725,31 @@ GST_START_TEST(test_qos)
         g_object_get(h->element, "frames-processed", &processed, NULL);
         fail_unless_equals_uint64(processed, qos ? 2 : 4);
         gst_harness_teardown(h);
+    }
+    /* a late frame that cannot be read (a stride below one row) passes without the reused
+     * results, with the warning, as on time */
+    {
+        GstBus *bus;
+        GstHarness *h = harness_new(&bus, NULL);
+        gsize offsets[GST_VIDEO_MAX_PLANES] = {0};
+        gint strides[GST_VIDEO_MAX_PLANES] = {10};
+        GstBuffer *in, *out;
+        Result r[2];
+
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        in = make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+        GST_BUFFER_PTS(in) = 0;
+        out = push_pull(h, in);
+        fail_unless_equals_int(results_of(out, r, 2), 1);
+        gst_buffer_unref(out);
+        fail_unless(gst_harness_push_upstream_event(
+            h, gst_event_new_qos(GST_QOS_TYPE_THROTTLE, 2.0, 2 * GST_SECOND, GST_SECOND)));
+        in = gst_buffer_new_allocate(NULL, PICTURE_WIDTH * 4 * PICTURE_HEIGHT, NULL);
+        gst_buffer_add_video_meta_full(in, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_FORMAT_BGRx,
+                                       PICTURE_WIDTH, PICTURE_HEIGHT, 1, offsets, strides);
+        GST_BUFFER_PTS(in) = GST_SECOND;
+        push_expect_unread(h, bus, in, "stride is 10 bytes");
+        harness_teardown_with_bus(h, bus);
     }
     g_free(picture);
 }
@@ -1668,20 +1722,12 @@ GST_START_TEST(test_region_outside)
     {
         GstHarness *h;
         GstBus *bus;
-        gchar *warning;
         GstBuffer *in = make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
-        GstBuffer *out;
-        Result r[2];
 
         h = harness_new(&bus, "roi-type", "plate", NULL);
         harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
         add_upstream_region(in, "plate", 4, G_MAXUINT, 10, 20, 20);
-        out = push_pull(h, in);
-        fail_unless_equals_int(results_of(out, r, 2), 0);
-        gst_buffer_unref(out);
-        fail_unless_equals_int(pop_warnings(bus, &warning), 1);
-        fail_unless(strstr(warning, "4294967295,10 20x20") != NULL, "warning \"%s\"", warning);
-        g_free(warning);
+        push_expect_unread(h, bus, in, "4294967295,10 20x20");
         harness_teardown_with_bus(h, bus);
     }
     g_free(picture);
