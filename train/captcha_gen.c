@@ -675,6 +675,15 @@ static int count_existing(const struct options *o, long *n_existing, char *first
         if (lstat(path, &st) == 0) {
             if ((*n_existing)++ == 0)
                 snprintf(first, first_size, "%s", path);
+            /* a folder (or a FIFO, a device) cannot be replaced by an image, not even
+             * with --overwrite: refused before any file is written */
+            if (S_ISDIR(st.st_mode) || (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))) {
+                fprintf(stderr,
+                        "%s: %s exists and is not a file (%s): no image can replace it; "
+                        "nothing was written\n",
+                        prog, path, S_ISDIR(st.st_mode) ? "a directory" : "a special file");
+                rc = EXIT_USAGE;
+            }
         } else if (errno != ENOENT) {
             fprintf(stderr, "%s: cannot check whether %s exists: %s\n", prog, path,
                     strerror(errno));

@@ -191,7 +191,7 @@ int main(int argc, char **argv)
         message("warning: CUDA not used: %s", fallback);
     if (captcha_model_load(model_path, backend, &network, notice, sizeof notice, &err) !=
         CAPTCHA_OK) {
-        message("cannot load the model: %s", err.message);
+        message("cannot load the model%s: %s", model_origin, err.message);
         goto done;
     }
     if (notice[0])

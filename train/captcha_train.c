@@ -31,8 +31,9 @@
  *   data:   uint64 image count, uint64 hash of the sorted labels
  *   state:  int32 epoch, step (next step to run), best_epoch;
  *           int64 adam_steps, batches_tracked; double best_accuracy,
- *           [v2: double best_char_accuracy; int64 best_batches_tracked;] double
- *           epoch_loss_sum; int64 epoch_loss_steps
+ *           [v2: double best_char_accuracy; int64 best_batches_tracked; uint64 --val
+ *           image count, hash of its labels (0, 0: no --val);] double epoch_loss_sum;
+ *           int64 epoch_loss_steps
  *   buffers: uint64 parameter_count, running_stat_count; parameters, running
  *           stats, Adam m, Adam v (float32); [v2: int32 has_best; when 1, the
  *           parameters and running stats of the best epoch on --val, the model its
@@ -310,7 +311,13 @@ static int parse_options(int argc, char **argv, options *opt)
         case OPT_CHARSET: opt->charset = optarg; break;
         case OPT_INPUT: {
             int w, h, n = 0;
-            if (sscanf(optarg, "%dx%d%n", &w, &h, &n) != 2 || optarg[n] || w < 32 || h < 32 ||
+            /* digits, 'x', digits: sscanf alone would take " 64x+32" */
+            const char *x = strchr(optarg, 'x');
+            int plain = x && x > optarg && isdigit((unsigned char)x[1]) &&
+                        strspn(optarg, "0123456789") == (size_t)(x - optarg) &&
+                        strspn(x + 1, "0123456789") == strlen(x + 1);
+            if (!plain || sscanf(optarg, "%dx%d%n", &w, &h, &n) != 2 || optarg[n] || w < 32 ||
+                h < 32 ||
                 w % 32 || h % 32 || w > CAPTCHA_MAX_INPUT_SIDE || h > CAPTCHA_MAX_INPUT_SIDE) {
                 message("--input: expected WIDTHxHEIGHT, multiples of 32 in 32..%d (e.g. 128x32), "
                         "got \"%s\"",
@@ -400,6 +407,9 @@ typedef struct {
     double best_accuracy, epoch_loss_sum;
     double best_char_accuracy; /* ties of best_accuracy go to the better one of these */
     int64_t best_batches_tracked; /* the best epoch's num_batches_tracked (its model file) */
+    /* --val: image count and label hash (0 and 0 without --val); known (1) from version 2 */
+    uint64_t val_count, val_hash;
+    int val_known;
     int64_t epoch_loss_steps;
 } train_state;
 
@@ -523,6 +533,8 @@ static captcha_status save_checkpoint(const char *path, captcha_network *network
     put(&s, &state->best_accuracy, sizeof(double));
     put(&s, &state->best_char_accuracy, sizeof(double));
     put_i64(&s, state->best_batches_tracked);
+    put_i64(&s, (int64_t)state->val_count);
+    put_i64(&s, (int64_t)state->val_hash);
     put(&s, &state->epoch_loss_sum, sizeof(double));
     put_i64(&s, state->epoch_loss_steps);
     put_i64(&s, (int64_t)parameters);
@@ -580,14 +592,18 @@ static captcha_status load_checkpoint(const char *path, captcha_config *config, 
     int32_t version = get_i32(&s);
     if (s.failed || memcmp(magic, checkpoint_magic, sizeof magic) || version < 1 ||
         version > CHECKPOINT_VERSION) {
-        int magic_ok = !memcmp(magic, checkpoint_magic, sizeof magic);
+        int magic_ok = !s.failed && !memcmp(magic, checkpoint_magic, sizeof magic);
         /* a safetensors file starts with a little-endian header size: high bytes 0 */
-        int looks_like_model = !magic_ok && magic[6] == 0 && magic[7] == 0;
-        status =
-            captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: not a captcha-train checkpoint%s", path,
-                         magic_ok           ? " of this version (written by another captcha-train)"
-                         : looks_like_model ? " (a model file? start from one with --init)"
-                                            : "");
+        int looks_like_model = !s.failed && !magic_ok && magic[6] == 0 && magic[7] == 0;
+        if (s.failed && !memcmp(magic, checkpoint_magic, sizeof magic))
+            status = captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: truncated checkpoint", path);
+        else
+            status = captcha_fail(
+                err, CAPTCHA_ERROR_FORMAT, "%s: not a captcha-train checkpoint%s", path,
+                magic_ok           ? " of this version (written by another captcha-train)"
+                : looks_like_model ? " (a model file? start from one with --init)"
+                : s.failed         ? " (shorter than a checkpoint's first 12 bytes)"
+                                   : "");
         goto done;
     }
     captcha_config_reference(config);
@@ -622,6 +638,9 @@ static captcha_status load_checkpoint(const char *path, captcha_config *config, 
     if (version >= 2) {
         get(&s, &state->best_char_accuracy, sizeof(double));
         state->best_batches_tracked = get_i64(&s);
+        state->val_count = (uint64_t)get_i64(&s);
+        state->val_hash = (uint64_t)get_i64(&s);
+        state->val_known = 1;
     }
     get(&s, &state->epoch_loss_sum, sizeof(double));
     state->epoch_loss_steps = get_i64(&s);
@@ -636,6 +655,20 @@ static captcha_status load_checkpoint(const char *path, captcha_config *config, 
     }
     counts[0] = (size_t)parameters;
     counts[1] = (size_t)running;
+    /* the buffers must fit in what is left of the file: a corrupt count is refused here,
+     * not after reading a gigabyte */
+    struct stat info;
+    long position = ftell(s.stream);
+    if (fstat(fileno(s.stream), &info) == 0 && position >= 0 &&
+        (uint64_t)(info.st_size - position) <
+            (3 * (uint64_t)parameters + (uint64_t)running) * sizeof(float) + sizeof(uint64_t)) {
+        status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                              "%s: truncated or corrupt checkpoint (%lld parameters and %lld "
+                              "running statistics do not fit in its %lld bytes)",
+                              path, (long long)parameters, (long long)running,
+                              (long long)info.st_size);
+        goto done;
+    }
     /* parameters, running stats, m, v; then (version 2) has_best and, when 1, the best
      * epoch's parameters and running stats */
     int32_t has_best = 0;
@@ -811,6 +844,16 @@ static double now_seconds(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* CHECKPOINT.lock, the file main() holds a lock on while the run uses the checkpoint
+ * (new string; NULL when out of memory). */
+static char *lock_file_path(const char *checkpoint_path)
+{
+    char *lock = malloc(strlen(checkpoint_path) + sizeof ".lock");
+    if (lock)
+        sprintf(lock, "%s.lock", checkpoint_path);
+    return lock;
+}
+
 /* Refuses (printing why) the files where one that this run writes would
  * replace one it reads or another it writes: --out and the checkpoint, the
  * checkpoint or --out and --init (the first checkpoint or model would replace
@@ -849,9 +892,23 @@ static int check_distinct_files(const options *opt, const char *checkpoint_path)
                                 {"the checkpoint", checkpoint_path},
                                 {"--init", opt->init_path},
                                 {"--resume", opt->resume_path}};
-    int ok = tmp[0] && tmp[1];
+    /* the lock file beside the checkpoint (main), created if absent and removed at exit */
+    char *lock = lock_file_path(checkpoint_path);
+    int ok = tmp[0] && tmp[1] && lock;
     if (!ok)
         message("out of memory");
+    const char *lock_clashes[5][2] = {{"--out", opt->out_path},
+                                      {"--out's temporary file", tmp[0]},
+                                      {"the checkpoint's temporary file", tmp[1]},
+                                      {"--init", opt->init_path},
+                                      {"--resume", opt->resume_path}};
+    for (int o = 0; ok && o < 5; o++)
+        if (lock_clashes[o][1] && captcha_tool_same_file(lock, lock_clashes[o][1])) {
+            message("the checkpoint %s has the lock file %s, which is %s: the lock is removed "
+                    "when the run ends; give another --checkpoint",
+                    checkpoint_path, lock, lock_clashes[o][0]);
+            ok = 0;
+        }
     for (int t = 0; ok && t < 2; t++)
         for (int o = 0; ok && o < 4; o++)
             if (o != t && others[o][1] && captcha_tool_same_file(tmp[t], others[o][1])) {
@@ -863,13 +920,14 @@ static int check_distinct_files(const options *opt, const char *checkpoint_path)
             }
     free(tmp[0]);
     free(tmp[1]);
+    free(lock);
     return ok;
 }
 
-/* Refuses (printing why) to start a new run (no --resume) over an existing checkpoint
- * file that holds an unfinished run, which the first epoch's checkpoint would replace
- * (e.g. the command of an interrupted run given again without --resume), or over a file
- * that is no checkpoint at all. A finished run's checkpoint is replaced: its model is in
+/* Refuses (printing why) to write a run's checkpoint over an existing file that holds
+ * another unfinished run, which the first epoch's checkpoint would replace (e.g. the
+ * command of an interrupted run given again without --resume, or --resume of one run
+ * with the --out of another), or over a file that is no checkpoint at all. A finished run's checkpoint is replaced: its model is in
  * the --out it wrote. */
 static int check_checkpoint_free(const char *checkpoint_path)
 {
@@ -1090,21 +1148,32 @@ static void append_option(char **line, const char *option, const char *value)
     *out = '\0';
 }
 
-/* The command that continues an interrupted run: the same data, outputs and device,
+/* The command that continues an interrupted run: program as it was started (argv[0]),
+ * the same data, outputs, device and threads (identical weights need the same threads),
  * and --resume from its checkpoint (the recipe and seed come from the checkpoint).
  * NULL when out of memory. */
-static char *resume_command_line(const options *opt, const char *checkpoint_path)
+static char *resume_command_line(const char *program, const options *opt,
+                                 const char *checkpoint_path)
 {
-    char *line = strdup(PROGRAM);
+    char *line = strdup("");
+    append_option(&line, "", program);
+    if (line)
+        memmove(line, line + 2, strlen(line + 2) + 1); /* drop the leading "  " */
     append_option(&line, "--train", opt->train_dir);
     append_option(&line, "--val", opt->val_dir);
     append_option(&line, "--out", opt->out_path);
     append_option(&line, "--checkpoint", opt->checkpoint_path);
     append_option(&line, "--resume", checkpoint_path);
+    char number[24];
     if (opt->epochs_given) {
-        char epochs[16];
-        snprintf(epochs, sizeof epochs, "%d", opt->training.epochs);
-        append_option(&line, "--epochs", epochs);
+        snprintf(number, sizeof number, "%d", opt->training.epochs);
+        append_option(&line, "--epochs", number);
+    }
+    if (opt->device != CAPTCHA_DEVICE_AUTO)
+        append_option(&line, "--device", opt->device == CAPTCHA_DEVICE_CUDA ? "cuda" : "cpu");
+    if (opt->threads > 0) {
+        snprintf(number, sizeof number, "%d", opt->threads);
+        append_option(&line, "--threads", number);
     }
     return line;
 }
@@ -1314,13 +1383,40 @@ int main(int argc, char **argv)
             goto done;
         }
     }
+    /* The best epoch is chosen on --val: a resumed run must validate on the same images,
+     * or on none when the run had none (else --out would not be the run's). */
+    const uint64_t val_count = opt.val_dir ? val.count : 0,
+                   val_hash = opt.val_dir ? label_hash(&val) : 0;
+    if (opt.resume_path && state.val_known &&
+        (val_count != state.val_count || val_hash != state.val_hash)) {
+        if (!state.val_count)
+            message("%s: the run had no --val; resume it without --val (validating now would "
+                    "choose another model for --out than the run)",
+                    opt.resume_path);
+        else if (!opt.val_dir)
+            message("%s: the run validates on %llu image(s) (--val): give the same --val to "
+                    "continue it",
+                    opt.resume_path, (unsigned long long)state.val_count);
+        else
+            message("%s: the run validates on %llu image(s), --val %s holds %llu with other "
+                    "labels: give the run's --val to continue it",
+                    opt.resume_path, (unsigned long long)state.val_count, opt.val_dir,
+                    (unsigned long long)val_count);
+        code = EXIT_USAGE;
+        goto done;
+    }
+    state.val_count = val_count;
+    state.val_hash = val_hash;
     if ((size_t)state.training.batch > train.count && train.count >= 2)
         state.training.batch = (int)train.count;
     if (steps_per_epoch(train.count, state.training.batch) == 0) {
         message("%s: %zu image(s): training needs at least 2", opt.train_dir, train.count);
         goto done;
     }
-    if (!opt.resume_path && !check_checkpoint_free(checkpoint_path)) {
+    /* (a resumed run writes its own checkpoint in place; to another path, which must
+     * not hold some other unfinished run) */
+    if ((!opt.resume_path || !captcha_tool_same_file(opt.resume_path, checkpoint_path)) &&
+        !check_checkpoint_free(checkpoint_path)) {
         code = EXIT_USAGE;
         goto done;
     }
@@ -1328,9 +1424,18 @@ int main(int argc, char **argv)
         goto done;
     /* One run per checkpoint: a second run (e.g. a --resume started while the
      * interrupted run is still writing) would overwrite it. */
-    lock_path = malloc(strlen(checkpoint_path) + sizeof ".lock");
-    if (lock_path)
-        sprintf(lock_path, "%s.lock", checkpoint_path);
+    lock_path = lock_file_path(checkpoint_path);
+    struct stat lock_info;
+    if (lock_path && lstat(lock_path, &lock_info) == 0 &&
+        (!S_ISREG(lock_info.st_mode) || lock_info.st_size > 0)) {
+        /* ours are empty regular files: anything else is somebody's file, which the
+         * unlink at the end would remove */
+        message("%s exists and is not a captcha-train lock file (an empty file): it would be "
+                "removed when the run ends; give another --checkpoint",
+                lock_path);
+        code = EXIT_USAGE;
+        goto done;
+    }
     lock_fd = lock_path ? open(lock_path, O_WRONLY | O_CREAT, 0644) : -1;
     if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
         message("%s: %s", lock_path ? lock_path : checkpoint_path,
@@ -1441,13 +1546,18 @@ int main(int argc, char **argv)
             recipe_names[state.recipe_kind], state.training.epochs,
             state.training.epochs == 1 ? "" : "s", config.charset, config.length,
             config.input_width, config.input_height, backend->ops->name);
-    if (opt.resume_path)
+    if (opt.resume_path && state.epoch >= state.training.epochs)
+        message("resuming a finished run (%d of %d epochs done): nothing left to train",
+                state.epoch, state.training.epochs);
+    else if (opt.resume_path)
         message("resuming at epoch %d, step %d", state.epoch + 1, state.step);
 
     const double run_start = now_seconds();
     int64_t run_steps = 0;
     int stopped = 0;
     int wrote_model = 0; /* this run saved --out */
+    int wrote_checkpoint = 0; /* this run saved the checkpoint (else the last epoch is in
+                               * --resume's) */
     accuracy last = {0}; /* validation accuracy of the last epoch run */
     int have_last = 0;
     batch_job jobs[2] = {
@@ -1608,6 +1718,7 @@ int main(int argc, char **argv)
             message("%s", err.message);
             goto done;
         }
+        wrote_checkpoint = 1;
     }
     if (stopped) {
         if (interactive)
@@ -1623,7 +1734,7 @@ int main(int argc, char **argv)
             message("interrupted, and the checkpoint could not be written: %s", err.message);
             goto done;
         }
-        char *resume_command = resume_command_line(&opt, checkpoint_path);
+        char *resume_command = resume_command_line(argv[0], &opt, checkpoint_path);
         message("interrupted (signal %d) at epoch %d step %d: checkpoint written to %s; "
                 "continue with:\n  %s",
                 (int)stop_signal, state.epoch + 1, state.step, checkpoint_path,
@@ -1664,7 +1775,7 @@ int main(int argc, char **argv)
                 message("done in %s: %s holds epoch %d, the best on --val (validation full "
                         "accuracy %.4f); the last epoch, %d, is in the checkpoint %s",
                         took, opt.out_path, state.best_epoch, state.best_accuracy, state.epoch,
-                        checkpoint_path);
+                        wrote_checkpoint ? checkpoint_path : opt.resume_path);
             code = 0;
             goto done;
         }
@@ -1677,7 +1788,7 @@ int main(int argc, char **argv)
                     "%.4f (epoch %d, saved by the run that wrote the checkpoint); %s existed and "
                     "is left as it was; the last epoch, %d, is in the checkpoint %s",
                     took, state.best_accuracy, state.best_epoch, opt.out_path, state.epoch,
-                    checkpoint_path);
+                    wrote_checkpoint ? checkpoint_path : opt.resume_path);
             code = 0;
             goto done;
         }

@@ -89,6 +89,16 @@ expect 2 "$T/u/$first already exists" --out "$T/u" --count 5 --charset ab --leng
     fail "--overwrite over a user file"
 grep -q '(1 replaced file of the same name)' "$T/out" || fail "--overwrite output: $(cat "$T/out")"
 [ "$(sums "$T/u")" = "$(sums "$T/g2")" ] || fail "--overwrite did not give seed 2's files"
+# a folder named like an image cannot be replaced, not even with --overwrite: refused
+# before any file is written
+"$GEN" --out "$T/dirclash" --count 5 --charset ab --length 2 --seed 2 >/dev/null || fail "run d"
+dirname_=$(ls "$T/dirclash" | head -n 1)
+rm "$T/dirclash/$dirname_"
+mkdir "$T/dirclash/$dirname_"
+before=$(sums "$T/dirclash")
+expect 2 "$T/dirclash/$dirname_ exists and is not a file (a directory)" \
+    --out "$T/dirclash" --count 5 --charset ab --length 2 --seed 2 --overwrite
+[ "$(sums "$T/dirclash")" = "$before" ] || fail "--overwrite over a folder changed files"
 cp -r "$T/g" "$T/g1"
 "$GEN" --out "$T/g" --count 5 --charset ab --length 2 --seed 2 --overwrite >/dev/null ||
     fail "--overwrite seed 2 into seed 1's folder"

@@ -225,11 +225,57 @@ expect 2 "the run kept its best epoch on --val \\(epoch 1," \
     "$TRAIN" --train "$T/good" --out "$T/u.st" --resume "$T/u.st.ckpt" $C
 cmp -s "$T/u.st.ckpt" "$T/u.ckpt.bak" || fail "a refused resume changed the checkpoint"
 case $resume_line in
-"  captcha-train --train $T/good --val $T/val --out $T/u.st --resume $T/u.st.ckpt --epochs 3") ;;
+"  $TRAIN --train $T/good --val $T/val --out $T/u.st --resume $T/u.st.ckpt --epochs 3 --device cpu --threads 2") ;;
 *) fail "the interrupted run's resume command: '$resume_line'" ;;
 esac
-# the printed command continues the run (with this test's device options)
-expect 0 "done" sh -c "$(printf '%s' "${resume_line#  }" | sed "s|^captcha-train|'$TRAIN'|") $C"
+# --val must be the run's: another folder, or none for a run without one, is refused
+expect 2 "the run validates on 4 image\\(s\\), --val $T/good holds 8 with other labels" \
+    "$TRAIN" --train "$T/good" --val "$T/good" --out "$T/u.st" --resume "$T/u.st.ckpt" $C
+expect 2 "the run had no --val; resume it without --val" \
+    "$TRAIN" --train "$T/good" --val "$T/val" --out "$T/nv.st" --resume "$T/m1.st.ckpt" $C
+# a resumed run must not write its checkpoint over another run's unfinished one
+expect 2 "the checkpoint $T/u.st.ckpt holds an unfinished run" \
+    "$TRAIN" --train "$T/good" --out "$T/u.st" --resume "$T/m1.st.ckpt" $C
+cmp -s "$T/u.st.ckpt" "$T/u.ckpt.bak" || fail "a refused resume changed the checkpoint"
+# the printed command, as printed, continues the run, identical to an uninterrupted one
+expect 0 "done" sh -c "${resume_line#  }"
+"$TRAIN" --train "$T/good" --val "$T/val" --out "$T/whole.st" $C --charset abc --epochs 3 \
+    2>/dev/null || fail "uninterrupted run of the resumed one"
+cmp -s "$T/u.st" "$T/whole.st" || fail "the printed resume command gave another model"
+
+# --- 16. the checkpoint's lock file (CHECKPOINT.lock, removed at the end) is no other file ---
+expect 2 "the checkpoint $T/lk.ckpt has the lock file $T/lk.ckpt.lock, which is --out" \
+    "$TRAIN" --train "$T/good" --out "$T/lk.ckpt.lock" --checkpoint "$T/lk.ckpt" $COMMON
+cp "$T/m1.st" "$T/lk2.lock"
+expect 2 "the checkpoint $T/lk2 has the lock file $T/lk2.lock, which is --init" \
+    "$TRAIN" --train "$T/good" --init "$T/lk2.lock" --out "$T/lk2.st" --checkpoint "$T/lk2" $INIT
+printf 'notes' >"$T/lk3.ckpt.lock"
+expect 2 "$T/lk3.ckpt.lock exists and is not a captcha-train lock file" \
+    "$TRAIN" --train "$T/good" --out "$T/lk3.st" --checkpoint "$T/lk3.ckpt" $COMMON
+cmp -s "$T/m1.st" "$T/lk2.lock" && [ "$(cat "$T/lk3.ckpt.lock")" = notes ] ||
+    fail "a file named like the checkpoint's lock changed"
+
+# --- 17. damaged checkpoints: the message says what is wrong, before reading gigabytes ---
+: >"$T/empty.ckpt"
+expect 1 "$T/empty.ckpt: not a captcha-train checkpoint \\(shorter than" \
+    "$TRAIN" --train "$T/good" --out "$T/e.st" --resume "$T/empty.ckpt" $COMMON
+head -c 10 "$T/m1.st.ckpt" >"$T/short.ckpt"
+expect 1 "$T/short.ckpt: truncated checkpoint" \
+    "$TRAIN" --train "$T/good" --out "$T/e.st" --resume "$T/short.ckpt" $COMMON
+# the parameter count (after the header fields) made huge: refused by the file's size
+python3 - "$T/m1.st.ckpt" "$T/huge.ckpt" <<'PY' || fail "making huge.ckpt"
+import struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+# magic 8, version 4, charset 129, 3 int32, channel order 4, mean/std 8, recipe 5 int32 +
+# 2 float + seed 8, image count and label hash 16, epoch/step/best 12, adam/batches 16,
+# best accuracy 8, v2: best chars 8, best batches 8, val count/hash 16, loss sum 8, steps 8
+offset = 8 + 4 + 129 + 12 + 4 + 8 + 20 + 8 + 8 + 16 + 12 + 16 + 8 + 8 + 8 + 16 + 8 + 8
+struct.pack_into("<q", data, offset, 1 << 27)
+open(sys.argv[2], "wb").write(data)
+PY
+expect 1 "$T/huge.ckpt: truncated or corrupt checkpoint \\(134217728 parameters" \
+    "$TRAIN" --train "$T/good" --out "$T/e.st" --resume "$T/huge.ckpt" $COMMON
+
 [ "$(epoch_of "$T/u.st")" -ge 1 ] || fail "the resumed run wrote no model"
 
 # --- 15. more threads than cores: a warning (they take turns, each step many times slower) ---

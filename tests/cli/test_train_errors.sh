@@ -24,6 +24,8 @@ printf 'precious' >"$T/existing.safetensors"
 expect 2 "--train DIR is required" "$TRAIN" --out "$T/x"
 expect 2 "--out FILE is required" "$TRAIN" --train "$T/good"
 expect 2 "--input: expected WIDTHxHEIGHT" "$TRAIN" --train "$T/good" --out "$T/x" --input 100x30
+expect 2 "--input: expected WIDTHxHEIGHT" "$TRAIN" --train "$T/good" --out "$T/x" --input "64x+32"
+expect 2 "--input: expected WIDTHxHEIGHT" "$TRAIN" --train "$T/good" --out "$T/x" --input " 64x32"
 expect 2 "--recipe: expected default or reference" "$TRAIN" --train "$T/good" --out "$T/x" --recipe fast
 expect 2 "--batch: expected an integer" "$TRAIN" --train "$T/good" --out "$T/x" --batch 1
 # numbers as captcha-gen and the model metadata take them: no white space, '+' or hex
