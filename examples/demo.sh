@@ -10,6 +10,13 @@
 #     $CAPTCHA_SHARED_DATA names), reads its test split too and prints the accuracy; else
 #     says that it skipped that part.
 set -euo pipefail
+case "${1:-}" in
+-h|--help)
+    awk 'NR == 1 && /^#!/ { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+    exit 0 ;;
+"") ;;
+*) echo "demo.sh takes no arguments (see --help)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 root=$(pwd)
 .ci/install-deps.sh

@@ -100,9 +100,10 @@ main (int argc, char **argv)
 
     const char *usage = "Usage: %s [PIPELINE DESCRIPTION]\n"
         "Runs the pipeline (default: videotestsrc num-buffers=3 ! captchaocr ! "
-        "fakesink) and prints\none line per region the last captchaocr "
-        "attached:\n  PTS<TAB>id<TAB>parent-id<TAB>x,y WIDTHxHEIGHT<TAB>text"
-        "<TAB>confidence<TAB>reused\n";
+        "fakesink) and prints\na header line, then one line per \"captcha\" "
+        "region on each buffer leaving the\nlast captchaocr (earlier "
+        "captchaocr elements' regions included):\n  PTS<TAB>id<TAB>parent-id"
+        "<TAB>x,y WIDTHxHEIGHT<TAB>text<TAB>confidence<TAB>new|reused\n";
 
     /* asked for: on stdout; after an error: on stderr, which a script
      * reading the results from stdout does not take for a result */

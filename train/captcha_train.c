@@ -32,7 +32,8 @@
  *   state:  int32 epoch, step (next step to run), best_epoch;
  *           int64 adam_steps, batches_tracked; double best_accuracy,
  *           [v2: double best_char_accuracy; int64 best_batches_tracked; uint64 --val
- *           image count, hash of its labels (0, 0: no --val);] double epoch_loss_sum;
+ *           image count, hash of its labels (0, 0: no --val); int32 threads;] double
+ *           epoch_loss_sum;
  *           int64 epoch_loss_steps
  *   buffers: uint64 parameter_count, running_stat_count; parameters, running
  *           stats, Adam m, Adam v (float32); [v2: int32 has_best; when 1, the
@@ -410,6 +411,7 @@ typedef struct {
     /* --val: image count and label hash (0 and 0 without --val); known (1) from version 2 */
     uint64_t val_count, val_hash;
     int val_known;
+    int threads; /* CPU threads of the run (identical weights need the same); 0: unknown (v1) */
     int64_t epoch_loss_steps;
 } train_state;
 
@@ -535,6 +537,7 @@ static captcha_status save_checkpoint(const char *path, captcha_network *network
     put_i64(&s, state->best_batches_tracked);
     put_i64(&s, (int64_t)state->val_count);
     put_i64(&s, (int64_t)state->val_hash);
+    put_i32(&s, state->threads);
     put(&s, &state->epoch_loss_sum, sizeof(double));
     put_i64(&s, state->epoch_loss_steps);
     put_i64(&s, (int64_t)parameters);
@@ -641,6 +644,7 @@ static captcha_status load_checkpoint(const char *path, captcha_config *config, 
         state->val_count = (uint64_t)get_i64(&s);
         state->val_hash = (uint64_t)get_i64(&s);
         state->val_known = 1;
+        state->threads = get_i32(&s);
     }
     get(&s, &state->epoch_loss_sum, sizeof(double));
     state->epoch_loss_steps = get_i64(&s);
@@ -1241,14 +1245,23 @@ int main(int argc, char **argv)
         if (opt.recipe_given && opt.recipe_kind != state.recipe_kind)
             message("warning: --recipe ignored: resuming the checkpoint's recipe %s",
                     recipe_names[state.recipe_kind]);
-        if ((opt.batch_given && opt.training.batch != state.training.batch) ||
-            (opt.lr_given && opt.training.learning_rate != state.training.learning_rate) ||
-            (opt.weight_decay_given && opt.training.weight_decay != state.training.weight_decay) ||
-            (opt.seed_given && opt.seed != state.seed) || opt.charset)
-            message("warning: --batch/--lr/--weight-decay/--seed/--charset ignored: resuming "
-                    "with the checkpoint's values (batch %d, lr %g, weight decay %g, seed %llu)",
-                    state.training.batch, state.training.learning_rate, state.training.weight_decay,
-                    (unsigned long long)state.seed);
+        /* name only the options given with another value than the checkpoint's */
+        char ignored[96] = "";
+        if (opt.batch_given && opt.training.batch != state.training.batch)
+            strcat(ignored, " --batch");
+        if (opt.lr_given && opt.training.learning_rate != state.training.learning_rate)
+            strcat(ignored, " --lr");
+        if (opt.weight_decay_given && opt.training.weight_decay != state.training.weight_decay)
+            strcat(ignored, " --weight-decay");
+        if (opt.seed_given && opt.seed != state.seed)
+            strcat(ignored, " --seed");
+        if (opt.charset)
+            strcat(ignored, " --charset");
+        if (ignored[0])
+            message("warning:%s ignored: resuming with the checkpoint's values (batch %d, lr %g, "
+                    "weight decay %g, seed %llu, charset \"%s\")",
+                    ignored, state.training.batch, state.training.learning_rate,
+                    state.training.weight_decay, (unsigned long long)state.seed, config.charset);
         if (opt.input_given &&
             (opt.input_width != config.input_width || opt.input_height != config.input_height))
             message("warning: --input %dx%d ignored: resuming with the checkpoint's input %dx%d",
@@ -1460,6 +1473,18 @@ int main(int argc, char **argv)
     }
     if (fallback[0])
         message("warning: CUDA not used: %s", fallback);
+    {
+        /* the same seed and data give identical weights with the same CPU threads only */
+        const int threads = opt.threads > 0 ? opt.threads : omp_get_max_threads();
+        if (opt.resume_path && state.threads > 0 && state.threads != threads &&
+            !strcmp(backend->ops->name, "cpu"))
+            message("warning: %s ran with %d CPU thread%s, this run with %d: the weights will "
+                    "differ from an uninterrupted run's in their last bits (give --threads %d "
+                    "for identical ones)",
+                    opt.resume_path, state.threads, state.threads == 1 ? "" : "s", threads,
+                    state.threads);
+        state.threads = threads;
+    }
     if (opt.init_path) {
         char notice[CAPTCHA_ERROR_MESSAGE_SIZE] = "";
         if (captcha_model_load(opt.init_path, backend, &network, notice, sizeof notice, &err) !=

@@ -180,6 +180,15 @@ cmp -s "$T/tmpname/${first%.png}.tmp" "$T/image.bak" || fail "an image named PAT
 expect 0 "warning: --input 128x32 ignored: resuming with the checkpoint's input 64x32" \
     "$TRAIN" --train "$T/good" --out "$T/ri.st" --resume "$T/m1.st.ckpt" $COMMON --input 128x32
 
+# options a checkpoint fixes: the warning names those given with another value, and the CPU
+# threads when they differ from the run's (the weights then differ in their last bits)
+expect 0 "warning: --batch --seed ignored: resuming with the checkpoint's values \\(batch 4" \
+    "$TRAIN" --train "$T/good" --out "$T/rb.st" --resume "$T/m1.st.ckpt" --input 64x32 --batch 3 \
+    --device cpu --threads 2 --seed 9
+grep -q "CPU thread" "$T/err.txt" && fail "a threads warning with the run's threads: $(cat "$T/err.txt")"
+expect 0 "warning: $T/m1.st.ckpt ran with 2 CPU threads, this run with 1" \
+    "$TRAIN" --train "$T/good" --out "$T/rb.st" --resume "$T/m1.st.ckpt" --device cpu --threads 1
+
 # --- 12. --val overlapping --train (here the same folder): trained, with a warning ---
 expect 0 "warning: 8 of the 8 --val images are also in --train" \
     "$TRAIN" --train "$T/good" --val "$T/good" --out "$T/ov.st" $COMMON
@@ -268,8 +277,9 @@ import struct, sys
 data = bytearray(open(sys.argv[1], "rb").read())
 # magic 8, version 4, charset 129, 3 int32, channel order 4, mean/std 8, recipe 5 int32 +
 # 2 float + seed 8, image count and label hash 16, epoch/step/best 12, adam/batches 16,
-# best accuracy 8, v2: best chars 8, best batches 8, val count/hash 16, loss sum 8, steps 8
-offset = 8 + 4 + 129 + 12 + 4 + 8 + 20 + 8 + 8 + 16 + 12 + 16 + 8 + 8 + 8 + 16 + 8 + 8
+# best accuracy 8, v2: best chars 8, best batches 8, val count/hash 16, threads 4, loss sum 8,
+# steps 8
+offset = 8 + 4 + 129 + 12 + 4 + 8 + 20 + 8 + 8 + 16 + 12 + 16 + 8 + 8 + 8 + 16 + 4 + 8 + 8
 struct.pack_into("<q", data, offset, 1 << 27)
 open(sys.argv[2], "wb").write(data)
 PY
