@@ -1,16 +1,18 @@
 #!/bin/bash
 # Tests the examples as the README shows them: print-results (C, reads the region metas),
+# read-image (C, the library without GStreamer),
 # recognize-files.sh and screen-capture.sh (shell, gst-launch-1.0; their --help, error
 # messages and $CAPTCHA_SHARED_DATA default too) and bus-watch.py's usage, on captchas made by
 # captcha-gen with a fixed seed and read with the bundled model. The text must be each
 # file's label: these are the seeds that examples/demo.sh reads, all correctly.
-# Usage: test_examples.sh PATH/TO/captcha-gen PATH/TO/print-results
+# Usage: test_examples.sh PATH/TO/captcha-gen PATH/TO/print-results PATH/TO/read-image
 # Environment (set by meson): CAPTCHA_SOURCE_DIR, GST_PLUGIN_PATH, GST_REGISTRY;
 # CAPTCHA_SANITIZED=1 in an AddressSanitizer build, whose plugin the uninstrumented
 # gst-launch-1.0 cannot load: the shell examples are then left out.
 set -u
 GEN=${1:?usage: $0 PATH/TO/captcha-gen PATH/TO/print-results}
-PRINT=${2:?usage: $0 PATH/TO/captcha-gen PATH/TO/print-results}
+PRINT=${2:?usage: $0 PATH/TO/captcha-gen PATH/TO/print-results PATH/TO/read-image}
+READ=${3:?usage: $0 PATH/TO/captcha-gen PATH/TO/print-results PATH/TO/read-image}
 SRC=${CAPTCHA_SOURCE_DIR:?CAPTCHA_SOURCE_DIR is not set}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
@@ -76,6 +78,17 @@ status=$?
 [ "$(sed -n '2,$p' <<<"$out" | cut -f2,3,4,5)" = "$(printf '0\t-1\t0,0 200x50\t%s\n1\t0\t0,0 200x50\t%s' "$truth" "$truth")" ] ||
     fail "print-results, two elements: expected regions 0 and 1 (parent 0) of the last element: $out"
 
+# --- read-image (the C library alone): TEXT<TAB>CONFIDENCE, or the file's error ---
+out=$("$READ" "$SRC/model/captcha-default.safetensors" "$first" 2>"$T/err")
+status=$?
+[ "$status" -eq 0 ] && [ "$(cut -f1 <<<"$out")" = "$truth" ] &&
+    [[ "$(cut -f2 <<<"$out")" =~ ^[01]\.[0-9]{4}$ ]] ||
+    fail "read-image on $first (label $truth): exit $status, '$out' $(cat "$T/err")"
+"$READ" "$SRC/model/captcha-default.safetensors" "$T/none.png" >/dev/null 2>"$T/err"
+status=$?
+[ "$status" -eq 1 ] && grep -q "$T/none.png" "$T/err" ||
+    fail "read-image on a missing file: exit $status, stderr $(cat "$T/err")"
+
 # --- print-results usage: asked for on stdout (exit 0); after a bad option on stderr (exit 2)
 # with nothing on stdout, where a script reads results ---
 out=$("$PRINT" --help 2>/dev/null)
@@ -91,7 +104,7 @@ grep -q 'unknown option --no-such-option' "$T/err" && grep -q '^Usage:' "$T/err"
 
 if [ "${CAPTCHA_SANITIZED:-0}" = 1 ]; then
     echo "note: AddressSanitizer build: recognize-files.sh and screen-capture.sh left out"
-    [ "$FAILS" -eq 0 ] && echo "ok: print-results" && exit 0
+    [ "$FAILS" -eq 0 ] && echo "ok: print-results, read-image" && exit 0
     exit 1
 fi
 
@@ -225,4 +238,4 @@ if [ "$FAILS" -ne 0 ]; then
     echo "$FAILS failure(s)"
     exit 1
 fi
-echo "ok: print-results, recognize-files.sh, screen-capture.sh, bus-watch.py usage"
+echo "ok: print-results, read-image, recognize-files.sh, screen-capture.sh, bus-watch.py usage"
