@@ -102,6 +102,7 @@ output=$(gst-launch-1.0 -m fdsrc ! decodebin ! videoconvert ! \
     true
 alone=$(printf '%s\n' "$output" | first_result)
 check "the image alone" "$output" "$alone"
+echo "image alone:          $alone"
 
 # Background: a 1280x720 test pattern; the image on top at (x, y).
 output=$(gst-launch-1.0 -m \
@@ -118,5 +119,4 @@ output=$(gst-launch-1.0 -m \
 screen=$(printf '%s\n' "$output" | first_result)
 check "the region of the screen" "$output" "$screen"
 
-echo "image alone:          $alone"
 echo "in a 1280x720 screen: $screen"
