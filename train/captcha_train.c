@@ -112,6 +112,7 @@ typedef struct {
     captcha_device device;
     int threads;
     int input_width, input_height, input_given;
+    float progress_seconds; /* --progress: seconds between progress lines off a terminal */
     long stop_after_steps; /* hidden test option: behave as if interrupted before this step */
 } options;
 
@@ -167,6 +168,9 @@ static void usage(FILE *stream)
         "                     if usable, else CPU)\n"
         "  --threads N        CPU threads, at most 1024 (default 0: all cores; more than\n"
         "                     the cores is many times slower)\n"
+        "  --progress S       when stderr is not a terminal (a log file, a pipe): a progress\n"
+        "                     line every S seconds within an epoch (default 60; 0: none);\n"
+        "                     on a terminal one line is redrawn after every step\n"
         "  -h, --help         this help\n"
         "\n"
         "Files that are not images or do not decode are skipped with a warning and counted.\n"
@@ -221,6 +225,7 @@ enum {
     OPT_INPUT,
     OPT_DEVICE,
     OPT_THREADS,
+    OPT_PROGRESS,
     OPT_STOP_AFTER_STEPS,
 };
 
@@ -244,6 +249,7 @@ static int parse_options(int argc, char **argv, options *opt)
         {"input", required_argument, NULL, OPT_INPUT},
         {"device", required_argument, NULL, OPT_DEVICE},
         {"threads", required_argument, NULL, OPT_THREADS},
+        {"progress", required_argument, NULL, OPT_PROGRESS},
         {"stop-after-steps", required_argument, NULL, OPT_STOP_AFTER_STEPS}, /* tests */
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -253,6 +259,7 @@ static int parse_options(int argc, char **argv, options *opt)
     opt->input_width = CAPTCHA_REFERENCE_INPUT_WIDTH;
     opt->input_height = CAPTCHA_REFERENCE_INPUT_HEIGHT;
     opt->stop_after_steps = -1;
+    opt->progress_seconds = 60.0f;
     long epochs = 0, batch = 0, value;
     float lr = 0.0f, weight_decay = 0.0f;
     int c;
@@ -342,6 +349,10 @@ static int parse_options(int argc, char **argv, options *opt)
             if (!parse_int("--threads", optarg, 0, CAPTCHA_MAX_THREADS, &value))
                 return EXIT_USAGE;
             opt->threads = (int)value;
+            break;
+        case OPT_PROGRESS:
+            if (!parse_float("--progress", optarg, 0.0, &opt->progress_seconds))
+                return EXIT_USAGE;
             break;
         case OPT_STOP_AFTER_STEPS:
             if (!parse_int("--stop-after-steps", optarg, 0, 1L << 40, &opt->stop_after_steps))
@@ -1599,7 +1610,7 @@ int main(int argc, char **argv)
     int current = 0;
     for (; state.epoch < state.training.epochs && !stopped; state.epoch++) {
         epoch_order(state.seed, state.epoch, order, train.count);
-        double epoch_start = now_seconds();
+        double epoch_start = now_seconds(), last_progress = epoch_start;
         size_t epoch_images = 0;
         int prefetched = 0; /* jobs[current] already holds this step's batch */
         for (; state.step < steps; state.step++, current = overlap ? 1 - current : 0) {
@@ -1656,17 +1667,24 @@ int main(int argc, char **argv)
             state.epoch_loss_steps++;
             epoch_images += (size_t)n;
             run_steps++;
-            if (interactive) {
-                double elapsed = now_seconds() - run_start;
+            /* on a terminal, one line redrawn after every step; in a log, a line every
+             * --progress seconds (never after an epoch's last step: its summary follows) */
+            double step_end = now_seconds();
+            if (interactive || (opt.progress_seconds > 0 && state.step + 1 < steps &&
+                                step_end - last_progress >= opt.progress_seconds)) {
                 int64_t left = total_steps - global_step - 1;
                 char eta[32];
-                format_duration(elapsed / (double)run_steps * (double)left, eta, sizeof eta);
+                format_duration((step_end - run_start) / (double)run_steps * (double)left, eta,
+                                sizeof eta);
                 fprintf(stderr,
-                        "\r" PROGRAM ": epoch %d/%d step %d/%d loss %.4f %.1f img/s ETA %s\033[K",
-                        state.epoch + 1, state.training.epochs, state.step + 1, steps,
+                        "%s" PROGRAM ": epoch %d/%d step %d/%d loss %.4f %.1f img/s ETA %s%s",
+                        interactive ? "\r" : "", state.epoch + 1, state.training.epochs,
+                        state.step + 1, steps,
                         state.epoch_loss_sum / (double)state.epoch_loss_steps,
-                        (double)epoch_images / (now_seconds() - epoch_start), eta);
+                        (double)epoch_images / (step_end - epoch_start), eta,
+                        interactive ? "\033[K" : "\n");
                 fflush(stderr);
+                last_progress = step_end;
             }
         }
         if (stopped)

@@ -318,4 +318,22 @@ grep -qF "$T/names/b\\nc.png	" "$T/out.txt" || fail "newline not escaped: $(cat 
 grep -qF "$T/names/c\\\\a.png	" "$T/out.txt" || fail "backslash not escaped: $(cat "$T/out.txt")"
 "$PREDICT" --help | grep -q 'escaped' || fail "--help does not say how paths are escaped"
 
+# --- progress off a terminal: plain lines every --progress seconds within an epoch ---
+# (stderr is a file here; 8 images at batch 4 are 2 steps an epoch: a line after the first
+# step of each epoch, none after the last, whose epoch summary follows)
+"$TRAIN" --train "$T/good" --out "$T/p.st" $C --charset abc --epochs 2 --progress 0.000001 \
+    2>"$T/err.txt" || fail "--progress: $(cat "$T/err.txt")"
+[ "$(grep -c '^captcha-train: epoch [12]/2 step 1/2 loss [0-9.]* [0-9.]* img/s ETA [0-9]' \
+    "$T/err.txt")" -eq 2 ] || fail "--progress: expected 2 step lines: $(cat "$T/err.txt")"
+grep -q 'step 2/2' "$T/err.txt" && fail "--progress: a line after an epoch's last step"
+grep -q "$(printf '[\r\033]')" "$T/err.txt" && fail "--progress: terminal control bytes in a log"
+"$TRAIN" --train "$T/good" --out "$T/p0.st" $COMMON --progress 0 2>"$T/err.txt" ||
+    fail "--progress 0: $(cat "$T/err.txt")"
+grep -q ' step ' "$T/err.txt" && fail "--progress 0 printed step lines: $(cat "$T/err.txt")"
+# the default (60 s) prints none in a run of seconds
+"$TRAIN" --train "$T/good" --out "$T/p1.st" $COMMON 2>"$T/err.txt" || fail "default progress"
+grep -q ' step ' "$T/err.txt" && fail "a step line within 60 s: $(cat "$T/err.txt")"
+expect 2 "--progress: expected a number" "$TRAIN" --train "$T/good" --out "$T/x.st" --progress -1 $COMMON
+expect 2 "--progress: expected a number" "$TRAIN" --train "$T/good" --out "$T/x.st" --progress 5s $COMMON
+
 finish
