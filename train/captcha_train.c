@@ -1258,7 +1258,10 @@ int main(int argc, char **argv)
                     recipe_names[state.recipe_kind]);
         /* name only the options given with another value than the checkpoint's */
         char ignored[96] = "";
-        if (opt.batch_given && opt.training.batch != state.training.batch)
+        /* a --batch above the run's image count was lowered to that count */
+        int batch_clamped = (uint64_t)state.training.batch == state.image_count &&
+                            opt.training.batch > state.training.batch;
+        if (opt.batch_given && opt.training.batch != state.training.batch && !batch_clamped)
             strcat(ignored, " --batch");
         if (opt.lr_given && opt.training.learning_rate != state.training.learning_rate)
             strcat(ignored, " --lr");

@@ -186,6 +186,14 @@ expect 0 "warning: --batch --seed ignored: resuming with the checkpoint's values
     "$TRAIN" --train "$T/good" --out "$T/rb.st" --resume "$T/m1.st.ckpt" --input 64x32 --batch 3 \
     --device cpu --threads 2 --seed 9
 grep -q "CPU thread" "$T/err.txt" && fail "a threads warning with the run's threads: $(cat "$T/err.txt")"
+# a --batch above the image count ran at the image count: the same --batch again is no change
+"$TRAIN" --train "$T/good" --out "$T/bc.st" $C --batch 16 --charset abc --epochs 1 2>/dev/null ||
+    fail "training with --batch above the image count"
+"$TRAIN" --train "$T/good" --out "$T/bc2.st" --resume "$T/bc.st.ckpt" $C --batch 16 2>"$T/err.txt" ||
+    fail "resuming with --batch 16: $(cat "$T/err.txt")"
+grep -q "ignored" "$T/err.txt" && fail "the run's own --batch reported as ignored: $(cat "$T/err.txt")"
+expect 0 "warning: --batch ignored: resuming with the checkpoint's values \\(batch 8" \
+    "$TRAIN" --train "$T/good" --out "$T/bc3.st" --resume "$T/bc.st.ckpt" $C --batch 5
 expect 0 "warning: $T/m1.st.ckpt ran with 2 CPU threads, this run with 1" \
     "$TRAIN" --train "$T/good" --out "$T/rb.st" --resume "$T/m1.st.ckpt" --device cpu --threads 1
 
