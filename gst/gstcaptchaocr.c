@@ -443,7 +443,8 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    * GstCaptchaOcr:interval:
    *
    * Read every Nth frame (counted in frames, from the first frame after
-   * start, a caps change or a flush such as a flushing seek). The frames in between carry the last results
+   * start, a caps change or a seek: a flush such as a flushing seek, or a
+   * new segment such as a non-flushing seek's). The frames in between carry the last results
    * again, marked reused=TRUE, and post no message. GAP buffers are not
    * frames here: they are not counted and carry no result.
    */
@@ -475,7 +476,7 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    * still lists every result; the changed ones have changed=TRUE. GAP
    * buffers are not read, so the frame after a gap is compared with the
    * last frame read before it; so is the first frame after a caps change.
-   * After a start or a flushing seek the first frame read posts.
+   * After a start or a seek (flushing or not) the first frame read posts.
    */
   g_object_class_install_property (gobject_class, PROP_MESSAGE_ON_CHANGE,
       g_param_spec_boolean ("message-on-change", "Message on change",
@@ -1056,13 +1057,31 @@ gst_captcha_ocr_submit_input_buffer (GstBaseTransform * trans,
   return GST_FLOW_OK;
 }
 
-/* A flush (a flushing seek) starts the stream anew: the frames after it are
- * counted from the first, and results from before it are not carried over. */
+/* A seek starts the stream anew: the frames after it are counted from the
+ * first, and results from before it are not carried over. A flushing seek
+ * flushes; a non-flushing one (or a segment seek looping back) only sends a
+ * new segment, which is a seek too when it moves the stream (its start, time,
+ * base, offset or rates differ from the current one's): the same segment sent
+ * again is not, nor one that only updates stop or duration (a live source or
+ * demuxer learning them). */
 static gboolean
 gst_captcha_ocr_sink_event (GstBaseTransform * trans, GstEvent * event)
 {
   if (GST_EVENT_TYPE (event) == GST_EVENT_FLUSH_STOP)
     gst_captcha_ocr_reset_stream (GST_CAPTCHA_OCR (trans), FALSE);
+  else if (GST_EVENT_TYPE (event) == GST_EVENT_SEGMENT) {
+    const GstSegment *segment;
+    GstSegment current = trans->segment;
+
+    /* (the base class moves the current one's position with the buffers) */
+    gst_event_parse_segment (event, &segment);
+    current.position = segment->position;
+    current.stop = segment->stop;
+    current.duration = segment->duration;
+    current.flags = segment->flags;
+    if (!gst_segment_is_equal (segment, &current))
+      gst_captcha_ocr_reset_stream (GST_CAPTCHA_OCR (trans), FALSE);
+  }
   return GST_BASE_TRANSFORM_CLASS (parent_class)->sink_event (trans, event);
 }
 

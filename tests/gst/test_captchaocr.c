@@ -1332,6 +1332,71 @@ GST_START_TEST(test_interval)
 
 GST_END_TEST;
 
+/* A non-flushing seek (or a segment seek looping back) starts a new segment
+ * without a flush: the frames after it are new content as after a flushing
+ * seek, so the first is read (no result crosses the seek), counting restarts
+ * and, with message-on-change, it posts. The same segment again, or one that
+ * only learns its stop, changes nothing. */
+GST_START_TEST(test_new_segment)
+{
+    guint8 *a = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    guint8 *b = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
+    Result ref_a = read_once(a, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    Result ref_b = read_once(b, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    /* per step: a new segment starting there first (-1: none, -2: the same one again,
+     * -3: the same one with a stop), the picture, and the reading expected */
+    const struct {
+        gint segment;
+        const guint8 *picture;
+        const Result *expected;
+        gboolean reused;
+    } steps[] = {
+        {-1, a, &ref_a, FALSE}, {10, b, &ref_b, FALSE}, {-1, a, &ref_b, TRUE},
+        {-2, a, &ref_b, TRUE},  {20, b, &ref_b, FALSE}, {-3, a, &ref_b, TRUE},
+    };
+    GstStructure *messages[8];
+    GstSegment segment;
+    GstHarness *h;
+    GstBus *bus;
+    guint i;
+
+    fail_if(strcmp(ref_a.text, ref_b.text) == 0);
+    h = harness_new(&bus, "interval", 3, "message-on-change", TRUE, NULL);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+    gst_segment_init(&segment, GST_FORMAT_TIME);
+    for (i = 0; i < G_N_ELEMENTS(steps); i++) {
+        GstBuffer *in = make_buffer(steps[i].picture, PICTURE_WIDTH, PICTURE_HEIGHT,
+                                    GST_VIDEO_FORMAT_BGRx);
+        GstBuffer *out;
+        Result r[2];
+
+        if (steps[i].segment >= 0) {
+            segment.start = segment.position = steps[i].segment * GST_SECOND;
+            segment.time = segment.start;
+        } else if (steps[i].segment == -3) {
+            segment.stop = segment.start + 100 * GST_SECOND;
+        }
+        if (steps[i].segment != -1)
+            fail_unless(gst_harness_push_event(h, gst_event_new_segment(&segment)));
+        GST_BUFFER_PTS(in) = segment.start + i * GST_MSECOND;
+        out = push_pull(h, in);
+        fail_unless_equals_int(results_of(out, r, 2), 1);
+        fail_unless(strcmp(r[0].text, steps[i].expected->text) == 0,
+                    "step %u: text \"%s\", expected \"%s\"", i, r[0].text,
+                    steps[i].expected->text);
+        fail_unless(r[0].reused == steps[i].reused, "step %u: reused %d", i, r[0].reused);
+        gst_buffer_unref(out);
+    }
+    /* message-on-change: steps 0 and 1 change the text; step 4 is the first after a seek */
+    fail_unless_equals_int(pop_captcha_messages(bus, messages, 8), 3);
+    free_structures(messages, 3);
+    harness_teardown_with_bus(h, bus);
+    g_free(a);
+    g_free(b);
+}
+
+GST_END_TEST;
+
 static guint run_message_sequence(gboolean message, gboolean on_change, GstStructure **messages,
                                   guint max, Result *ref_a, Result *ref_b)
 {
@@ -1912,6 +1977,7 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_caps_size_limit);
     tcase_add_test(tc, test_gap);
     tcase_add_test(tc, test_interval);
+    tcase_add_test(tc, test_new_segment);
     tcase_add_test(tc, test_message);
     tcase_add_test(tc, test_message_on_change);
     tcase_add_test(tc, test_min_confidence);
