@@ -41,7 +41,8 @@
  * the roi-x, roi-y, roi-width and roi-height properties (by default the
  * whole frame); with #GstCaptchaOcr:roi-type set, every upstream
  * #GstVideoRegionOfInterestMeta of that type, each giving its own result
- * (the regions of one frame are read as one batch; the results, their metas
+ * (the regions of one frame are read in batches of up to 64, so that any
+ * number of them takes bounded memory; the results, their metas
  * and the message's list follow the order in which the upstream metas were
  * added to the buffer). A region partly outside
  * the frame is clipped; one entirely outside (or empty) gives one warning
@@ -137,6 +138,10 @@ gst_captcha_ocr_device_get_type (void)
 
 /* The type of the region metas this element attaches. */
 #define CAPTCHA_ROI_TYPE "captcha"
+/* Most regions read as one batch: the network's memory grows with the batch
+ * (about 1-3 MiB a region), so the regions of a frame are read in batches of
+ * at most this many, whatever their number. */
+#define MAX_BATCH_REGIONS 64
 /* Number of recent frames the latency property averages. */
 #define LATENCY_WINDOW 32
 
@@ -1462,6 +1467,68 @@ gst_captcha_ocr_add_latency (GstCaptchaOcr * self, gint64 microseconds)
   GST_OBJECT_UNLOCK (self);
 }
 
+/* Reads the regions [first, first + count) of self->regions (count at most
+ * MAX_BATCH_REGIONS) in image as one batch into the same entries of
+ * self->results. The backend's preprocessing (CUDA: only each region's bytes
+ * are uploaded, the conversion and resize run on the device; CPU: the same on
+ * the host), the batch through forward_device (CUDA: one captured graph) and
+ * one download; else preprocessing on the host. */
+static gboolean
+gst_captcha_ocr_read_batch (GstCaptchaOcr * self, const captcha_image * image,
+    gint crop_x, gint crop_y, guint first, guint count, captcha_error * err)
+{
+  const captcha_backend_ops *ops = self->backend->ops;
+  gboolean on_device = ops->preprocess != NULL;
+  /* With CUDA graphs the batch is rounded up to a power of two (the extra
+   * images are ignored): each batch size costs algorithm timing and a graph
+   * capture on first use, and a region count that changes from frame to
+   * frame would otherwise pay them again and again. */
+  guint padded = 1, i;
+
+  while (ops->capture_begin && padded < count)
+    padded <<= 1;
+  if (!ops->capture_begin)
+    padded = count;
+  gst_captcha_ocr_reserve (self, count);
+  if (on_device && !gst_captcha_ocr_reserve_device (self, padded, err))
+    return FALSE;
+  for (i = 0; i < count; i++) {
+    captcha_roi region =
+        g_array_index (self->regions, GstCaptchaOcrRegion, first + i).region;
+
+    region.x += crop_x;
+    region.y += crop_y;
+    if (on_device ? ops->preprocess (self->backend, image, &region,
+            &self->config, self->device_input + i * self->image_floats,
+            err) != CAPTCHA_OK : captcha_preprocess (image, &region,
+            &self->config, self->input + i * self->image_floats,
+            err) != CAPTCHA_OK)
+      return FALSE;
+  }
+  if (on_device) {
+    if (captcha_network_forward_device (self->network, self->device_input,
+            (int) padded, self->device_logits, err) != CAPTCHA_OK
+        || ops->download (self->backend, self->logits, self->device_logits,
+            count * self->classes * sizeof (float), err) != CAPTCHA_OK)
+      return FALSE;
+  } else if (captcha_network_forward (self->network, self->input, (int) count,
+          CAPTCHA_MODE_EVAL, self->logits, err) != CAPTCHA_OK)
+    return FALSE;
+  for (i = 0; i < count; i++) {
+    const GstCaptchaOcrRegion *region =
+        &g_array_index (self->regions, GstCaptchaOcrRegion, first + i);
+    GstCaptchaOcrResult *r =
+        &g_array_index (self->results, GstCaptchaOcrResult, first + i);
+
+    r->region = region->region;
+    r->parent_id = region->parent_id;
+    if (captcha_decode (&self->config, self->logits + i * self->classes,
+            &r->result, err) != CAPTCHA_OK)
+      return FALSE;
+  }
+  return TRUE;
+}
+
 static GstFlowReturn
 gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
     GstVideoFrame * frame)
@@ -1579,58 +1646,13 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
 
   g_array_set_size (self->results, n);
   if (n > 0) {
-    const captcha_backend_ops *ops = self->backend->ops;
-    /* the backend's preprocessing (CUDA: only each region's bytes are
-     * uploaded, the conversion and resize run on the device; CPU: the same on
-     * the host), the regions as one batch through forward_device (CUDA: one
-     * captured graph) and one download; else preprocessing on the host */
-    gboolean on_device = ops->preprocess != NULL;
-    /* With CUDA graphs the batch is rounded up to a power of two (the extra
-     * images are ignored): each batch size costs algorithm timing and a graph
-     * capture on first use, and a region count that changes from frame to
-     * frame would otherwise pay them again and again. */
-    guint padded = 1;
+    guint first, count;
 
-    while (ops->capture_begin && padded < n)
-      padded <<= 1;
-    if (!ops->capture_begin || padded > CAPTCHA_MAX_BATCH)
-      padded = n;
-    gst_captcha_ocr_reserve (self, n);
-    if (on_device && !gst_captcha_ocr_reserve_device (self, padded, &err))
-      goto failed;
     start_time = g_get_monotonic_time ();
-    for (i = 0; i < n; i++) {
-      captcha_roi region =
-          g_array_index (self->regions, GstCaptchaOcrRegion, i).region;
-
-      region.x += crop_x;
-      region.y += crop_y;
-      if (on_device ? ops->preprocess (self->backend, &image, &region,
-              &self->config, self->device_input + i * self->image_floats,
-              &err) != CAPTCHA_OK : captcha_preprocess (&image, &region,
-              &self->config, self->input + i * self->image_floats,
-              &err) != CAPTCHA_OK)
-        goto failed;
-    }
-    if (on_device) {
-      if (captcha_network_forward_device (self->network, self->device_input,
-              (int) padded, self->device_logits, &err) != CAPTCHA_OK
-          || ops->download (self->backend, self->logits, self->device_logits,
-              n * self->classes * sizeof (float), &err) != CAPTCHA_OK)
-        goto failed;
-    } else if (captcha_network_forward (self->network, self->input, (int) n,
-            CAPTCHA_MODE_EVAL, self->logits, &err) != CAPTCHA_OK)
-      goto failed;
-    for (i = 0; i < n; i++) {
-      const GstCaptchaOcrRegion *region =
-          &g_array_index (self->regions, GstCaptchaOcrRegion, i);
-      GstCaptchaOcrResult *r =
-          &g_array_index (self->results, GstCaptchaOcrResult, i);
-
-      r->region = region->region;
-      r->parent_id = region->parent_id;
-      if (captcha_decode (&self->config, self->logits + i * self->classes,
-              &r->result, &err) != CAPTCHA_OK)
+    for (first = 0; first < n; first += count) {
+      count = MIN (n - first, MAX_BATCH_REGIONS);
+      if (!gst_captcha_ocr_read_batch (self, &image, crop_x, crop_y, first,
+              count, &err))
         goto failed;
     }
     gst_captcha_ocr_add_latency (self, g_get_monotonic_time () - start_time);

@@ -18,6 +18,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "backend.h"
 #include "model_file.h"
@@ -1019,6 +1020,71 @@ GST_START_TEST(test_roi_order)
 
 GST_END_TEST;
 
+/* Peak resident memory of this process so far, in KiB. */
+static glong peak_rss_kib(void)
+{
+    struct rusage usage;
+
+    fail_unless(getrusage(RUSAGE_SELF, &usage) == 0);
+    return usage.ru_maxrss;
+}
+
+/* Many upstream regions in one frame (a detector gone wrong) are all read, in
+ * order, in memory that does not grow with their number: they are read in
+ * batches of bounded size (one batch of all of them took about 1 MiB per
+ * region, so some ten thousand exhausted the memory, and above the network's
+ * batch limit of 65536 the frame failed with an error). */
+GST_START_TEST(test_roi_many)
+{
+    const gint fw = 640, fh = 360;
+    const guint count = 600;
+    guint8 *a = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    guint8 *b = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
+    guint8 *frame = make_frame(fw, fh, 9);
+    Result ref_a = read_once(a, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    Result ref_b = read_once(b, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    Result *r = g_new(Result, count);
+    GstHarness *h;
+    GstBus *bus;
+    GstBuffer *in;
+    glong before, grown;
+    guint i;
+
+    fail_if(strcmp(ref_a.text, ref_b.text) == 0);
+    paste(frame, fw, a, PICTURE_WIDTH, PICTURE_HEIGHT, 20, 30);
+    paste(frame, fw, b, PICTURE_WIDTH, PICTURE_HEIGHT, 300, 200);
+    h = harness_new(&bus, "roi-type", "plate", NULL);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, fw, fh);
+    /* the network's memory for one region first */
+    in = make_buffer(frame, fw, fh, GST_VIDEO_FORMAT_BGRx);
+    add_upstream_region(in, "plate", 0, 20, 30, PICTURE_WIDTH, PICTURE_HEIGHT);
+    gst_buffer_unref(push_pull(h, in));
+    before = peak_rss_kib();
+
+    in = make_buffer(frame, fw, fh, GST_VIDEO_FORMAT_BGRx);
+    for (i = 0; i < count; i++)
+        add_upstream_region(in, "plate", (gint)i, i % 2 ? 300 : 20, i % 2 ? 200 : 30,
+                            PICTURE_WIDTH, PICTURE_HEIGHT);
+    in = push_pull(h, in);
+    grown = peak_rss_kib() - before;
+    fail_unless_equals_int(results_of(in, r, count), count);
+    for (i = 0; i < count; i++) {
+        fail_unless_equals_int(r[i].parent_id, (gint)i);
+        assert_same_reading(&r[i], i % 2 ? &ref_b : &ref_a, "one of many regions");
+    }
+    gst_buffer_unref(in);
+    fail_unless(grown < 256 * 1024, "reading %u regions took %ld MiB more memory", count,
+                grown / 1024);
+    fail_unless_equals_int(count_messages(bus, GST_MESSAGE_ERROR), 0);
+    harness_teardown_with_bus(h, bus);
+    g_free(r);
+    g_free(a);
+    g_free(b);
+    g_free(frame);
+}
+
+GST_END_TEST;
+
 /* Result ids: above the largest region id on the buffer when they fit in
  * a gint, else the smallest unused non-negative ids; never negative, never
  * an id already on the buffer (any type). */
@@ -1972,6 +2038,7 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_roi_property);
     tcase_add_test(tc, test_roi_meta);
     tcase_add_test(tc, test_roi_order);
+    tcase_add_test(tc, test_roi_many);
     tcase_add_test(tc, test_roi_ids);
     tcase_add_test(tc, test_crop_meta);
     tcase_add_test(tc, test_caps_size_limit);
