@@ -59,7 +59,8 @@
  * region position).
  *
  * Frames that downstream's QoS events mark late pass on unread (see
- * #GstBaseTransform:qos, which here never drops a frame).
+ * #GstBaseTransform:qos, which here never drops a frame, nor marks the
+ * late one DISCONT as the base class does after a drop).
  *
  * Buffers flagged GST_BUFFER_FLAG_GAP (no meaningful content) pass through
  * unread: no meta, no message, not counted by #GstCaptchaOcr:interval or
@@ -223,6 +224,11 @@ struct _GstCaptchaOcr
    * (submit_input_buffer), for the transform of that buffer (frame_late) */
   gboolean late;
   gboolean frame_late;
+  /* streaming thread: the base class marks the buffer after one it found late
+   * DISCONT, as it would have dropped that one; the late buffer itself, passed
+   * on, is that buffer, and its mark is removed on the way out unless it came
+   * with it (src_probe) */
+  gboolean undo_discont;
 
   /* statistics, under the object lock */
   gint64 latency_us[LATENCY_WINDOW];    /* ring of recent inference times */
@@ -300,6 +306,8 @@ static GstFlowReturn gst_captcha_ocr_transform_ip (GstBaseTransform * trans,
     GstBuffer * buffer);
 static GstFlowReturn gst_captcha_ocr_submit_input_buffer (GstBaseTransform *
     trans, gboolean is_discont, GstBuffer * input);
+static GstPadProbeReturn gst_captcha_ocr_src_probe (GstPad * pad,
+    GstPadProbeInfo * info, gpointer user_data);
 static void gst_captcha_ocr_attach (GstCaptchaOcr * self, GstBuffer * buffer,
     gboolean reused);
 static gboolean gst_captcha_ocr_set_info (GstVideoFilter * filter,
@@ -583,6 +591,9 @@ gst_captcha_ocr_init (GstCaptchaOcr * self)
    * mapped read-only and never copied. */
   gst_base_transform_set_passthrough (GST_BASE_TRANSFORM (self), TRUE);
   gst_base_transform_set_in_place (GST_BASE_TRANSFORM (self), TRUE);
+
+  gst_pad_add_probe (GST_BASE_TRANSFORM_SRC_PAD (self),
+      GST_PAD_PROBE_TYPE_BUFFER, gst_captcha_ocr_src_probe, self, NULL);
 }
 
 static void
@@ -1053,6 +1064,7 @@ gst_captcha_ocr_submit_input_buffer (GstBaseTransform * trans,
   ret = GST_BASE_TRANSFORM_CLASS (parent_class)->submit_input_buffer (trans,
       is_discont, input);
   self->late = ret == GST_BASE_TRANSFORM_FLOW_DROPPED;
+  self->undo_discont = self->late && !GST_BUFFER_IS_DISCONT (input);
   if (!self->late) {
     gst_buffer_unref (input);
     return ret;
@@ -1060,6 +1072,28 @@ gst_captcha_ocr_submit_input_buffer (GstBaseTransform * trans,
   gst_buffer_replace (&trans->queued_buf, NULL);
   trans->queued_buf = input;
   return GST_FLOW_OK;
+}
+
+/* The buffer pushed after submit_input_buffer queued a late one is that
+ * buffer (the same streaming thread, the same chain call): no frame is
+ * missing, so the DISCONT the base class set on it for the drop it did not
+ * make is removed. */
+static GstPadProbeReturn
+gst_captcha_ocr_src_probe (G_GNUC_UNUSED GstPad * pad, GstPadProbeInfo * info,
+    gpointer user_data)
+{
+  GstCaptchaOcr *self = GST_CAPTCHA_OCR (user_data);
+  GstBuffer *buffer = GST_PAD_PROBE_INFO_BUFFER (info);
+
+  if (!self->undo_discont)
+    return GST_PAD_PROBE_OK;
+  self->undo_discont = FALSE;
+  if (GST_BUFFER_IS_DISCONT (buffer)) {
+    buffer = gst_buffer_make_writable (buffer);
+    GST_BUFFER_FLAG_UNSET (buffer, GST_BUFFER_FLAG_DISCONT);
+    GST_PAD_PROBE_INFO_DATA (info) = buffer;
+  }
+  return GST_PAD_PROBE_OK;
 }
 
 /* A seek starts the stream anew: the frames after it are counted from the

@@ -709,9 +709,14 @@ GST_START_TEST(test_qos)
 
             GST_BUFFER_PTS(in) = pts[i] * GST_SECOND;
             GST_BUFFER_DURATION(in) = GST_SECOND;
+            if (i == 2) /* a discontinuity of the stream's own stays marked */
+                GST_BUFFER_FLAG_SET(in, GST_BUFFER_FLAG_DISCONT);
             fail_unless_equals_int(gst_harness_push(h, in), GST_FLOW_OK);
             out = gst_harness_try_pull(h);
             fail_unless(out != NULL, "qos=%d: frame %u was dropped", qos, i);
+            /* no frame is missing: a late one is not marked as a discontinuity */
+            fail_unless(GST_BUFFER_IS_DISCONT(out) == (i == 2), "qos=%d: frame %u DISCONT %d",
+                        qos, i, GST_BUFFER_IS_DISCONT(out));
             fail_unless_equals_int(gst_base_transform_is_qos_enabled(GST_BASE_TRANSFORM(h->element)),
                                    qos);
             fail_unless_equals_int(results_of(out, r, 2), 1);
