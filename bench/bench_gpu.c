@@ -83,8 +83,11 @@ static void bench_latency(captcha_network *net, int iters, double *sorted, char 
     unsigned seed = 3;
     for (size_t i = 0; i < (size_t)IMAGE_WIDTH * IMAGE_HEIGHT * 4; i++)
         pixels[i] = (uint8_t)next_random(&seed);
-    captcha_image image = {
-        CAPTCHA_PIXEL_BGRA, IMAGE_WIDTH, IMAGE_HEIGHT, {pixels}, {IMAGE_WIDTH * 4}};
+    captcha_image image = {.format = CAPTCHA_PIXEL_BGRA,
+                           .width = IMAGE_WIDTH,
+                           .height = IMAGE_HEIGHT,
+                           .planes = {pixels},
+                           .strides = {IMAGE_WIDTH * 4}};
     captcha_roi roi = {0, 0, IMAGE_WIDTH, IMAGE_HEIGHT};
     float *input =
         device_alloc(backend, (size_t)3 * c->input_height * c->input_width * sizeof(float));
@@ -254,8 +257,11 @@ static void profile_once(captcha_network *net, int batch, int train)
     memset(pixels, 128, (size_t)IMAGE_WIDTH * IMAGE_HEIGHT * 4);
     for (int n = 0; n < batch; n++)
         targets[(size_t)n * classes] = 1;
-    captcha_image picture = {
-        CAPTCHA_PIXEL_BGRA, IMAGE_WIDTH, IMAGE_HEIGHT, {pixels}, {IMAGE_WIDTH * 4}};
+    captcha_image picture = {.format = CAPTCHA_PIXEL_BGRA,
+                             .width = IMAGE_WIDTH,
+                             .height = IMAGE_HEIGHT,
+                             .planes = {pixels},
+                             .strides = {IMAGE_WIDTH * 4}};
     captcha_roi roi = {0, 0, IMAGE_WIDTH, IMAGE_HEIGHT};
     float *input = device_alloc(backend, (size_t)batch * image * sizeof(float));
     float *logits = device_alloc(backend, (size_t)batch * classes * sizeof(float));

@@ -62,7 +62,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "out of memory\n");
         goto done;
     }
-    const captcha_image image = {CAPTCHA_PIXEL_RGB, width, height, {pixels}, {3 * width}};
+    const captcha_image image = {.format = CAPTCHA_PIXEL_RGB,
+                                 .width = width,
+                                 .height = height,
+                                 .planes = {pixels},
+                                 .strides = {3 * width}};
     const captcha_roi whole = {0, 0, width, height};
     captcha_result result;
     if (captcha_preprocess(&image, &whole, config, input, &err) != CAPTCHA_OK ||

@@ -37,6 +37,10 @@
  * the id of the upstream region that was read (#GstCaptchaOcr:roi-type),
  * else -1.
  *
+ * NV12 and I420 frames are converted to BGR with the caps' colorimetry
+ * (its matrix, BT.601, BT.709, BT.2020, FCC or SMPTE 240M, and its range,
+ * limited or full), as videoconvert converts them.
+ *
  * Which region is read: with #GstCaptchaOcr:roi-type unset, the rectangle of
  * the roi-x, roi-y, roi-width and roi-height properties (by default the
  * whole frame); with #GstCaptchaOcr:roi-type set, every upstream
@@ -258,6 +262,9 @@ struct _GstCaptchaOcr
 
   /* streaming state */
   captcha_pixel_format pixel_format;
+  /* NV12/I420: the caps' colorimetry (set_info) */
+  captcha_yuv_matrix yuv_matrix;
+  gboolean yuv_full_range;
   guint64 frame_index;          /* frames seen since start, caps change or flush */
   GArray *regions;              /* GstCaptchaOcrRegion, this frame */
   GArray *results;              /* GstCaptchaOcrResult, last frame read */
@@ -1149,6 +1156,40 @@ gst_captcha_ocr_transform_ip (GstBaseTransform * trans, GstBuffer * buffer)
   return GST_BASE_TRANSFORM_CLASS (parent_class)->transform_ip (trans, buffer);
 }
 
+/* The YUV matrix and range of in_info's colorimetry (as videoconvert reads
+ * them; the caps' defaults when they name none: BT.601 for SD, BT.709 for
+ * HD sizes, limited range), for NV12 and I420. (gst_video_info_from_caps
+ * already replaced a matrix that does not fit a YUV format, rgb, by the
+ * default; an unknown one is read as BT.601.) */
+static void
+gst_captcha_ocr_set_yuv_colorimetry (GstCaptchaOcr * self,
+    const GstVideoInfo * in_info)
+{
+  const GstVideoColorimetry *c = &GST_VIDEO_INFO_COLORIMETRY (in_info);
+
+  self->yuv_matrix = CAPTCHA_YUV_BT601;
+  self->yuv_full_range = FALSE;
+  if (!GST_VIDEO_INFO_IS_YUV (in_info))
+    return;
+  switch (c->matrix) {
+    case GST_VIDEO_COLOR_MATRIX_BT709:
+      self->yuv_matrix = CAPTCHA_YUV_BT709;
+      break;
+    case GST_VIDEO_COLOR_MATRIX_BT2020:
+      self->yuv_matrix = CAPTCHA_YUV_BT2020;
+      break;
+    case GST_VIDEO_COLOR_MATRIX_FCC:
+      self->yuv_matrix = CAPTCHA_YUV_FCC;
+      break;
+    case GST_VIDEO_COLOR_MATRIX_SMPTE240M:
+      self->yuv_matrix = CAPTCHA_YUV_SMPTE240M;
+      break;
+    default:                   /* BT.601, or unknown */
+      break;
+  }
+  self->yuv_full_range = c->range == GST_VIDEO_COLOR_RANGE_0_255;
+}
+
 static gboolean
 gst_captcha_ocr_set_info (GstVideoFilter * filter, GstCaps * incaps,
     GstVideoInfo * in_info, G_GNUC_UNUSED GstCaps * outcaps,
@@ -1193,6 +1234,7 @@ gst_captcha_ocr_set_info (GstVideoFilter * filter, GstCaps * incaps,
           GST_VIDEO_INFO_NAME (in_info));
       return FALSE;
   }
+  gst_captcha_ocr_set_yuv_colorimetry (self, in_info);
   GST_DEBUG_OBJECT (self, "caps %" GST_PTR_FORMAT, incaps);
 
   /* A new size or format: the last results may not fit the new frames, and
@@ -1636,7 +1678,10 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   min_confidence = self->min_confidence;
   GST_OBJECT_UNLOCK (self);
 
+  memset (&image, 0, sizeof image);
   image.format = self->pixel_format;
+  image.yuv_matrix = self->yuv_matrix;
+  image.yuv_full_range = self->yuv_full_range;
   image.width = frame_width;
   image.height = frame_height;
   for (i = 0; i < 3; i++) {

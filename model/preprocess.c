@@ -15,12 +15,14 @@
  * A region that already has the target size is copied unchanged (as
  * cv::resize does).
  *
- * YUV -> BGR: BT.601 limited range ("studio swing", Y 16..235, U/V 16..240),
- * the matrix GStreamer's videoconvert uses for SD content (GST_VIDEO_COLOR_MATRIX_BT601):
+ * YUV -> BGR: the image's matrix and range (captcha_yuv_matrix), e.g. BT.601
+ * limited range ("studio swing", Y 16..235, U/V 16..240), the matrix GStreamer's
+ * videoconvert uses for SD content (GST_VIDEO_COLOR_MATRIX_BT601):
  *   R = 1.164383 (Y-16)                     + 1.596027 (V-128)
  *   G = 1.164383 (Y-16) - 0.391762 (U-128) - 0.812968 (V-128)
  *   B = 1.164383 (Y-16) + 2.017232 (U-128)
- * in 16-bit fixed point, rounded and clamped to 0..255. Chroma is taken from
+ * in 16-bit fixed point (captcha_yuv_coefficients), rounded and clamped to
+ * 0..255. Chroma is taken from
  * the 2x2 block the pixel lies in (nearest, no chroma interpolation; videoconvert
  * may interpolate chroma, so its output can differ slightly at colour edges).
  * Chroma planes hold (width+1)/2 x (height+1)/2 samples.
@@ -90,6 +92,38 @@ long long captcha_image_row_bytes(const captcha_image *image, int p)
     return plane_row_bytes(image, p);
 }
 
+/* Kr, Kb of each captcha_yuv_matrix (see preprocess.h) */
+static const double yuv_kr_kb[][2] = {
+    [CAPTCHA_YUV_BT601] = {0.299, 0.114},   [CAPTCHA_YUV_BT709] = {0.2126, 0.0722},
+    [CAPTCHA_YUV_BT2020] = {0.2627, 0.0593}, [CAPTCHA_YUV_FCC] = {0.30, 0.11},
+    [CAPTCHA_YUV_SMPTE240M] = {0.212, 0.087},
+};
+#define YUV_MATRICES ((int)(sizeof yuv_kr_kb / sizeof yuv_kr_kb[0]))
+
+captcha_status captcha_yuv_coefficients_get(captcha_yuv_matrix matrix, int full_range,
+                                            captcha_yuv_coefficients *out, captcha_error *err)
+{
+    if ((int)matrix < 0 || (int)matrix >= YUV_MATRICES)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "image yuv_matrix is %d, not a known captcha_yuv_matrix (0..%d)",
+                            (int)matrix, YUV_MATRICES - 1);
+    if (full_range != 0 && full_range != 1)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "image yuv_full_range is %d, expected 0 (limited) or 1 (full)",
+                            full_range);
+    if (!out)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "out is NULL");
+    double kr = yuv_kr_kb[matrix][0], kb = yuv_kr_kb[matrix][1], kg = 1.0 - kr - kb;
+    double ys = full_range ? 1.0 : 255.0 / 219.0, cs = full_range ? 1.0 : 255.0 / 224.0;
+    out->y_offset = full_range ? 0 : 16;
+    out->y = (int)lround(ys * 65536.0);
+    out->rv = (int)lround(2.0 * (1.0 - kr) * cs * 65536.0);
+    out->gu = (int)lround(2.0 * kb * (1.0 - kb) / kg * cs * 65536.0);
+    out->gv = (int)lround(2.0 * kr * (1.0 - kr) / kg * cs * 65536.0);
+    out->bu = (int)lround(2.0 * (1.0 - kb) * cs * 65536.0);
+    return CAPTCHA_OK;
+}
+
 captcha_status captcha_image_validate(const captcha_image *image, captcha_error *err)
 {
     if (!image)
@@ -116,6 +150,11 @@ captcha_status captcha_image_validate(const captcha_image *image, captcha_error 
                                 "image plane %d: its stride is %d bytes, less than the %lld "
                                 "bytes of one row (%s, width %d)",
                                 p, image->strides[p], row, name, image->width);
+    }
+    if (planes > 1) {
+        captcha_yuv_coefficients unused;
+        return captcha_yuv_coefficients_get(image->yuv_matrix, image->yuv_full_range, &unused,
+                                            err);
     }
     return CAPTCHA_OK;
 }
@@ -190,19 +229,13 @@ static inline uint8_t clamp_u8(int v)
     return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
 }
 
-/* BT.601 limited range, coefficients * 65536 (see the top of this file). */
-#define YUV_Y 76309
-#define YUV_RV 104597
-#define YUV_GU 25675
-#define YUV_GV 53279
-#define YUV_BU 132201
-
-static inline void yuv_to_bgr(int y, int u, int v, uint8_t *bgr)
+static inline void yuv_to_bgr(const captcha_yuv_coefficients *k, int y, int u, int v,
+                              uint8_t *bgr)
 {
-    int c = (y - 16) * YUV_Y + 32768, d = u - 128, e = v - 128;
-    bgr[0] = clamp_u8((c + YUV_BU * d) >> 16);
-    bgr[1] = clamp_u8((c - YUV_GU * d - YUV_GV * e) >> 16);
-    bgr[2] = clamp_u8((c + YUV_RV * e) >> 16);
+    int c = (y - k->y_offset) * k->y + 32768, d = u - 128, e = v - 128;
+    bgr[0] = clamp_u8((c + k->bu * d) >> 16);
+    bgr[1] = clamp_u8((c - k->gu * d - k->gv * e) >> 16);
+    bgr[2] = clamp_u8((c + k->rv * e) >> 16);
 }
 
 /* Row `row` of the image, columns x0 .. x0+width-1, as interleaved BGR [width][3]. */
@@ -210,6 +243,10 @@ static void read_row_bgr(const captcha_image *image, int x0, int width, int row,
 {
     const uint8_t *src = image->planes[0] + (size_t)row * (size_t)image->strides[0];
     int b = 0, g = 1, r = 2, step = 3;
+    captcha_yuv_coefficients k = {0};
+    if (image->format == CAPTCHA_PIXEL_NV12 || image->format == CAPTCHA_PIXEL_I420)
+        (void)captcha_yuv_coefficients_get(image->yuv_matrix, image->yuv_full_range, &k,
+                                           NULL); /* validated by the caller */
     switch (image->format) {
     case CAPTCHA_PIXEL_BGR: memcpy(bgr, src + (size_t)x0 * 3, (size_t)width * 3); return;
     case CAPTCHA_PIXEL_RGB: b = 2, g = 1, r = 0, step = 3; break;
@@ -225,7 +262,7 @@ static void read_row_bgr(const captcha_image *image, int x0, int width, int row,
         const uint8_t *uv = image->planes[1] + (size_t)(row / 2) * (size_t)image->strides[1];
         for (int x = 0; x < width; x++) {
             int cx = (x0 + x) / 2;
-            yuv_to_bgr(src[x0 + x], uv[2 * cx], uv[2 * cx + 1], bgr + 3 * x);
+            yuv_to_bgr(&k, src[x0 + x], uv[2 * cx], uv[2 * cx + 1], bgr + 3 * x);
         }
         return;
     }
@@ -234,7 +271,7 @@ static void read_row_bgr(const captcha_image *image, int x0, int width, int row,
         const uint8_t *v = image->planes[2] + (size_t)(row / 2) * (size_t)image->strides[2];
         for (int x = 0; x < width; x++) {
             int cx = (x0 + x) / 2;
-            yuv_to_bgr(src[x0 + x], u[cx], v[cx], bgr + 3 * x);
+            yuv_to_bgr(&k, src[x0 + x], u[cx], v[cx], bgr + 3 * x);
         }
         return;
     }

@@ -4,8 +4,9 @@
  * Steps, matching the reference Python pipeline
  * (cv2.imread -> cv2.resize(INTER_LINEAR) -> /255 -> (x - 0.5) / 0.5):
  *  1. read the region's pixels as B, G, R (GRAY8: B = G = R = Y; YUV formats
- *     converted with BT.601 limited-range coefficients, as videoconvert does for
- *     SD content); alpha is ignored (cv2.imread with IMREAD_COLOR drops it);
+ *     converted with the image's matrix and range, see captcha_yuv_matrix, as
+ *     GStreamer's videoconvert converts them); alpha is ignored (cv2.imread with
+ *     IMREAD_COLOR drops it);
  *  2. bilinear resize to the model's height x width with OpenCV cv::resize
  *     INTER_LINEAR semantics: source coordinate (dst + 0.5) * scale - 0.5,
  *     clamped to the edge, and the result rounded to an 8-bit value as
@@ -39,15 +40,55 @@ typedef enum {
     CAPTCHA_PIXEL_I420,    /* plane 0: Y; plane 1: U; plane 2: V, each at half width and height */
 } captcha_pixel_format;
 
+/* The YUV -> R'G'B' matrix of a YUV image: its luma coefficients Kr and Kb
+ * (Kg = 1 - Kr - Kb), as GStreamer's GstVideoColorMatrix defines them
+ * (gst_video_color_matrix_get_Kr_Kb):
+ *   R = Y' + 2 (1 - Kr) V'
+ *   G = Y' - 2 Kb (1 - Kb) / Kg U' - 2 Kr (1 - Kr) / Kg V'
+ *   B = Y' + 2 (1 - Kb) U'
+ * where Y' = (Y - 16) x 255/219, U' = (U - 128) x 255/224 (V' alike) for limited
+ * range ("studio swing", Y 16..235, U and V 16..240), Y' = Y, U' = U - 128 for
+ * full range (0..255, as JPEG). The zero value is BT.601, which videoconvert
+ * assumes for SD content. */
+typedef enum {
+    CAPTCHA_YUV_BT601 = 0, /* Kr 0.299, Kb 0.114 (ITU-R BT.601, SMPTE 170M) */
+    CAPTCHA_YUV_BT709,     /* Kr 0.2126, Kb 0.0722 (ITU-R BT.709: HD) */
+    CAPTCHA_YUV_BT2020,    /* Kr 0.2627, Kb 0.0593 (ITU-R BT.2020: UHD) */
+    CAPTCHA_YUV_FCC,       /* Kr 0.30, Kb 0.11 (FCC 73.682) */
+    CAPTCHA_YUV_SMPTE240M, /* Kr 0.212, Kb 0.087 (SMPTE 240M) */
+} captcha_yuv_matrix;
+
 /* A view of an image in host memory. Packed formats use planes[0] and
  * strides[0]; YUV formats use 2 (NV12) or 3 (I420) planes. Strides are in
- * bytes per row and may exceed the row's pixel bytes (padding). */
+ * bytes per row and may exceed the row's pixel bytes (padding). yuv_matrix and
+ * yuv_full_range (0: limited range, 1: full range) describe a YUV format's
+ * samples and are ignored for the others; zero-initialized, they are BT.601
+ * limited range. */
 typedef struct {
     captcha_pixel_format format;
     int width, height; /* pixels, 1..65536 */
     const uint8_t *planes[3];
     int strides[3];
+    captcha_yuv_matrix yuv_matrix;
+    int yuv_full_range;
 } captcha_image;
+
+/* The YUV -> B, G, R conversion of one matrix and range in 16-bit fixed point:
+ * with c = (Y - y_offset) x y + 32768, d = U - 128, e = V - 128,
+ *   B = (c + bu d) >> 16,  G = (c - gu d - gv e) >> 16,  R = (c + rv e) >> 16,
+ * each clamped to 0..255; the coefficients are those of captcha_yuv_matrix
+ * times 65536, rounded (BT.601 limited range: y 76309, rv 104597, gu 25675,
+ * gv 53279, bu 132201). */
+typedef struct {
+    int y_offset; /* 16 (limited range) or 0 (full range) */
+    int y, rv, gu, gv, bu;
+} captcha_yuv_coefficients;
+
+/* The coefficients of a YUV image's yuv_matrix and yuv_full_range into *out.
+ * Errors (INVALID_ARGUMENT, naming the field and value): a matrix outside
+ * captcha_yuv_matrix, a range other than 0 or 1. */
+captcha_status captcha_yuv_coefficients_get(captcha_yuv_matrix matrix, int full_range,
+                                            captcha_yuv_coefficients *out, captcha_error *err);
 
 /* A rectangle in image pixels: columns x..x+width-1, rows y..y+height-1. */
 typedef struct {
@@ -61,7 +102,8 @@ const char *captcha_pixel_format_name(captcha_pixel_format format);
 int captcha_pixel_format_bytes_per_pixel(captcha_pixel_format format);
 
 /* Checks an image view: known format, width/height >= 1, non-NULL planes,
- * strides at least the row size. The message names the field and value. */
+ * strides at least the row size, and for YUV formats a known yuv_matrix and a
+ * yuv_full_range of 0 or 1. The message names the field and value. */
 captcha_status captcha_image_validate(const captcha_image *image, captcha_error *err);
 
 /* Bytes of one row of plane p, without padding (the least stride it may have):

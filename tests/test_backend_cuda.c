@@ -546,9 +546,10 @@ static void preprocess_case(const test_image *t, const captcha_roi *roi,
         differing += got[i] != want[i];
     double error = captcha_test_max_abs_error(got, want, count);
     double one_level = 1.0 / 255.0 / config->std;
-    printf("  preprocess %-5s %dx%d roi %d,%d %dx%d -> %s %dx%d: max abs %.3g (1 grey level "
-           "= %.3g), %zu of %zu values differ\n",
-           captcha_pixel_format_name(t->image.format), t->image.width, t->image.height,
+    printf("  preprocess %-5s (yuv matrix %d, full range %d) %dx%d roi %d,%d %dx%d -> %s "
+           "%dx%d: max abs %.3g (1 grey level = %.3g), %zu of %zu values differ\n",
+           captcha_pixel_format_name(t->image.format), (int)t->image.yuv_matrix,
+           t->image.yuv_full_range, t->image.width, t->image.height,
            roi ? roi->x : 0, roi ? roi->y : 0, roi ? roi->width : t->image.width,
            roi ? roi->height : t->image.height, config->channel_order, config->input_width,
            config->input_height, error, one_level, differing, count);
@@ -587,6 +588,14 @@ static void test_preprocess(void **state)
         preprocess_case(&t, &exact, &config);
         captcha_roi small = {100, 20, 50, 9}; /* upscaling */
         preprocess_case(&t, &small, &config);
+        if (formats[f] == CAPTCHA_PIXEL_NV12 || formats[f] == CAPTCHA_PIXEL_I420) {
+            /* the other matrices and full range: the same coefficients on the device */
+            for (int m = CAPTCHA_YUV_BT601; m <= CAPTCHA_YUV_SMPTE240M; m++) {
+                t.image.yuv_matrix = (captcha_yuv_matrix)m;
+                t.image.yuv_full_range = m % 2 == 0;
+                preprocess_case(&t, &odd, &config);
+            }
+        }
         free_image(&t);
     }
     test_image big;

@@ -347,8 +347,16 @@ static void test_yuv_known_colours(void **state)
         uint8_t y[4], uv[2] = {(uint8_t)cases[i][1], (uint8_t)cases[i][2]};
         uint8_t u[1] = {uv[0]}, v[1] = {uv[1]};
         memset(y, cases[i][0], sizeof y);
-        captcha_image nv12 = {CAPTCHA_PIXEL_NV12, 2, 2, {y, uv, NULL}, {2, 2, 0}};
-        captcha_image i420 = {CAPTCHA_PIXEL_I420, 2, 2, {y, u, v}, {2, 1, 1}};
+        captcha_image nv12 = {.format = CAPTCHA_PIXEL_NV12,
+                              .width = 2,
+                              .height = 2,
+                              .planes = {y, uv, NULL},
+                              .strides = {2, 2, 0}};
+        captcha_image i420 = {.format = CAPTCHA_PIXEL_I420,
+                              .width = 2,
+                              .height = 2,
+                              .planes = {y, u, v},
+                              .strides = {2, 1, 1}};
         uint8_t out[12];
         for (int k = 0; k < 2; k++) {
             assert_int_equal(
@@ -362,6 +370,114 @@ static void test_yuv_known_colours(void **state)
             }
         }
     }
+}
+
+/* Every matrix and range: colours converted to YUV in double with the published
+ * Kr, Kb (ITU-R BT.601, BT.709, BT.2020, FCC, SMPTE 240M) and rounded come back
+ * within 2 levels (the 8-bit rounding of Y, U and V), and read with another
+ * matrix or range they do not (the choice matters). BT.601 limited range keeps
+ * the coefficients of before (the published 1.164383, 1.596027, 0.391762,
+ * 0.812968, 2.017232 times 65536). */
+static void test_yuv_matrices(void **state)
+{
+    (void)state;
+    static const double kr_kb[][2] = {
+        {0.299, 0.114}, {0.2126, 0.0722}, {0.2627, 0.0593}, {0.30, 0.11}, {0.212, 0.087}};
+    static const int colours[][3] = {/* B, G, R */
+                                     {20, 40, 230}, {30, 220, 60},  {230, 50, 40}, {200, 200, 30},
+                                     {128, 128, 128}, {250, 250, 250}, {60, 120, 180}};
+    captcha_yuv_coefficients k;
+    assert_int_equal(captcha_yuv_coefficients_get(CAPTCHA_YUV_BT601, 0, &k, NULL), CAPTCHA_OK);
+    assert_int_equal(k.y_offset, 16);
+    assert_int_equal(k.y, 76309);
+    assert_int_equal(k.rv, 104597);
+    assert_int_equal(k.gu, 25675);
+    assert_int_equal(k.gv, 53279);
+    assert_int_equal(k.bu, 132201);
+    for (int m = CAPTCHA_YUV_BT601; m <= CAPTCHA_YUV_SMPTE240M; m++)
+        for (int full = 0; full <= 1; full++) {
+            double kr = kr_kb[m][0], kb = kr_kb[m][1], kg = 1 - kr - kb;
+            double ys = full ? 255.0 : 219.0, cs = full ? 255.0 : 224.0, yo = full ? 0 : 16;
+            int worst_other = 0;
+            for (size_t c = 0; c < sizeof colours / sizeof colours[0]; c++) {
+                double b = colours[c][0] / 255.0, g = colours[c][1] / 255.0,
+                       r = colours[c][2] / 255.0;
+                double luma = kr * r + kg * g + kb * b;
+                uint8_t y[4], u[1], v[1];
+                memset(y, (int)lround(yo + ys * luma), sizeof y);
+                u[0] = (uint8_t)lround(128 + cs * (b - luma) / (2 * (1 - kb)));
+                v[0] = (uint8_t)lround(128 + cs * (r - luma) / (2 * (1 - kr)));
+                captcha_image i420 = {.format = CAPTCHA_PIXEL_I420,
+                                      .width = 2,
+                                      .height = 2,
+                                      .planes = {y, u, v},
+                                      .strides = {2, 1, 1},
+                                      .yuv_matrix = (captcha_yuv_matrix)m,
+                                      .yuv_full_range = full};
+                uint8_t out[12];
+                assert_int_equal(captcha_preprocess_resize_bgr(&i420, NULL, 2, 2, out, NULL),
+                                 CAPTCHA_OK);
+                for (int i = 0; i < 3; i++)
+                    if (abs(out[i] - colours[c][i]) > 2)
+                        fail_msg("matrix %d range %s: BGR %d,%d,%d came back as %d,%d,%d", m,
+                                 full ? "full" : "limited", colours[c][0], colours[c][1],
+                                 colours[c][2], out[0], out[1], out[2]);
+                /* the next matrix, same range; then the same matrix, other range */
+                for (int other = 0; other < 2; other++) {
+                    i420.yuv_matrix = other ? (captcha_yuv_matrix)m
+                                            : (captcha_yuv_matrix)((m + 1) % 5);
+                    i420.yuv_full_range = other ? !full : full;
+                    assert_int_equal(
+                        captcha_preprocess_resize_bgr(&i420, NULL, 2, 2, out, NULL), CAPTCHA_OK);
+                    for (int i = 0; i < 3; i++)
+                        if (abs(out[i] - colours[c][i]) > worst_other)
+                            worst_other = abs(out[i] - colours[c][i]);
+                }
+            }
+            if (worst_other <= 4)
+                fail_msg("matrix %d range %d: another matrix or range is as good (%d levels)", m,
+                         full, worst_other);
+        }
+}
+
+/* yuv_matrix and yuv_full_range are checked for YUV images only (ignored, and
+ * so not checked, for the others); the message names the field and value. */
+static void test_yuv_fields_checked(void **state)
+{
+    (void)state;
+    uint8_t pixels[64] = {0};
+    captcha_error err;
+    captcha_image nv12 = {.format = CAPTCHA_PIXEL_NV12,
+                          .width = 4,
+                          .height = 4,
+                          .planes = {pixels, pixels},
+                          .strides = {4, 4},
+                          .yuv_matrix = (captcha_yuv_matrix)9};
+    assert_int_equal(captcha_image_validate(&nv12, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "yuv_matrix is 9"));
+    nv12.yuv_matrix = (captcha_yuv_matrix)-1;
+    assert_int_equal(captcha_image_validate(&nv12, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "yuv_matrix is -1"));
+    nv12.yuv_matrix = CAPTCHA_YUV_BT2020;
+    nv12.yuv_full_range = 2;
+    assert_int_equal(captcha_image_validate(&nv12, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "yuv_full_range is 2"));
+    float out[3 * 32 * 128];
+    captcha_config config;
+    captcha_config_reference(&config);
+    assert_int_equal(captcha_preprocess(&nv12, NULL, &config, out, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "yuv_full_range is 2"));
+    nv12.yuv_full_range = 1;
+    assert_int_equal(captcha_image_validate(&nv12, &err), CAPTCHA_OK);
+    captcha_image gray = {.format = CAPTCHA_PIXEL_GRAY8,
+                          .width = 8,
+                          .height = 8,
+                          .planes = {pixels},
+                          .strides = {8},
+                          .yuv_matrix = (captcha_yuv_matrix)9,
+                          .yuv_full_range = 7};
+    assert_int_equal(captcha_image_validate(&gray, &err), CAPTCHA_OK);
 }
 
 static void test_strides_with_padding(void **state)
@@ -475,37 +591,56 @@ static void test_invalid_images(void **state)
     float *out = malloc(sizeof(float) * 3 * 32 * 128);
     captcha_error err = {0};
 
-    captcha_image zero = {CAPTCHA_PIXEL_BGR, 0, 50, {pixels}, {0}};
+    captcha_image zero = {
+        .format = CAPTCHA_PIXEL_BGR, .width = 0, .height = 50, .planes = {pixels}, .strides = {0}};
     assert_int_equal(captcha_image_validate(&zero, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
     print_message("%s\n", err.message);
     assert_non_null(strstr(err.message, "0x50"));
     assert_int_equal(captcha_preprocess(&zero, NULL, &config, out, &err),
                      CAPTCHA_ERROR_INVALID_ARGUMENT);
-    captcha_image zero_h = {CAPTCHA_PIXEL_GRAY8, 8, 0, {pixels}, {8}};
+    captcha_image zero_h = {
+        .format = CAPTCHA_PIXEL_GRAY8, .width = 8, .height = 0, .planes = {pixels}, .strides = {8}};
     assert_int_equal(captcha_preprocess(&zero_h, NULL, &config, out, &err),
                      CAPTCHA_ERROR_INVALID_ARGUMENT);
     assert_non_null(strstr(err.message, "8x0"));
 
-    captcha_image short_stride = {CAPTCHA_PIXEL_BGRA, 8, 2, {pixels}, {31}};
+    captcha_image short_stride = {
+        .format = CAPTCHA_PIXEL_BGRA, .width = 8, .height = 2, .planes = {pixels}, .strides = {31}};
     assert_int_equal(captcha_image_validate(&short_stride, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
     print_message("%s\n", err.message);
     assert_non_null(strstr(err.message, "31"));
     assert_non_null(strstr(err.message, "32"));
 
-    captcha_image missing_plane = {CAPTCHA_PIXEL_NV12, 4, 4, {pixels, NULL}, {4, 4}};
+    captcha_image missing_plane = {.format = CAPTCHA_PIXEL_NV12,
+                                   .width = 4,
+                                   .height = 4,
+                                   .planes = {pixels, NULL},
+                                   .strides = {4, 4}};
     assert_int_equal(captcha_image_validate(&missing_plane, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
     print_message("%s\n", err.message);
     assert_non_null(strstr(err.message, "plane 1"));
 
-    captcha_image short_chroma = {CAPTCHA_PIXEL_I420, 5, 4, {pixels, pixels, pixels}, {5, 2, 3}};
+    captcha_image short_chroma = {.format = CAPTCHA_PIXEL_I420,
+                                  .width = 5,
+                                  .height = 4,
+                                  .planes = {pixels, pixels, pixels},
+                                  .strides = {5, 2, 3}};
     assert_int_equal(captcha_image_validate(&short_chroma, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
     print_message("%s\n", err.message);
 
-    captcha_image unknown = {(captcha_pixel_format)42, 4, 4, {pixels}, {16}};
+    captcha_image unknown = {.format = (captcha_pixel_format)42,
+                             .width = 4,
+                             .height = 4,
+                             .planes = {pixels},
+                             .strides = {16}};
     assert_int_equal(captcha_image_validate(&unknown, &err), CAPTCHA_ERROR_INVALID_ARGUMENT);
     assert_non_null(strstr(err.message, "42"));
 
-    captcha_image good = {CAPTCHA_PIXEL_I420, 5, 4, {pixels, pixels, pixels}, {5, 3, 3}};
+    captcha_image good = {.format = CAPTCHA_PIXEL_I420,
+                          .width = 5,
+                          .height = 4,
+                          .planes = {pixels, pixels, pixels},
+                          .strides = {5, 3, 3}};
     assert_int_equal(captcha_image_validate(&good, &err), CAPTCHA_OK);
     free(out);
 }
@@ -664,8 +799,11 @@ static void test_resize_matches_opencv(void **state)
     long long differing[OPENCV_CASES] = {0}, total[OPENCV_CASES] = {0};
     int worst[OPENCV_CASES] = {0};
     for (int i = 0; i < image_count; i++) {
-        captcha_image image = {
-            CAPTCHA_PIXEL_RGBA, widths[i], heights[i], {pixels[i]}, {widths[i] * 4}};
+        captcha_image image = {.format = CAPTCHA_PIXEL_RGBA,
+                               .width = widths[i],
+                               .height = heights[i],
+                               .planes = {pixels[i]},
+                               .strides = {widths[i] * 4}};
         for (size_t c = 0; c < OPENCV_CASES; c++) {
             const opencv_case *k = &opencv_cases[c];
             int ow = k->out_width ? k->out_width : widths[i];
@@ -710,19 +848,29 @@ static void test_plane_span(void **state)
 {
     (void)state;
     uint8_t pixels[256] = {0};
-    captcha_image i420 = {CAPTCHA_PIXEL_I420, 5, 4, {pixels, pixels, pixels}, {5, 3, 3}};
+    captcha_image i420 = {.format = CAPTCHA_PIXEL_I420,
+                          .width = 5,
+                          .height = 4,
+                          .planes = {pixels, pixels, pixels},
+                          .strides = {5, 3, 3}};
     assert_int_equal(captcha_image_plane_span(&i420, 0), 3 * 5 + 5);
     assert_int_equal(captcha_image_plane_span(&i420, 1), 1 * 3 + 3);
     assert_int_equal(captcha_image_plane_span(&i420, 2), 1 * 3 + 3);
     assert_int_equal(captcha_image_plane_span(&i420, 3), -1);
     assert_int_equal(captcha_image_plane_span(&i420, -1), -1);
-    captcha_image nv12 = {CAPTCHA_PIXEL_NV12, 5, 5, {pixels, pixels}, {8, 6}};
+    captcha_image nv12 = {.format = CAPTCHA_PIXEL_NV12,
+                          .width = 5,
+                          .height = 5,
+                          .planes = {pixels, pixels},
+                          .strides = {8, 6}};
     assert_int_equal(captcha_image_plane_span(&nv12, 0), 4 * 8 + 5);
     assert_int_equal(captcha_image_plane_span(&nv12, 1), 2 * 6 + 2 * 3);
     assert_int_equal(captcha_image_plane_span(&nv12, 2), -1);
-    captcha_image bgra = {CAPTCHA_PIXEL_BGRA, 8, 2, {pixels}, {40}};
+    captcha_image bgra = {
+        .format = CAPTCHA_PIXEL_BGRA, .width = 8, .height = 2, .planes = {pixels}, .strides = {40}};
     assert_int_equal(captcha_image_plane_span(&bgra, 0), 40 + 32);
-    captcha_image short_stride = {CAPTCHA_PIXEL_BGRA, 8, 2, {pixels}, {31}};
+    captcha_image short_stride = {
+        .format = CAPTCHA_PIXEL_BGRA, .width = 8, .height = 2, .planes = {pixels}, .strides = {31}};
     assert_int_equal(captcha_image_plane_span(&short_stride, 0), -1);
     assert_int_equal(captcha_image_plane_span(NULL, 0), -1);
 
@@ -735,8 +883,11 @@ static void test_plane_span(void **state)
     for (size_t f = 0; f < sizeof formats / sizeof formats[0]; f++) {
         /* a span needs a valid image: placeholders first, then each plane
          * gets an allocation of exactly its span */
-        captcha_image image = {
-            formats[f], 7, 5, {pixels, pixels, pixels}, {7 * 4 + 3, 4 * 2 + 1, 4 + 2}};
+        captcha_image image = {.format = formats[f],
+                               .width = 7,
+                               .height = 5,
+                               .planes = {pixels, pixels, pixels},
+                               .strides = {7 * 4 + 3, 4 * 2 + 1, 4 + 2}};
         uint8_t *planes[3] = {NULL};
         for (int p = 0; p < 3; p++) {
             long long span = captcha_image_plane_span(&image, p);
@@ -763,6 +914,8 @@ int main(void)
         cmocka_unit_test(test_roi_equals_cropped_copy),
         cmocka_unit_test(test_formats_give_same_tensor),
         cmocka_unit_test(test_yuv_known_colours),
+        cmocka_unit_test(test_yuv_matrices),
+        cmocka_unit_test(test_yuv_fields_checked),
         cmocka_unit_test(test_strides_with_padding),
         cmocka_unit_test(test_roi_clip),
         cmocka_unit_test(test_preprocess_rejects_region_outside),

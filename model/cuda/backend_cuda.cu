@@ -515,21 +515,23 @@ struct preprocess_params {
     int same_size;           /* region already has the output size: copied unchanged */
     int rgb_order;           /* output planes R, G, B instead of B, G, R */
     float mean, std;
+    captcha_yuv_coefficients yuv; /* NV12/I420: the image's matrix and range */
 };
 
-/* BT.601 limited range YUV -> B, G, R in 16-bit fixed point, exactly as
- * model/preprocess.c (coefficients * 65536, rounded, clamped). */
+/* YUV -> B, G, R in 16-bit fixed point with the image's coefficients
+ * (captcha_yuv_coefficients_get), exactly as model/preprocess.c. */
 __device__ inline uint8_t clamp_u8(int v)
 {
     return (uint8_t)(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
-__device__ inline void yuv_to_bgr(int y, int u, int v, uint8_t bgr[3])
+__device__ inline void yuv_to_bgr(const captcha_yuv_coefficients &k, int y, int u, int v,
+                                  uint8_t bgr[3])
 {
-    int c = (y - 16) * 76309 + 32768, d = u - 128, e = v - 128;
-    bgr[0] = clamp_u8((c + 132201 * d) >> 16);
-    bgr[1] = clamp_u8((c - 25675 * d - 53279 * e) >> 16);
-    bgr[2] = clamp_u8((c + 104597 * e) >> 16);
+    int c = (y - k.y_offset) * k.y + 32768, d = u - 128, e = v - 128;
+    bgr[0] = clamp_u8((c + k.bu * d) >> 16);
+    bgr[1] = clamp_u8((c - k.gu * d - k.gv * e) >> 16);
+    bgr[2] = clamp_u8((c + k.rv * e) >> 16);
 }
 
 /* Reads region pixel (x, y) as B, G, R. */
@@ -559,12 +561,12 @@ __device__ void read_bgr(const preprocess_params &p, int x, int y, uint8_t bgr[3
     case CAPTCHA_PIXEL_NV12: {
         int cx = (x + p.x0_odd) >> 1, cy = (y + p.y0_odd) >> 1;
         const uint8_t *uv = p.plane1 + (size_t)cy * p.pitch1 + 2 * cx;
-        yuv_to_bgr(row[x], uv[0], uv[1], bgr);
+        yuv_to_bgr(p.yuv, row[x], uv[0], uv[1], bgr);
         break;
     }
     case CAPTCHA_PIXEL_I420: {
         int cx = (x + p.x0_odd) >> 1, cy = (y + p.y0_odd) >> 1;
-        yuv_to_bgr(row[x], p.plane1[(size_t)cy * p.pitch1 + cx],
+        yuv_to_bgr(p.yuv, row[x], p.plane1[(size_t)cy * p.pitch1 + cx],
                    p.plane2[(size_t)cy * p.pitch2 + cx], bgr);
         break;
     }
@@ -1624,6 +1626,8 @@ captcha_status cuda_preprocess(captcha_backend *backend, const captcha_image *im
     p.rgb_order = rgb_order;
     p.mean = config->mean;
     p.std = config->std;
+    if (yuv)
+        TRY(captcha_yuv_coefficients_get(image->yuv_matrix, image->yuv_full_range, &p.yuv, err));
     dim3 block(32, 8);
     dim3 grid((unsigned)((p.dst_width + 31) / 32), (unsigned)((p.dst_height + 7) / 8));
     preprocess_kernel<<<grid, block, 0, b->stream>>>(p, device_out);

@@ -21,8 +21,10 @@
 #include <sys/resource.h>
 
 #include "backend.h"
+#include "decode.h"
 #include "model_file.h"
 #include "network.h"
+#include "preprocess.h"
 
 #define PICTURE_WIDTH 202 /* even (for NV12/I420); RGB rows padded */
 #define PICTURE_HEIGHT 50
@@ -117,10 +119,12 @@ static void paste(guint8 *frame, gint frame_width, const guint8 *picture, gint w
 }
 
 /* A buffer holding the BGRx image converted to format by GStreamer's own
- * converter (default strides of GstVideoInfo; BT.601 limited range for the
- * YUV formats, as the caps of the same size imply). GRAY8 takes the first
- * channel (the picture must be gray). */
-static GstBuffer *make_buffer(const guint8 *bgrx, gint width, gint height, GstVideoFormat format)
+ * converter (default strides of GstVideoInfo; for the YUV formats the
+ * colorimetry named, e.g. "bt709", or with NULL the one the caps of that size
+ * imply: BT.601 limited range). GRAY8 takes the first channel (the picture
+ * must be gray). */
+static GstBuffer *make_buffer_colorimetry(const guint8 *bgrx, gint width, gint height,
+                                          GstVideoFormat format, const gchar *colorimetry)
 {
     GstVideoInfo in_info, out_info;
     GstVideoFrame in_frame, out_frame;
@@ -129,6 +133,8 @@ static GstBuffer *make_buffer(const guint8 *bgrx, gint width, gint height, GstVi
     gint x, y;
 
     gst_video_info_set_format(&out_info, format, width, height);
+    if (colorimetry)
+        fail_unless(gst_video_colorimetry_from_string(&out_info.colorimetry, colorimetry));
     out = gst_buffer_new_allocate(NULL, GST_VIDEO_INFO_SIZE(&out_info), NULL);
     fail_unless(gst_video_frame_map(&out_frame, &out_info, out, GST_MAP_WRITE));
 
@@ -160,6 +166,11 @@ static GstBuffer *make_buffer(const guint8 *bgrx, gint width, gint height, GstVi
     gst_video_frame_unmap(&out_frame);
     gst_buffer_unref(in);
     return out;
+}
+
+static GstBuffer *make_buffer(const guint8 *bgrx, gint width, gint height, GstVideoFormat format)
+{
+    return make_buffer_colorimetry(bgrx, width, height, format, NULL);
 }
 
 static gchar *caps_string(GstVideoFormat format, gint width, gint height)
@@ -397,6 +408,109 @@ GST_START_TEST(test_formats)
 
     g_free(color);
     g_free(gray);
+}
+
+GST_END_TEST;
+
+/* NV12/I420 are read with the caps' colorimetry (matrix and range), as
+ * videoconvert would convert them: the element's reading of a frame equals the
+ * library's of the same bytes with that matrix and range (same backend, batch
+ * and threads: within 1e-6 of the confidence), and differs from a reading as
+ * BT.601 limited range by more than 1e-5 (the test model is untrained, its
+ * confidences about 36^-5, but it tells the conversions apart: ~1e-4). */
+GST_START_TEST(test_yuv_colorimetry)
+{
+    static const struct {
+        const gchar *colorimetry;
+        captcha_yuv_matrix matrix;
+        int full_range;
+    } cases[] = {
+        {"bt601", CAPTCHA_YUV_BT601, 0},      {"bt709", CAPTCHA_YUV_BT709, 0},
+        {"bt2020", CAPTCHA_YUV_BT2020, 0},    {"smpte240m", CAPTCHA_YUV_SMPTE240M, 0},
+        {"1:4:0:0", CAPTCHA_YUV_BT601, 1} /* JPEG: full range */,
+        {"1:3:5:1", CAPTCHA_YUV_BT709, 1},    {"2:2:5:4", CAPTCHA_YUV_FCC, 0},
+    };
+    static const GstVideoFormat formats[] = {GST_VIDEO_FORMAT_I420, GST_VIDEO_FORMAT_NV12};
+    /* noise: saturated colours, where the matrices differ most */
+    guint8 *color = make_frame(PICTURE_WIDTH, PICTURE_HEIGHT, 3);
+    captcha_backend *backend = NULL;
+    captcha_network *network = NULL;
+    captcha_error err = {0};
+    const captcha_config *config;
+    float *input, *logits;
+    guint c, f;
+
+    fail_unless(captcha_backend_create(CAPTCHA_DEVICE_CPU, 0, 0, &backend, NULL, 0, &err) ==
+                    CAPTCHA_OK,
+                "%s", err.message);
+    fail_unless(captcha_model_load(model_path, backend, &network, NULL, 0, &err) == CAPTCHA_OK,
+                "%s", err.message);
+    config = captcha_network_config(network);
+    input = g_new(float, 3 * config->input_height * config->input_width);
+    logits = g_new(float, captcha_config_classes(config));
+    for (c = 0; c < G_N_ELEMENTS(cases); c++)
+        for (f = 0; f < G_N_ELEMENTS(formats); f++) {
+            GstBuffer *buffer = make_buffer_colorimetry(color, PICTURE_WIDTH, PICTURE_HEIGHT,
+                                                        formats[f], cases[c].colorimetry);
+            gchar *caps = caps_string(formats[f], PICTURE_WIDTH, PICTURE_HEIGHT);
+            gchar *full_caps = g_strdup_printf("%s,colorimetry=%s", caps, cases[c].colorimetry);
+            GstHarness *h = harness_new(NULL, NULL);
+            captcha_result library[2];
+            GstVideoInfo info;
+            GstVideoFrame frame;
+            GstBuffer *out;
+            Result r[2];
+            gint k, p;
+
+            gst_video_info_set_format(&info, formats[f], PICTURE_WIDTH, PICTURE_HEIGHT);
+            fail_unless(gst_video_frame_map(&frame, &info, buffer, GST_MAP_READ));
+            for (k = 0; k < 2; k++) {
+                /* k 0: the case's matrix and range; 1: BT.601 limited range */
+                captcha_image image = {.format = formats[f] == GST_VIDEO_FORMAT_I420
+                                                     ? CAPTCHA_PIXEL_I420
+                                                     : CAPTCHA_PIXEL_NV12,
+                                       .width = PICTURE_WIDTH,
+                                       .height = PICTURE_HEIGHT,
+                                       .yuv_matrix = k ? CAPTCHA_YUV_BT601 : cases[c].matrix,
+                                       .yuv_full_range = k ? 0 : cases[c].full_range};
+                for (p = 0; p < (gint)GST_VIDEO_FRAME_N_PLANES(&frame); p++) {
+                    image.planes[p] = GST_VIDEO_FRAME_PLANE_DATA(&frame, p);
+                    image.strides[p] = GST_VIDEO_FRAME_PLANE_STRIDE(&frame, p);
+                }
+                fail_unless(captcha_preprocess(&image, NULL, config, input, &err) == CAPTCHA_OK,
+                            "%s", err.message);
+                fail_unless(captcha_network_forward(network, input, 1, CAPTCHA_MODE_EVAL,
+                                                    logits, &err) == CAPTCHA_OK,
+                            "%s", err.message);
+                fail_unless(captcha_decode(config, logits, &library[k], &err) == CAPTCHA_OK, "%s",
+                            err.message);
+            }
+            gst_video_frame_unmap(&frame);
+
+            gst_harness_set_src_caps_str(h, full_caps);
+            out = push_pull(h, buffer);
+            fail_unless_equals_int(results_of(out, r, 2), 1);
+            fail_unless(strcmp(r[0].text, library[0].text) == 0 &&
+                            fabs(r[0].confidence - library[0].confidence) <=
+                                1e-6 * library[0].confidence,
+                        "%s %s: element \"%s\" %g, library with its colorimetry \"%s\" %g",
+                        gst_video_format_to_string(formats[f]), cases[c].colorimetry, r[0].text,
+                        r[0].confidence, library[0].text, (double)library[0].confidence);
+            if (cases[c].matrix != CAPTCHA_YUV_BT601 || cases[c].full_range)
+                fail_unless(fabs(library[1].confidence - library[0].confidence) >
+                                1e-5 * library[0].confidence,
+                            "%s: read as BT.601 limited range, the same confidence %g",
+                            cases[c].colorimetry, (double)library[0].confidence);
+            gst_buffer_unref(out);
+            gst_harness_teardown(h);
+            g_free(full_caps);
+            g_free(caps);
+        }
+    g_free(input);
+    g_free(logits);
+    captcha_network_destroy(network);
+    captcha_backend_destroy(backend);
+    g_free(color);
 }
 
 GST_END_TEST;
@@ -2034,6 +2148,7 @@ static Suite *captchaocr_suite(void)
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     tcase_add_test(tc, test_formats);
+    tcase_add_test(tc, test_yuv_colorimetry);
     tcase_add_test(tc, test_stride);
     tcase_add_test(tc, test_short_buffer);
     tcase_add_test(tc, test_meta_mismatch);
