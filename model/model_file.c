@@ -463,8 +463,9 @@ static captcha_status parse_int_value(const char *path, const char *key, const c
 
 /* A decimal number, the whole string: optional sign, digits with an optional '.'
  * fraction, optional exponent (no hex, inf, nan, spaces or suffix), whose magnitude is
- * 0 or in [1e-30, 1e30] (anything else: a typo or corruption; captcha_config_validate
- * then checks the mean and std ranges). */
+ * 0 (digits all zero) or in [1e-30, 1e30] (anything else, also a value so small that
+ * strtod underflows to 0: a typo or corruption; captcha_config_validate then checks
+ * the mean and std ranges). */
 static captcha_status parse_float_value(const char *path, const char *key, const char *text,
                                         float *out, captcha_error *err)
 {
@@ -479,6 +480,8 @@ static captcha_status parse_float_value(const char *path, const char *key, const
         p += 1 + fraction;
     }
     int ok = digits > 0;
+    /* a mantissa with a non-zero digit is no zero, even where strtod underflows to 0 */
+    int nonzero = strcspn(text, "123456789") < (size_t)(p - text);
     if (ok && (*p == 'e' || *p == 'E')) {
         p++;
         if (*p == '+' || *p == '-')
@@ -498,7 +501,7 @@ static captcha_status parse_float_value(const char *path, const char *key, const
             uselocale(previous);
             freelocale(c_locale);
         }
-        ok = value == 0.0 || (fabs(value) >= 1e-30 && fabs(value) <= 1e30);
+        ok = value == 0.0 ? !nonzero : fabs(value) >= 1e-30 && fabs(value) <= 1e30;
     }
     if (!ok)
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT,

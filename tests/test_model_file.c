@@ -697,6 +697,16 @@ static void test_metadata_numbers(void **state)
         {"mean", "inf", "expected a decimal number", 0},
         {"mean", "3e38", "expected a decimal number", 0},
         {"std", "1e-38", "expected a decimal number", 0},
+        /* below the double range: strtod underflows to 0, which is no reason to take it */
+        {"mean", "1e-400", "mean is \"1e-400\", expected a decimal number", 0},
+        {"mean", "-0.0000000000000000000000000000000000000000000000000000000000000000000000000"
+                 "000000000000000000000000000000000000000000000000000000000000000000000000000"
+                 "000000000000000000000000000000000000000000000000000000000000000000000000000"
+                 "000000000000000000000000000000000000000000000000000000000000000000000000000"
+                 "0000000000000000000000000000001",
+         "expected a decimal number", 0},
+        {"mean", "-0.000e-999", NULL, 0.0f},
+        {"mean", "00.0E+7", NULL, 0.0f},
         {"std", "1e-7", "std is 1e-07, expected 1e-06..1e+06", 0},
         {"mean", "2e6", "mean is 2e+06", 0},
         {"mean", "-.25", NULL, -0.25f},
