@@ -463,19 +463,31 @@ static void test_non_finite_values(void **state)
     }
 }
 
+static const char *g_dtype;
 static void edit_dtype(json_t *header)
 {
     json_object_set_new(entry_of(header, "cnn_layers.1.block.1.weight"), "dtype",
-                        json_string("F16"));
+                        json_string(g_dtype));
 }
 
+/* Another float type than F32 is named as such; a dtype safetensors does not have, even
+ * one starting with 'F', is named as unknown, not taken for a float model to convert
+ * with .float(). */
 static void test_wrong_dtype(void **state)
 {
     (void)state;
-    char path[4200];
-    patched_file("dtype.safetensors", path, sizeof path, edit_dtype);
-    expect_error(path, CAPTCHA_ERROR_FORMAT, 0,
-                 "tensor cnn_layers.1.block.1.weight has dtype F16, expected F32", NULL);
+    static const struct {
+        const char *dtype, *needle;
+    } cases[] = {
+        {"F16", "tensor cnn_layers.1.block.1.weight has dtype F16, expected F32"},
+        {"F33", "tensor cnn_layers.1.block.1.weight: dtype \"F33\" is not a safetensors dtype"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char path[4200];
+        g_dtype = cases[i].dtype;
+        patched_file("dtype.safetensors", path, sizeof path, edit_dtype);
+        expect_error(path, CAPTCHA_ERROR_FORMAT, 0, cases[i].needle, NULL);
+    }
 }
 
 /* A whole model in half precision (as PyTorch saves it after .half()): every float
