@@ -121,9 +121,12 @@ int main(int argc, char **argv)
                 return EXIT_USAGE;
             break;
         case 'h': usage(stdout); return 0;
-        default:
-            message("unknown option or missing value: %s (see --help)", argv[optind - 1]);
+        default: {
+            char option[8];
+            message("unknown option or missing value: %s (see --help)",
+                    captcha_tool_refused_option(argc, argv, option, sizeof option));
             return EXIT_USAGE;
+        }
         }
     }
     const char *model_origin = "";

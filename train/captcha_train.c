@@ -361,12 +361,15 @@ static int parse_options(int argc, char **argv, options *opt)
         case 'h': usage(stdout); return 0;
         case ':':
         case '?':
-        default:
+        default: {
+            char option[8];
+            const char *refused = captcha_tool_refused_option(argc, argv, option, sizeof option);
             if (optopt)
-                message("option %s needs a value or is unknown (see --help)", argv[optind - 1]);
+                message("option %s needs a value or is unknown (see --help)", refused);
             else
-                message("unknown option %s (see --help)", argv[optind - 1]);
+                message("unknown option %s (see --help)", refused);
             return EXIT_USAGE;
+        }
         }
     }
     if (optind < argc) {

@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,6 +42,20 @@ int captcha_tool_parse_long(const char *program, const char *name, const char *t
     }
     *out = value;
     return 1;
+}
+
+const char *captcha_tool_refused_option(int argc, char **argv, char *buffer, size_t size)
+{
+    const char *last = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+    int short_option = optopt > 0 && optopt < 0x7f && isgraph(optopt);
+    /* a short option with more of its group to come: getopt is still on argv[optind] */
+    const char *next = optind < argc ? argv[optind] : "";
+    int in_group = short_option && next[0] == '-' && next[1] && next[1] != '-' &&
+                   strchr(next + 1, optopt);
+    if (!in_group && (!strncmp(last, "--", 2) || !short_option))
+        return last;
+    snprintf(buffer, size, "-%c", optopt);
+    return buffer;
 }
 
 void captcha_tool_prefer_passive_openmp(char **argv)

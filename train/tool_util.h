@@ -23,6 +23,13 @@ void captcha_tool_message(const char *program, const char *format, ...)
 int captcha_tool_parse_long(const char *program, const char *name, const char *text, long minimum,
                             long maximum, long *out);
 
+/* The option getopt_long (with opterr 0) has just refused by returning '?' or ':', as the
+ * user wrote it: the argument of a long option ("--bogus", "--model" without its value,
+ * "--bogus=1"), else "-x" for a short option, also one inside a group such as "-vx"
+ * (whose argument getopt has not passed yet, so argv[optind - 1] is the one before it).
+ * Returns an argv element or buffer (size bytes). */
+const char *captcha_tool_refused_option(int argc, char **argv, char *buffer, size_t size);
+
 /* libgomp reads OMP_WAIT_POLICY once, when it is loaded; its default lets idle
  * threads spin, which on a busy machine (more runnable threads than cores)
  * wastes most of the CPU time: training on 2 shared cores measured 7 img/s

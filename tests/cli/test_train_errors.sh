@@ -35,6 +35,12 @@ expect 2 "--lr: expected a number" "$TRAIN" --train "$T/good" --out "$T/x" --lr 
 expect 2 "--lr: expected a number" "$TRAIN" --train "$T/good" --out "$T/x" --lr " 1e-3"
 expect 2 "--device" "$TRAIN" --train "$T/good" --out "$T/x" --device tpu
 expect 2 "unknown option" "$TRAIN" --train "$T/good" --out "$T/x" --bogus
+# the refused option is named, also inside a group of short options (not the program's path)
+expect 2 "option -x needs a value or is unknown" "$TRAIN" --threads=2 -xy --train "$T/good" --out "$T/x"
+expect 2 "unknown option or missing value: -x \\(see" "$PREDICT" --threads=2 -xy "$T/good"
+expect 2 "unknown option or missing value: -q \\(see" "$PREDICT" -q "$T/good"
+expect 2 "unknown option or missing value: --bogus=1 \\(see" "$PREDICT" --bogus=1 "$T/good"
+expect 2 "unknown option or missing value: --model \\(see" "$PREDICT" "$T/good" --model
 # without --model: $CAPTCHA_MODEL, else the bundled model (as the element)
 expect 1 "cannot load the model: $T/none.st \\(from .CAPTCHA_MODEL\\)" \
     env CAPTCHA_MODEL="$T/none.st" "$PREDICT" --device cpu "$T/good"
