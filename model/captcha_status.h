@@ -39,7 +39,8 @@ captcha_status captcha_fail(captcha_error *err, captcha_status status, const cha
     ;
 
 /* Prefixes the message already in err with a context string ("model.safetensors: ").
- * Returns err->status. */
+ * Returns err->status, or CAPTCHA_OK when err is NULL: a caller whose err may be NULL
+ * returns the failing status it holds, not this. */
 captcha_status captcha_error_prefix(captcha_error *err, const char *format, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))

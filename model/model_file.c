@@ -564,8 +564,11 @@ static captcha_status config_from_header(const model_file *file, captcha_config 
     captcha_status status;
     if (values[KEY_CHARSET]) {
         status = captcha_config_set_charset(config, values[KEY_CHARSET], err);
-        if (status != CAPTCHA_OK)
-            return captcha_error_prefix(err, "%s: metadata: ", path);
+        if (status != CAPTCHA_OK) {
+            /* status, not the prefix's return: that is CAPTCHA_OK when err is NULL */
+            captcha_error_prefix(err, "%s: metadata: ", path);
+            return status;
+        }
     }
     int *int_fields[KEY_COUNT] = {[KEY_LENGTH] = &config->length,
                                   [KEY_INPUT_HEIGHT] = &config->input_height,
@@ -592,8 +595,10 @@ static captcha_status config_from_header(const model_file *file, captcha_config 
         strcpy(config->channel_order, values[KEY_CHANNEL_ORDER]);
     }
     status = captcha_config_validate(config, err);
-    if (status != CAPTCHA_OK)
-        return captcha_error_prefix(err, "%s: metadata: ", path);
+    if (status != CAPTCHA_OK) {
+        captcha_error_prefix(err, "%s: metadata: ", path);
+        return status;
+    }
 
     /* What was assumed, for the notice and for the fc_layers.0.weight message. */
     char assumed[CAPTCHA_ERROR_MESSAGE_SIZE];
@@ -1015,12 +1020,20 @@ static captcha_status write_stream(FILE *stream, captcha_network *network, const
     size_t count = captcha_network_tensor_count(network);
     for (size_t i = 0; i < count; i++) {
         const captcha_tensor_info *info = captcha_network_tensor(network, i);
-        if (captcha_network_read_tensor(network, i, host, err) != CAPTCHA_OK)
-            return captcha_error_prefix(err, "%s: cannot read tensor %s from the network: ", path,
-                                        info->name);
+        /* the status, not the prefix's return: that is CAPTCHA_OK when err is NULL, which
+         * would rename a partial file over path */
+        captcha_status status = captcha_network_read_tensor(network, i, host, err);
+        if (status != CAPTCHA_OK) {
+            captcha_error_prefix(err, "%s: cannot read tensor %s from the network: ", path,
+                                 info->name);
+            return status;
+        }
         /* never write a file captcha_model_load would refuse */
-        if (check_values(info->name, host, info->count, err) != CAPTCHA_OK)
-            return captcha_error_prefix(err, "%s: not written: ", path);
+        status = check_values(info->name, host, info->count, err);
+        if (status != CAPTCHA_OK) {
+            captcha_error_prefix(err, "%s: not written: ", path);
+            return status;
+        }
         if (host_is_big_endian())
             swap_bytes(host, info->count, sizeof(float));
         if (fwrite(host, sizeof(float), info->count, stream) != info->count)

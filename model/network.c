@@ -402,7 +402,9 @@ static captcha_status ensure_activations(captcha_network *net, int batch, int tr
                                                         &net->activation_block, err);
             if (s != CAPTCHA_OK) {
                 net->activation_block = NULL;
-                return captcha_error_prefix(err, "activations for a batch of %d: ", capacity);
+                /* s, not the prefix's return: that is CAPTCHA_OK when err is NULL */
+                captcha_error_prefix(err, "activations for a batch of %d: ", capacity);
+                return s;
             }
         }
     }

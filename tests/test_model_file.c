@@ -215,11 +215,16 @@ static void expect_error(const char *path, captcha_status expected, int config_t
             fail_msg("message \"%s\" does not name \"%s\"", err.message, needle);
     va_end(args);
 
+    /* the same status without an error record (err may be NULL) */
+    network = (captcha_network *)&err;
+    assert_int_equal(captcha_model_load(path, g_backend, &network, NULL, 0, NULL), expected);
+    assert_null(network);
     if (config_too) {
         captcha_config config;
         captcha_error config_err = {0};
         assert_int_equal(captcha_model_read_config(path, &config, NULL, 0, &config_err), expected);
         assert_string_equal(config_err.message, err.message);
+        assert_int_equal(captcha_model_read_config(path, &config, NULL, 0, NULL), expected);
     }
 }
 
@@ -444,6 +449,8 @@ static void test_non_finite_values(void **state)
         assert_non_null(strstr(err.message, "not written"));
         assert_non_null(strstr(err.message, cases[k].tensor));
         assert_non_null(strstr(err.message, element));
+        /* the same without an error record (err may be NULL): still refused */
+        assert_int_equal(captcha_model_save(network, path, NULL, NULL), CAPTCHA_ERROR_FORMAT);
         assert_int_equal(access(path, F_OK), -1);
         assert_int_equal(access(tmp, F_OK), -1);
         free(values);

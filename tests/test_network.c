@@ -476,6 +476,55 @@ static void test_gradient_finite_differences(void **state)
     captcha_network_destroy(net);
 }
 
+/* A backend whose allocations fail on request: the CPU backend's operations but alloc. */
+static captcha_backend_ops g_failing_ops;
+static const captcha_backend_ops *g_cpu_ops;
+static int g_fail_allocations;
+
+static captcha_status failing_alloc(captcha_backend *b, size_t bytes, void **out,
+                                    captcha_error *err)
+{
+    if (g_fail_allocations) {
+        *out = NULL;
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "test: cannot allocate %zu bytes",
+                            bytes);
+    }
+    return g_cpu_ops->alloc(b, bytes, out, err);
+}
+
+/* The activations' allocation failing fails the forward pass with its status, also when
+ * the caller passes no error record (err may be NULL): it used to return CAPTCHA_OK from
+ * the allocation and run on buffers that were never allocated. */
+static void test_activation_allocation_failure(void **state)
+{
+    (void)state;
+    captcha_error err = {0};
+    captcha_backend *failing = NULL;
+    assert_int_equal(captcha_backend_cpu_create(2, &failing, &err), CAPTCHA_OK);
+    g_cpu_ops = failing->ops;
+    g_failing_ops = *failing->ops;
+    g_failing_ops.alloc = failing_alloc;
+    failing->ops = &g_failing_ops;
+
+    captcha_config config;
+    captcha_config_reference(&config);
+    captcha_network *net = NULL;
+    assert_int_equal(captcha_network_create(failing, &config, 1, &net, &err), CAPTCHA_OK);
+    static float input[3 * 32 * 128], logits[180];
+    g_fail_allocations = 1;
+    assert_int_equal(captcha_network_forward(net, input, 1, CAPTCHA_MODE_EVAL, logits, NULL),
+                     CAPTCHA_ERROR_OUT_OF_MEMORY);
+    assert_int_equal(captcha_network_forward(net, input, 1, CAPTCHA_MODE_EVAL, logits, &err),
+                     CAPTCHA_ERROR_OUT_OF_MEMORY);
+    assert_non_null(strstr(err.message, "activations for a batch of 1: test: cannot allocate"));
+    g_fail_allocations = 0;
+    assert_int_equal(captcha_network_forward(net, input, 1, CAPTCHA_MODE_EVAL, logits, &err),
+                     CAPTCHA_OK);
+    captcha_network_destroy(net);
+    failing->ops = g_cpu_ops;
+    captcha_backend_destroy(failing);
+}
+
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -577,6 +626,7 @@ int main(void)
         cmocka_unit_test(test_caches_bounded_across_batch_sizes),
         cmocka_unit_test(test_gradient_finite_differences),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_activation_allocation_failure),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
