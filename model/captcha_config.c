@@ -49,6 +49,18 @@ captcha_status captcha_config_validate(const captcha_config *config, captcha_err
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                             "captcha_config_validate: config is NULL");
     captcha_config copy = *config;
+    /* the text fields are read as strings below: refuse them unterminated first */
+    if (!memchr(config->charset, '\0', sizeof config->charset))
+        return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                            "charset is not NUL-terminated within its %zu bytes (expected at "
+                            "most %d characters)",
+                            sizeof config->charset, CAPTCHA_MAX_CHARSET);
+    if (!memchr(config->channel_order, '\0', sizeof config->channel_order))
+        return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                            "channel_order is not NUL-terminated within its %zu bytes "
+                            "(\"%.*s\"), expected \"BGR\" or \"RGB\"",
+                            sizeof config->channel_order, (int)sizeof config->channel_order,
+                            config->channel_order);
     if ((int)strnlen(config->charset, sizeof config->charset) != config->charset_size)
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
                             "charset_size %d does not match the charset's %zu characters",

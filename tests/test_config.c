@@ -61,6 +61,31 @@ static void test_validation(void **state)
     expect_invalid(&c, "charset is empty");
 }
 
+/* Text fields without their NUL (a caller's memcpy of 4 bytes into channel_order, say) are
+ * refused naming the field, without reading past the array: the struct on the heap, with
+ * no zero byte after channel_order, used to be read past its end. */
+static void test_unterminated_fields(void **state)
+{
+    (void)state;
+    captcha_config *c = malloc(sizeof *c);
+    assert_non_null(c);
+    captcha_error err = {0};
+    captcha_config_reference(c);
+    memcpy(c->channel_order, "BGRX", 4);
+    c->mean = c->std = 0.7f; /* 0x3f333333: no zero byte */
+    assert_int_equal(captcha_config_validate(c, &err), CAPTCHA_ERROR_FORMAT);
+    assert_string_equal(err.message, "channel_order is not NUL-terminated within its 4 bytes "
+                                     "(\"BGRX\"), expected \"BGR\" or \"RGB\"");
+
+    captcha_config_reference(c);
+    memset(c->charset, 'a', sizeof c->charset);
+    c->charset_size = (int)sizeof c->charset;
+    assert_int_equal(captcha_config_validate(c, &err), CAPTCHA_ERROR_FORMAT);
+    assert_string_equal(err.message, "charset is not NUL-terminated within its 129 bytes "
+                                     "(expected at most 128 characters)");
+    free(c);
+}
+
 static void test_charset_rules(void **state)
 {
     (void)state;
@@ -155,6 +180,7 @@ int main(void)
         cmocka_unit_test(test_reference),
         cmocka_unit_test(test_validation),
         cmocka_unit_test(test_charset_rules),
+        cmocka_unit_test(test_unterminated_fields),
         cmocka_unit_test(test_device_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
