@@ -1003,6 +1003,27 @@ static captcha_status build_header(captcha_network *network, const char *const *
     return CAPTCHA_OK;
 }
 
+FILE *captcha_file_create_temporary(const char *tmp_path, const char *path, captcha_error *err)
+{
+    struct stat st;
+    int fd = -1;
+    /* a leftover (or planted) file or link: unlinked, not followed; a directory stays */
+    if (lstat(tmp_path, &st) == 0 && S_ISDIR(st.st_mode))
+        errno = EISDIR;
+    else {
+        (void)unlink(tmp_path);
+        fd = open(tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666);
+    }
+    FILE *stream = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!stream) {
+        captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot create %s: %s", path, tmp_path,
+                     strerror(errno));
+        if (fd >= 0)
+            close(fd);
+    }
+    return stream;
+}
+
 /* Writes the file's bytes to stream (the open path + ".tmp") and flushes them
  * to the disk. */
 static captcha_status write_stream(FILE *stream, captcha_network *network, const char *header,
@@ -1106,10 +1127,9 @@ captcha_status captcha_model_save(captcha_network *network, const char *path,
     memset(header + dumped_size, ' ', header_size - dumped_size);
     sprintf(tmp_path, "%s.tmp", path);
 
-    FILE *stream = fopen(tmp_path, "wb");
+    FILE *stream = captcha_file_create_temporary(tmp_path, path, err);
     if (!stream) {
-        status = captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot create %s: %s", path, tmp_path,
-                              strerror(errno));
+        status = CAPTCHA_ERROR_IO;
         goto done;
     }
     status = write_stream(stream, network, header, header_size, host, path, tmp_path, err);

@@ -42,6 +42,8 @@
 #ifndef CAPTCHA_MODEL_FILE_H
 #define CAPTCHA_MODEL_FILE_H
 
+#include <stdio.h>
+
 #include "captcha_config.h"
 #include "captcha_status.h"
 #include "network.h"
@@ -87,6 +89,15 @@ captcha_status captcha_model_check_values(captcha_network *network, captcha_erro
  * a NULL-terminated list of key, value, key, value, ... added to __metadata__. */
 captcha_status captcha_model_save(captcha_network *network, const char *path,
                                   const char *const *extra_metadata, captcha_error *err);
+
+/* Opens tmp_path ("PATH.tmp", the file a complete copy of PATH is written to before it
+ * is renamed over PATH) for writing as a new file: whatever a crashed run left there,
+ * a file or a symbolic link, is removed first (a link itself, never what it points
+ * to, so a link planted there cannot redirect the write), then the file is created
+ * exclusively (O_EXCL | O_NOFOLLOW), mode 0666 less the umask. Returns NULL with
+ * CAPTCHA_ERROR_IO ("PATH: cannot create PATH.tmp: <reason>") when it cannot, e.g. a
+ * directory is there. Used by captcha_model_save and captcha-train's checkpoint. */
+FILE *captcha_file_create_temporary(const char *tmp_path, const char *path, captcha_error *err);
 
 #ifdef __cplusplus
 }

@@ -1075,6 +1075,17 @@ static void test_save_into_missing_folder(void **state)
     assert_non_null(strstr(err.message, "config is NULL"));
 }
 
+/* path holds exactly the bytes of text */
+static void assert_file_holds(const char *path, const char *text)
+{
+    size_t size = 0;
+    char *content = captcha_test_read_file(path, &size);
+    assert_non_null(content);
+    assert_int_equal(size, strlen(text));
+    assert_memory_equal(content, text, size);
+    free(content);
+}
+
 static void test_save_failure_keeps_old_file(void **state)
 {
     (void)state;
@@ -1090,12 +1101,7 @@ static void test_save_failure_keeps_old_file(void **state)
     printf("  save: %s\n", err.message);
     assert_non_null(strstr(err.message, path));
     assert_non_null(strstr(err.message, strerror(EISDIR)));
-    size_t size = 0;
-    char *content = captcha_test_read_file(path, &size);
-    assert_non_null(content);
-    assert_int_equal(size, 3);
-    assert_memory_equal(content, "old", 3);
-    free(content);
+    assert_file_holds(path, "old");
     assert_int_equal(rmdir(tmp), 0);
 
     /* the rename fails (path is a folder): the complete temporary file is removed */
@@ -1111,6 +1117,36 @@ static void test_save_failure_keeps_old_file(void **state)
     assert_non_null(strstr(err.message, "rename"));
     assert_int_equal(access(tmp, F_OK), -1);
     assert_int_equal(access(inside, F_OK), 0);
+}
+
+/* A symbolic link at path.tmp (left, or planted in a shared folder) is replaced, not
+ * followed: the file it points to keeps its bytes; a leftover path.tmp file is replaced. */
+static void test_save_does_not_follow_tmp_link(void **state)
+{
+    (void)state;
+    char path[4200], tmp[4300], victim[4200];
+    tmp_path(path, sizeof path, "linked.safetensors");
+    tmp_path(victim, sizeof victim, "victim.txt");
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    assert_int_equal(captcha_test_write_file(victim, "precious", 8), 0);
+    unlink(tmp);
+    assert_int_equal(symlink(victim, tmp), 0);
+    captcha_error err = {0};
+    assert_int_equal(captcha_model_save(g_network, path, NULL, &err), CAPTCHA_OK);
+    assert_file_holds(victim, "precious");
+    struct stat st;
+    assert_int_equal(lstat(tmp, &st), -1); /* renamed over path */
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+    captcha_config config;
+    assert_int_equal(captcha_model_read_config(path, &config, NULL, 0, &err), CAPTCHA_OK);
+    /* a dangling link, and a leftover regular file, are replaced the same way */
+    assert_int_equal(symlink("no-such-target", tmp), 0);
+    assert_int_equal(captcha_model_save(g_network, path, NULL, &err), CAPTCHA_OK);
+    assert_int_equal(captcha_test_write_file(tmp, "half a model", 12), 0);
+    assert_int_equal(captcha_model_save(g_network, path, NULL, &err), CAPTCHA_OK);
+    assert_int_equal(lstat(tmp, &st), -1);
+    assert_int_equal(captcha_model_read_config(path, &config, NULL, 0, &err), CAPTCHA_OK);
 }
 
 static void test_save_rejects_our_key_in_extra_metadata(void **state)
@@ -1260,6 +1296,7 @@ int main(void)
         cmocka_unit_test(test_decimal_comma_locale),
         cmocka_unit_test(test_save_into_missing_folder),
         cmocka_unit_test(test_save_failure_keeps_old_file),
+        cmocka_unit_test(test_save_does_not_follow_tmp_link),
         cmocka_unit_test(test_save_rejects_our_key_in_extra_metadata),
         cmocka_unit_test(test_pytorch_file_loads),
         cmocka_unit_test(test_pytorch_reads_our_file),

@@ -514,10 +514,9 @@ static captcha_status save_checkpoint(const char *path, captcha_network *network
         return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "%s: out of memory", path);
     }
     captcha_status status = CAPTCHA_OK;
-    hashed_stream s = {fopen(tmp_path, "wb"), 0, 0};
+    hashed_stream s = {captcha_file_create_temporary(tmp_path, path, err), 0, 0};
     if (!s.stream) {
-        status = captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot create %s: %s", path, tmp_path,
-                              strerror(errno));
+        status = CAPTCHA_ERROR_IO;
         goto done;
     }
     put(&s, checkpoint_magic, sizeof checkpoint_magic);

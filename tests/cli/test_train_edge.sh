@@ -326,6 +326,15 @@ grep -qF "$T/names/b\\nc.png	" "$T/out.txt" || fail "newline not escaped: $(cat 
 grep -qF "$T/names/c\\\\a.png	" "$T/out.txt" || fail "backslash not escaped: $(cat "$T/out.txt")"
 "$PREDICT" --help | grep -q 'escaped' || fail "--help does not say how paths are escaped"
 
+# --- a symbolic link at an output's PATH.tmp is replaced, never written through ---
+printf 'precious' >"$T/victim"
+ln -s "$T/victim" "$T/sl.st.tmp"
+ln -s "$T/victim" "$T/sl.st.ckpt.tmp"
+"$TRAIN" --train "$T/good" --out "$T/sl.st" $COMMON 2>"$T/err.txt" || fail "links at .tmp: $(cat "$T/err.txt")"
+[ "$(cat "$T/victim")" = precious ] || fail "a link at PATH.tmp was written through"
+[ -f "$T/sl.st" ] && [ ! -L "$T/sl.st" ] && [ -f "$T/sl.st.ckpt" ] && [ ! -L "$T/sl.st.ckpt" ] ||
+    fail "the outputs are not regular files beside the links"
+
 # --- progress off a terminal: plain lines every --progress seconds within an epoch ---
 # (stderr is a file here; 8 images at batch 4 are 2 steps an epoch: a line after the first
 # step of each epoch, none after the last, whose epoch summary follows)
