@@ -12,7 +12,7 @@ packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev  # the plugin
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   # tests
-  libcmocka-dev valgrind
+  libcmocka-dev
   python3 python3-torch python3-opencv python3-numpy python3-gst-1.0
 )
 missing=()

@@ -8,7 +8,8 @@
 #   2. find cuDNN / cuBLAS (the CUDA toolkit, else PyTorch's nvidia-* wheels),
 #   3. meson setup -Dgst=disabled -Dcuda=enabled -Dgpu_arch=90 and build,
 #   4. run test_backend_cuda, again under compute-sanitizer memcheck, and test_ops,
-#   5. parity on the real test split (.carry/data/captcha-v2, else ../shared/data/captcha-v2):
+#   5. parity on the real test split (.carry/data/captcha-v2, else $CAPTCHA_SHARED_DATA/captcha-v2,
+#      else ../shared/data/captcha-v2):
 #      captcha-predict --device cpu against --device cuda (batch 1 and 32), and, when
 #      .carry/gst.tar.xz is there, the captchaocr element with device=cpu against device=cuda
 #      (one gst-launch-1.0 pipeline over the 104 images each),
@@ -38,7 +39,19 @@
 # (CAPTCHA_CUDA_VERBOSE=1): $OUT/summary.txt, build.log, profile.log, algorithms.log.
 set -u -o pipefail
 mode=check
-[ "${1:-}" = --profile ] && mode=profile
+case ${1:-} in
+--profile) mode=profile ;;
+-h | --help)
+    # this header, up to `set`
+    sed -n '2,/^set -u/{/^set -u/d;s/^# \{0,1\}//;p}' "$0"
+    exit 0
+    ;;
+"") ;;
+*)
+    echo "$0: unknown argument \"$1\" (--profile or --help)" >&2
+    exit 2
+    ;;
+esac
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$repo/build-device-out}
@@ -132,7 +145,7 @@ if [ ! -e "$cuda/lib64/libcublas.so" ] || [ ! -e "$cuda/lib64/libcudart.so" ]; t
     note "cuBLAS/cudart completed from the nvidia wheels into $root/lib64 (from ${lib_dirs#:})"
 fi
 meson_cuda_options+=("-Dcudatoolkit_dir=$cuda")
-export LD_LIBRARY_PATH=${lib_dirs:+$lib_dirs:}$cuda/lib64:$LD_LIBRARY_PATH
+export LD_LIBRARY_PATH=${lib_dirs:+$lib_dirs:}$cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 # ---- 3. configure and build ----
 src=$repo
@@ -216,7 +229,8 @@ run_test test_ops 100
 
 # ---- 5. parity on the real test split: CPU against CUDA, tools and element ----
 data=""
-for d in "$repo/.carry/data/captcha-v2" "$repo/../shared/data/captcha-v2"; do
+for d in "$repo/.carry/data/captcha-v2" ${CAPTCHA_SHARED_DATA:+"$CAPTCHA_SHARED_DATA/captcha-v2"} \
+    "$repo/../shared/data/captcha-v2"; do
     if [ -d "$d/test" ] && [ -d "$d/train" ]; then data=$d; break; fi
 done
 model=$src/model/captcha-default.safetensors
@@ -230,7 +244,7 @@ compare() {
 }
 parity_log=$OUT/parity.log
 if [ -z "$data" ]; then
-    note "parity: no captcha-v2 data (.carry/data or ../shared/data): skipped"
+    note "parity: no captcha-v2 data (.carry/data, \$CAPTCHA_SHARED_DATA or ../shared/data): skipped"
 elif [ ! -x "$build/train/captcha-predict" ]; then
     note "parity: captcha-predict not built"; status=1
 else

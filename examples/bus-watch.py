@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Prints the captchaocr element's bus messages (gst-python, Debian package
 python3-gst-1.0), plus warnings, errors and end of stream.
 
@@ -15,10 +15,22 @@ printed per result:
 """
 import sys
 
-import gi
+# gi (PyGObject, Debian python3-gi) is imported by main() after the options, so that
+# --help works without it and its absence is a clear message
+GLib = Gst = None
 
-gi.require_version("Gst", "1.0")
-from gi.repository import GLib, Gst  # noqa: E402
+
+def import_gstreamer():
+    """Imports GLib and Gst into this module; returns an error text or None."""
+    global GLib, Gst
+    try:
+        import gi
+        gi.require_version("Gst", "1.0")
+        from gi.repository import GLib, Gst  # noqa: F811
+    except (ImportError, ValueError) as error:
+        return ("%s: %s (needs gst-python, Debian python3-gst-1.0, in this interpreter; "
+                "Debian's is /usr/bin/python3)" % (sys.executable, error))
+    return None
 
 
 def format_time(nanoseconds):
@@ -75,6 +87,10 @@ def main(argv):
         print("bus-watch.py: unknown option %s\n\n%s" % (args[0], __doc__.strip()),
               file=sys.stderr)
         return 2
+    error = import_gstreamer()
+    if error:
+        print("bus-watch.py: %s" % error, file=sys.stderr)
+        return 1
     Gst.init(None)
     description = " ".join(args) or \
         "videotestsrc num-buffers=5 ! captchaocr ! fakesink"

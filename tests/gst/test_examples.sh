@@ -141,6 +141,18 @@ if /usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0")' 2>/dev/null
 else
     echo "note: /usr/bin/python3 lacks gi with Gst 1.0 (python3-gst-1.0): bus-watch.py left out"
 fi
+# run as a program (its first line names Debian's interpreter), --help needs no gi; an
+# interpreter without gi gets a message naming it and the package, exit 1
+out=$("$SRC/examples/bus-watch.py" --help 2>"$T/err") && grep -q '^Usage: bus-watch.py' <<<"$out" ||
+    fail "examples/bus-watch.py --help as a program: stdout '$out', stderr $(cat "$T/err")"
+for python in python3 /usr/local/bin/python3; do
+    command -v "$python" >/dev/null && ! "$python" -c 'import gi' 2>/dev/null || continue
+    "$python" "$SRC/examples/bus-watch.py" >"$T/out" 2>"$T/err"
+    status=$?
+    [ "$status" -eq 1 ] && grep -q 'python3-gst-1.0' "$T/err" ||
+        fail "bus-watch.py on $python without gi: exit $status, stderr $(cat "$T/err")"
+    break
+done
 
 # --- recognize-files.sh: path<TAB>text<TAB>confidence per image, sorted; any file name ---
 # (a name with a quote, a double quote, a backslash and spaces: paths are printed as they are)
