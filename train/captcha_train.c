@@ -1581,12 +1581,14 @@ int main(int argc, char **argv)
     const int interactive = isatty(STDERR_FILENO);
     const uint64_t augment_seed = captcha_mix64(state.seed ^ 0x61756720ULL);
     message("%zu training image%s%s%s, %d step%s of %d per epoch, recipe %s, %d epoch%s, charset "
-            "\"%s\", length %d, input %dx%d, device %s",
+            "\"%s\", length %d, input %dx%d, device %s%s%s",
             train.count, train.count == 1 ? "" : "s", opt.val_dir ? ", validation on " : "",
             opt.val_dir ? opt.val_dir : "", steps, steps == 1 ? "" : "s", batch,
             recipe_names[state.recipe_kind], state.training.epochs,
             state.training.epochs == 1 ? "" : "s", config.charset, config.length,
-            config.input_width, config.input_height, backend->ops->name);
+            config.input_width, config.input_height, backend->ops->name,
+            opt.init_path ? ", starting from the weights of " : "",
+            opt.init_path ? opt.init_path : "");
     if (opt.resume_path && state.epoch >= state.training.epochs)
         message("resuming a finished run (%d of %d epochs done): nothing left to train",
                 state.epoch, state.training.epochs);

@@ -77,6 +77,7 @@ grep -q "3 steps of 16 per epoch" "$T/ref.log" || fail "reference batch is not 1
 "$TRAIN" --train "$T/train" --val "$T/val" --out "$T/ft.safetensors" --init "$T/m.safetensors" \
     --epochs 4 --batch 8 --lr 1e-5 --threads 2 --device cpu 2>"$T/ft.log" || { cat "$T/ft.log"; fail "--init run"; }
 cat "$T/ft.log"
+grep -q "starting from the weights of $T/m.safetensors" "$T/ft.log" || fail "--init: the start line does not name the model: $(cat "$T/ft.log")"
 head -c 8192 "$T/ft.safetensors" | grep -aq '"charset":"abc"' || fail "--init: charset not taken from the model"
 head -c 8192 "$T/ft.safetensors" | grep -aq '"input_width":"64"' || fail "--init: input size not taken from the model"
 ft=$(sed -n 's/.*epoch 1\/4 validation: full \([0-9.]*\).*/\1/p' "$T/ft.log")
