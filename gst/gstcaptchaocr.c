@@ -1160,7 +1160,8 @@ gst_captcha_ocr_transform_ip (GstBaseTransform * trans, GstBuffer * buffer)
  * them; the caps' defaults when they name none: BT.601 for SD, BT.709 for
  * HD sizes, limited range), for NV12 and I420. (gst_video_info_from_caps
  * already replaced a matrix that does not fit a YUV format, rgb, by the
- * default; an unknown one is read as BT.601.) */
+ * default; an unknown one is read as BT.601. An unknown range, as in
+ * "0:4:0:0", is full range, as videoconvert reads it.) */
 static void
 gst_captcha_ocr_set_yuv_colorimetry (GstCaptchaOcr * self,
     const GstVideoInfo * in_info)
@@ -1187,7 +1188,8 @@ gst_captcha_ocr_set_yuv_colorimetry (GstCaptchaOcr * self,
     default:                   /* BT.601, or unknown */
       break;
   }
-  self->yuv_full_range = c->range == GST_VIDEO_COLOR_RANGE_0_255;
+  /* as gst_video_color_range_offsets (videoconvert): an unknown range is full */
+  self->yuv_full_range = c->range != GST_VIDEO_COLOR_RANGE_16_235;
 }
 
 static gboolean

@@ -429,6 +429,8 @@ GST_START_TEST(test_yuv_colorimetry)
         {"bt2020", CAPTCHA_YUV_BT2020, 0},    {"smpte240m", CAPTCHA_YUV_SMPTE240M, 0},
         {"1:4:0:0", CAPTCHA_YUV_BT601, 1} /* JPEG: full range */,
         {"1:3:5:1", CAPTCHA_YUV_BT709, 1},    {"2:2:5:4", CAPTCHA_YUV_FCC, 0},
+        /* range unknown: videoconvert (gst_video_color_range_offsets) reads it as full */
+        {"0:4:0:0", CAPTCHA_YUV_BT601, 1},
     };
     static const GstVideoFormat formats[] = {GST_VIDEO_FORMAT_I420, GST_VIDEO_FORMAT_NV12};
     /* noise: saturated colours, where the matrices differ most */
