@@ -88,6 +88,42 @@ static int running_from_build_tree(void)
     return !strncmp(self, build, n) && self[n] == '/';
 }
 
+typedef void (*cuda_module_interface_fn)(captcha_module_interface *out);
+
+/* Whether the dlopen'ed module at path was built with this library's interface
+ * (captcha_module_interface); else the reason, naming path, into reason. */
+static int module_interface_matches(void *module, const char *path, char *reason, size_t size)
+{
+    cuda_module_interface_fn get =
+        (cuda_module_interface_fn)(uintptr_t)dlsym(module, "captcha_cuda_module_interface");
+    if (!get) {
+        snprintf(reason, size,
+                 "%s was built from an older gst-captcha (it has no "
+                 "captcha_cuda_module_interface): rebuild or reinstall it with this version, or "
+                 "set CAPTCHA_CUDA_MODULE to this build's module",
+                 path);
+        return 0;
+    }
+    captcha_module_interface theirs, ours = captcha_module_interface_current();
+    memset(&theirs, 0, sizeof theirs);
+    get(&theirs);
+    if (theirs.version == ours.version && theirs.ops_size == ours.ops_size &&
+        theirs.backend_size == ours.backend_size && theirs.shape_size == ours.shape_size &&
+        theirs.image_size == ours.image_size && theirs.config_size == ours.config_size &&
+        theirs.error_size == ours.error_size)
+        return 1;
+    snprintf(reason, size,
+             "%s was built from other gst-captcha sources (interface version %d, structure "
+             "sizes %zu %zu %zu %zu %zu %zu; this library: version %d, %zu %zu %zu %zu %zu %zu): "
+             "rebuild or reinstall it with this version, or set CAPTCHA_CUDA_MODULE to this "
+             "build's module",
+             path, theirs.version, theirs.ops_size, theirs.backend_size, theirs.shape_size,
+             theirs.image_size, theirs.config_size, theirs.error_size, ours.version,
+             ours.ops_size, ours.backend_size, ours.shape_size, ours.image_size,
+             ours.config_size, ours.error_size);
+    return 0;
+}
+
 /* Loads the CUDA backend module once per process (it stays loaded): $CAPTCHA_CUDA_MODULE
  * when set (and only it: a wrong path there is an error naming it, not a silent fall back
  * to another module), else the one built with this code: the build tree's for a program
@@ -117,6 +153,10 @@ static cuda_module_create_fn load_cuda_module(captcha_error *err)
             if (!module) {
                 /* typically a CUDA library (libcudnn.so.9, ...) is missing */
                 snprintf(reasons, sizeof reasons, "%s", dlerror());
+                continue;
+            }
+            if (!module_interface_matches(module, candidates[i], reasons, sizeof reasons)) {
+                dlclose(module);
                 continue;
             }
             create = (cuda_module_create_fn)(uintptr_t)dlsym(module, "captcha_cuda_module_create");

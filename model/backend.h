@@ -283,6 +283,37 @@ captcha_status captcha_backend_cuda_create(int gpu_id, captcha_backend **out, ca
 /* True when this build includes the CUDA backend (it may still find no GPU). */
 int captcha_backend_cuda_built(void);
 
+/* What this library and the CUDA module must agree on to call each other: the module
+ * (loaded at run time, possibly from another build or an older install) exports
+ * `void captcha_cuda_module_interface(captcha_module_interface *out)` filling in the values
+ * it was compiled with, and a module whose values differ from captcha_module_interface_current(),
+ * or that lacks the function (built before it existed), is refused with
+ * CAPTCHA_ERROR_UNAVAILABLE naming the file, instead of being called with structures of
+ * another layout. CAPTCHA_MODULE_INTERFACE_VERSION changes when a meaning changes without
+ * a size (e.g. an op's arguments). */
+#define CAPTCHA_MODULE_INTERFACE_VERSION 1
+typedef struct {
+    int version;          /* CAPTCHA_MODULE_INTERFACE_VERSION */
+    size_t ops_size;      /* sizeof(captcha_backend_ops) */
+    size_t backend_size;  /* sizeof(struct captcha_backend) */
+    size_t shape_size;    /* sizeof(captcha_conv2d_shape) */
+    size_t image_size;    /* sizeof(captcha_image) */
+    size_t config_size;   /* sizeof(captcha_config) */
+    size_t error_size;    /* sizeof(captcha_error) */
+} captcha_module_interface;
+
+static inline captcha_module_interface captcha_module_interface_current(void)
+{
+    captcha_module_interface i = {CAPTCHA_MODULE_INTERFACE_VERSION,
+                                  sizeof(captcha_backend_ops),
+                                  sizeof(struct captcha_backend),
+                                  sizeof(captcha_conv2d_shape),
+                                  sizeof(captcha_image),
+                                  sizeof(captcha_config),
+                                  sizeof(captcha_error)};
+    return i;
+}
+
 #ifdef __cplusplus
 }
 #endif

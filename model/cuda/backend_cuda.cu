@@ -1853,9 +1853,17 @@ captcha_status cuda_setup(cuda_backend *b, captcha_error *err)
 
 } // namespace
 
-/* The module's one exported symbol, looked up by captcha_backend_cuda_create (backend.c)
- * after dlopen, so that nothing that links the model library needs the CUDA libraries
- * to load. */
+/* The values this module was compiled with, which the loader (backend.c) checks before
+ * calling captcha_cuda_module_create (see captcha_module_interface). */
+extern "C" __attribute__((visibility("default"))) void
+captcha_cuda_module_interface(captcha_module_interface *out)
+{
+    *out = captcha_module_interface_current();
+}
+
+/* The module's entry, looked up by captcha_backend_cuda_create (backend.c) after dlopen
+ * and the interface check, so that nothing that links the model library needs the CUDA
+ * libraries to load. */
 extern "C" __attribute__((visibility("default"))) captcha_status
 captcha_cuda_module_create(int gpu_id, captcha_backend **out, captcha_error *err)
 {
