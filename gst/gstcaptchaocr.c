@@ -265,7 +265,7 @@ struct _GstCaptchaOcr
   /* NV12/I420: the caps' colorimetry (set_info) */
   captcha_yuv_matrix yuv_matrix;
   gboolean yuv_full_range;
-  guint64 frame_index;          /* frames seen since start, caps change or flush */
+  guint64 frame_index;          /* frames since start, caps change, flush or new segment */
   GArray *regions;              /* GstCaptchaOcrRegion, this frame */
   GArray *results;              /* GstCaptchaOcrResult, last frame read */
   GArray *texts;                /* GstCaptchaOcrText, per region position */
