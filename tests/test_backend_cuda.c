@@ -608,6 +608,20 @@ static void test_preprocess(void **state)
     preprocess_case(&big, &region, &config);
     preprocess_case(&big, NULL, &config);
     free_image(&big);
+    /* A source coordinate that rounds differently when (d + 0.5) * scale - 0.5 is one fused
+     * multiply-add: region 17059 wide to 3072 columns, output column 2950 reads source
+     * columns 16383 and 16384 with weights 404/1644 (as model/preprocess.c), 402/1646 fused;
+     * with 0 and 28 there the two give 22 and 23. */
+    test_image wide;
+    make_image(&wide, CAPTCHA_PIXEL_GRAY8, 17059, 32, 6200);
+    for (int y = 0; y < 32; y++) {
+        wide.data[0][(size_t)y * wide.image.strides[0] + 16383] = 0;
+        wide.data[0][(size_t)y * wide.image.strides[0] + 16384] = 28;
+    }
+    captcha_config wide_config = config;
+    wide_config.input_width = 3072;
+    preprocess_case(&wide, NULL, &wide_config);
+    free_image(&wide);
 }
 
 /* ---- graph capture ---- */

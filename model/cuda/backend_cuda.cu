@@ -578,11 +578,21 @@ __device__ void read_bgr(const preprocess_params &p, int x, int y, uint8_t bgr[3
  * f = (float)((d + 0.5) * scale - 0.5), taps floor(f) and floor(f) + 1 with
  * 11-bit fixed-point weights (2048 = 1.0, round half to even). Columns: left
  * of 0 or at/after size-1 read the edge pixel with weight 1. Rows: both taps
- * clamped to the image, weights kept (as OpenCV does). */
+ * clamped to the image, weights kept (as OpenCV does).
+ * The source coordinate is rounded after the product and again after the subtraction,
+ * as the C code computes it: nvcc would otherwise contract the two into one fused
+ * multiply-add (fma.rn.f64), whose single rounding gives another float for some sizes
+ * (e.g. a 17059-pixel-wide region to 3072 columns: tap weights 402/1646 instead of
+ * 404/1644, one grey level apart). */
+__device__ inline float source_coordinate(int d, double scale)
+{
+    return (float)__dsub_rn(__dmul_rn((double)d + 0.5, scale), 0.5);
+}
+
 __device__ inline void column_taps(int d, double scale, int size, int *s0, int *s1, int *w0,
                                    int *w1)
 {
-    float f = (float)((d + 0.5) * scale - 0.5);
+    float f = source_coordinate(d, scale);
     int s = (int)floorf(f);
     f -= (float)s;
     if (s < 0)
@@ -598,7 +608,7 @@ __device__ inline void column_taps(int d, double scale, int size, int *s0, int *
 
 __device__ inline void row_taps(int d, double scale, int size, int *s0, int *s1, int *w0, int *w1)
 {
-    float f = (float)((d + 0.5) * scale - 0.5);
+    float f = source_coordinate(d, scale);
     int s = (int)floorf(f);
     f -= (float)s;
     int next = s + 1;
