@@ -1086,9 +1086,15 @@ captcha_status cudnn_conv_forward(cuda_backend *b, conv_plan *plan, const float 
 
     TRY(plan_forward(b, plan, err));
     TRY(ensure_workspace(b, plan->forward_workspace, err));
+    /* residual in y's place (in place): the convolution accumulates onto it (beta = 1), as
+     * the GEMM path does; overwriting y first would make the epilogue add the convolution
+     * to itself */
+    const float *beta = residual == y ? &one : &zero;
+    if (residual == y)
+        residual = nullptr;
     CUDNN_CHECK(cudnnConvolutionForward(b->cudnn, &one, plan->x_desc, x, plan->w_desc, weight,
                                         plan->conv_desc, plan->forward_algo, b->workspace,
-                                        plan->forward_workspace, &zero, plan->y_desc, y));
+                                        plan->forward_workspace, beta, plan->y_desc, y));
     if (fused && (bias || residual || relu)) {
         size_t n =
             (size_t)shape->batch * shape->out_channels * shape->out_height * shape->out_width;
