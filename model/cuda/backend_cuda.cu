@@ -325,9 +325,15 @@ captcha_status ensure_zero_bias(cuda_backend *b, int count, captcha_error *err)
         return CAPTCHA_OK;
     void *p = b->zero_bias;
     size_t size = b->zero_bias_count * sizeof(float);
-    TRY(grow_device_buffer(b, &p, &size, bytes, err));
-    CUDA_CHECK(cudaMemsetAsync(p, 0, size, b->stream));
+    /* grow_device_buffer has retired the old buffer whether or not it succeeded: zero_bias
+     * takes the new one (or NULL) at once, so that nothing uses or frees the retired one
+     * again, and counts as zeroed only once the memset is queued */
+    captcha_status status = grow_device_buffer(b, &p, &size, bytes, err);
     b->zero_bias = (float *)p;
+    b->zero_bias_count = 0;
+    if (status != CAPTCHA_OK)
+        return status;
+    CUDA_CHECK(cudaMemsetAsync(p, 0, size, b->stream));
     b->zero_bias_count = size / sizeof(float);
     return CAPTCHA_OK;
 }
