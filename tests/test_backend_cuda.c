@@ -28,6 +28,7 @@
  * Without a usable GPU (no driver, no device) the test prints the reason and
  * exits 77 (skipped), after checking that creation fails cleanly with
  * CAPTCHA_ERROR_UNAVAILABLE. */
+#include <limits.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -869,6 +870,20 @@ static void test_errors(void **state)
                      CAPTCHA_ERROR_OUT_OF_MEMORY);
     assert_null(huge);
     printf("  1 PiB allocation: %s\n", err.message);
+    /* a region whose x + width wraps past INT_MAX lies outside the image (not a read of
+     * 2^31 bytes from the host buffer) */
+    uint8_t pixels[8 * 8 * 3] = {0};
+    captcha_image image = {.format = CAPTCHA_PIXEL_BGR, .width = 8, .height = 8,
+                           .planes = {pixels}, .strides = {8 * 3}};
+    captcha_config config;
+    captcha_config_reference(&config);
+    const captcha_roi wrapping[] = {{1, 0, INT_MAX, 8}, {0, 1, 8, INT_MAX}};
+    for (size_t i = 0; i < sizeof wrapping / sizeof wrapping[0]; i++) {
+        assert_int_equal(gpu->ops->preprocess(gpu, &image, &wrapping[i], &config, p, &err),
+                         CAPTCHA_ERROR_INVALID_ARGUMENT);
+        printf("  region %d,%d %dx%d: %s\n", wrapping[i].x, wrapping[i].y, wrapping[i].width,
+               wrapping[i].height, err.message);
+    }
     gpu->ops->free(gpu, p);
     /* the backend still works after the failed allocation */
     float one = 1, back = 0;

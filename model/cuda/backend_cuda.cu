@@ -1561,8 +1561,10 @@ captcha_status cuda_preprocess(captcha_backend *backend, const captcha_image *im
     TRY(captcha_image_validate(image, err));
     captcha_roi region = {0, 0, image->width, image->height};
     if (roi) {
+        /* in 64 bits: x + width must not wrap past the check (as preprocess.c) */
         if (roi->width < 1 || roi->height < 1 || roi->x < 0 || roi->y < 0 ||
-            roi->x + roi->width > image->width || roi->y + roi->height > image->height)
+            (long long)roi->x + roi->width > image->width ||
+            (long long)roi->y + roi->height > image->height)
             return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                                 "CUDA preprocess: region %d,%d %dx%d does not lie inside the "
                                 "%dx%d image",
