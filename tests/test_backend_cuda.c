@@ -884,6 +884,14 @@ static void test_errors(void **state)
         printf("  region %d,%d %dx%d: %s\n", wrapping[i].x, wrapping[i].y, wrapping[i].width,
                wrapping[i].height, err.message);
     }
+    /* a configuration captcha_preprocess refuses is refused on the device too */
+    captcha_config odd_size = config;
+    odd_size.input_width = 100; /* not a multiple of 32 */
+    assert_int_equal(gpu->ops->preprocess(gpu, &image, NULL, &odd_size, p, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
+    printf("  preprocess to 100x32: %s\n", err.message);
+    assert_int_equal(gpu->ops->preprocess(gpu, &image, NULL, NULL, p, &err),
+                     CAPTCHA_ERROR_INVALID_ARGUMENT);
     gpu->ops->free(gpu, p);
     /* the backend still works after the failed allocation */
     float one = 1, back = 0;

@@ -1558,6 +1558,16 @@ captcha_status cuda_preprocess(captcha_backend *backend, const captcha_image *im
                                float *device_out, captcha_error *err)
 {
     cuda_backend *b = as_cuda(backend);
+    /* the configuration as captcha_preprocess checks it (the same refusals on both
+     * backends: an input size that is not a multiple of 32 or above the limit, a mean or
+     * std outside CAPTCHA_MAX_NORMALIZATION, an unterminated channel order) */
+    if (!config || !device_out)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT, "CUDA preprocess: %s is NULL",
+                            config ? "output tensor" : "config");
+    if (captcha_config_validate(config, err) != CAPTCHA_OK) {
+        captcha_error_prefix(err, "model configuration: ");
+        return CAPTCHA_ERROR_INVALID_ARGUMENT;
+    }
     TRY(captcha_image_validate(image, err));
     captcha_roi region = {0, 0, image->width, image->height};
     if (roi) {
@@ -1572,19 +1582,7 @@ captcha_status cuda_preprocess(captcha_backend *backend, const captcha_image *im
                                 image->height);
         region = *roi;
     }
-    int rgb_order;
-    if (!strcmp(config->channel_order, "BGR"))
-        rgb_order = 0;
-    else if (!strcmp(config->channel_order, "RGB"))
-        rgb_order = 1;
-    else
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "CUDA preprocess: channel order \"%s\" is not BGR or RGB",
-                            config->channel_order);
-    if (config->input_width < 1 || config->input_height < 1 || !(config->std != 0.0f))
-        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
-                            "CUDA preprocess: input %dx%d, std %g is invalid", config->input_width,
-                            config->input_height, (double)config->std);
+    int rgb_order = !strcmp(config->channel_order, "RGB"); /* else "BGR" (validated) */
     TRY(refuse_while_capturing(b, "preprocess (reads host memory)", err));
     TRY(bind_device(b, err));
 
