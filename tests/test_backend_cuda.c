@@ -707,6 +707,25 @@ static void test_graph_capture(void **state)
            nh);
     ops->graph_destroy(gpu, graph);
 #undef GRAPH_OPS
+    /* capture_end on the second queue is refused and leaves the capture open */
+    CHECK_OK(gpu, ops->capture_begin(gpu, err));
+    CHECK_OK(gpu, ops->add(gpu, nh, y, h, y, err));
+    CHECK_OK(gpu, ops->side_stream(gpu, 1, err));
+    graph = NULL;
+    captcha_status end = ops->capture_end(gpu, &graph, &refused);
+    if (end == CAPTCHA_OK) { /* one queue (CAPTCHA_CUDA_BRANCHES=0): nothing to refuse */
+        CHECK_OK(gpu, ops->side_stream(gpu, 0, err));
+    } else {
+        assert_int_equal(end, CAPTCHA_ERROR_INVALID_ARGUMENT);
+        printf("  capture_end on the second queue: %s\n", refused.message);
+        CHECK_OK(gpu, ops->side_stream(gpu, 0, err));
+        CHECK_OK(gpu, ops->side_join(gpu, err));
+        CHECK_OK(gpu, ops->capture_end(gpu, &graph, err));
+    }
+    assert_non_null(graph);
+    CHECK_OK(gpu, ops->graph_launch(gpu, graph, err));
+    CHECK_OK(gpu, ops->synchronize(gpu, err));
+    ops->graph_destroy(gpu, graph);
     float *all[] = {dx, dw1, dw2, db, h, y};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         gpu->ops->free(gpu, all[i]);

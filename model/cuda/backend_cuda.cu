@@ -1685,6 +1685,14 @@ captcha_status cuda_capture_end(captcha_backend *backend, void **graph_out, capt
     if (!b->capturing)
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                             "CUDA backend: capture_end called without capture_begin");
+    /* the capture began on the main queue and ends there: on the second one,
+     * cudaStreamEndCapture fails (not the origin stream) and the main queue would stay in
+     * capture with capturing cleared; refused, the capture stays open for side_stream(0),
+     * side_join and capture_end */
+    if (b->lane != 0)
+        return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
+                            "CUDA backend: capture_end on the second queue (side_stream(0) and "
+                            "side_join first)");
     TRY(bind_device(b, err));
     b->capturing = false;
     cudaGraph_t graph = nullptr;
