@@ -88,7 +88,7 @@ static int running_from_build_tree(void)
     return !strncmp(self, build, n) && self[n] == '/';
 }
 
-typedef void (*cuda_module_interface_fn)(captcha_module_interface *out);
+typedef const captcha_module_interface *(*cuda_module_interface_fn)(void);
 
 /* Whether the dlopen'ed module at path was built with this library's interface
  * (captcha_module_interface); else the reason, naming path, into reason. */
@@ -104,23 +104,32 @@ static int module_interface_matches(void *module, const char *path, char *reason
                  path);
         return 0;
     }
-    captcha_module_interface theirs, ours = captcha_module_interface_current();
-    memset(&theirs, 0, sizeof theirs);
-    get(&theirs);
+    const captcha_module_interface ours = captcha_module_interface_current();
+    const captcha_module_interface *module_side = get();
+    if (!module_side || module_side->size != ours.size) {
+        snprintf(reason, size,
+                 "%s was built from other gst-captcha sources (its interface record is %zu "
+                 "bytes, this library's %zu): rebuild or reinstall it with this version, or set "
+                 "CAPTCHA_CUDA_MODULE to this build's module",
+                 path, module_side ? module_side->size : 0, ours.size);
+        return 0;
+    }
+    const captcha_module_interface theirs = *module_side;
     if (theirs.version == ours.version && theirs.ops_size == ours.ops_size &&
         theirs.backend_size == ours.backend_size && theirs.shape_size == ours.shape_size &&
         theirs.image_size == ours.image_size && theirs.config_size == ours.config_size &&
-        theirs.error_size == ours.error_size)
+        theirs.error_size == ours.error_size && theirs.roi_size == ours.roi_size &&
+        theirs.adam_size == ours.adam_size)
         return 1;
     snprintf(reason, size,
              "%s was built from other gst-captcha sources (interface version %d, structure "
-             "sizes %zu %zu %zu %zu %zu %zu; this library: version %d, %zu %zu %zu %zu %zu %zu): "
-             "rebuild or reinstall it with this version, or set CAPTCHA_CUDA_MODULE to this "
-             "build's module",
+             "sizes %zu %zu %zu %zu %zu %zu %zu %zu; this library: version %d, %zu %zu %zu %zu "
+             "%zu %zu %zu %zu): rebuild or reinstall it with this version, or set "
+             "CAPTCHA_CUDA_MODULE to this build's module",
              path, theirs.version, theirs.ops_size, theirs.backend_size, theirs.shape_size,
-             theirs.image_size, theirs.config_size, theirs.error_size, ours.version,
-             ours.ops_size, ours.backend_size, ours.shape_size, ours.image_size,
-             ours.config_size, ours.error_size);
+             theirs.image_size, theirs.config_size, theirs.error_size, theirs.roi_size,
+             theirs.adam_size, ours.version, ours.ops_size, ours.backend_size, ours.shape_size,
+             ours.image_size, ours.config_size, ours.error_size, ours.roi_size, ours.adam_size);
     return 0;
 }
 

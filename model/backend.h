@@ -285,14 +285,16 @@ int captcha_backend_cuda_built(void);
 
 /* What this library and the CUDA module must agree on to call each other: the module
  * (loaded at run time, possibly from another build or an older install) exports
- * `void captcha_cuda_module_interface(captcha_module_interface *out)` filling in the values
- * it was compiled with, and a module whose values differ from captcha_module_interface_current(),
- * or that lacks the function (built before it existed), is refused with
- * CAPTCHA_ERROR_UNAVAILABLE naming the file, instead of being called with structures of
- * another layout. CAPTCHA_MODULE_INTERFACE_VERSION changes when a meaning changes without
- * a size (e.g. an op's arguments). */
+ * `const captcha_module_interface *captcha_cuda_module_interface(void)`, the values it was
+ * compiled with (its own storage: nothing is written into the caller's), and a module whose
+ * values differ from captcha_module_interface_current() (size first, so that a record of
+ * another layout is not read further), or that lacks the function (built before it
+ * existed), is refused with CAPTCHA_ERROR_UNAVAILABLE naming the file, instead of being
+ * called with structures of another layout. CAPTCHA_MODULE_INTERFACE_VERSION changes when
+ * a meaning changes without a size (e.g. an op's arguments). */
 #define CAPTCHA_MODULE_INTERFACE_VERSION 1
 typedef struct {
+    size_t size;          /* sizeof(captcha_module_interface) */
     int version;          /* CAPTCHA_MODULE_INTERFACE_VERSION */
     size_t ops_size;      /* sizeof(captcha_backend_ops) */
     size_t backend_size;  /* sizeof(struct captcha_backend) */
@@ -300,17 +302,22 @@ typedef struct {
     size_t image_size;    /* sizeof(captcha_image) */
     size_t config_size;   /* sizeof(captcha_config) */
     size_t error_size;    /* sizeof(captcha_error) */
+    size_t roi_size;      /* sizeof(captcha_roi) */
+    size_t adam_size;     /* sizeof(captcha_adam_config) */
 } captcha_module_interface;
 
 static inline captcha_module_interface captcha_module_interface_current(void)
 {
-    captcha_module_interface i = {CAPTCHA_MODULE_INTERFACE_VERSION,
+    captcha_module_interface i = {sizeof(captcha_module_interface),
+                                  CAPTCHA_MODULE_INTERFACE_VERSION,
                                   sizeof(captcha_backend_ops),
                                   sizeof(struct captcha_backend),
                                   sizeof(captcha_conv2d_shape),
                                   sizeof(captcha_image),
                                   sizeof(captcha_config),
-                                  sizeof(captcha_error)};
+                                  sizeof(captcha_error),
+                                  sizeof(captcha_roi),
+                                  sizeof(captcha_adam_config)};
     return i;
 }
 

@@ -6,13 +6,15 @@
 #include "backend.h"
 
 #if FAKE_KIND != 1
-__attribute__((visibility("default"))) void
-captcha_cuda_module_interface(captcha_module_interface *out)
+__attribute__((visibility("default"))) const captcha_module_interface *
+captcha_cuda_module_interface(void)
 {
-    *out = captcha_module_interface_current();
+    static captcha_module_interface interface;
+    interface = captcha_module_interface_current();
 #if FAKE_KIND == 2
-    out->image_size -= 8; /* as before captcha_image had yuv_matrix and yuv_full_range */
+    interface.image_size -= 8; /* as before captcha_image had yuv_matrix and yuv_full_range */
 #endif
+    return &interface;
 }
 #endif
 

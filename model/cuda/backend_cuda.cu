@@ -1885,10 +1885,11 @@ captcha_status cuda_setup(cuda_backend *b, captcha_error *err)
 
 /* The values this module was compiled with, which the loader (backend.c) checks before
  * calling captcha_cuda_module_create (see captcha_module_interface). */
-extern "C" __attribute__((visibility("default"))) void
-captcha_cuda_module_interface(captcha_module_interface *out)
+extern "C" __attribute__((visibility("default"))) const captcha_module_interface *
+captcha_cuda_module_interface(void)
 {
-    *out = captcha_module_interface_current();
+    static const captcha_module_interface interface = captcha_module_interface_current();
+    return &interface;
 }
 
 /* The module's entry, looked up by captcha_backend_cuda_create (backend.c) after dlopen
