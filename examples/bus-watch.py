@@ -6,6 +6,8 @@ Usage: bus-watch.py [-h|--help] [--] [PIPELINE DESCRIPTION]
   e.g. bus-watch.py filesrc location=a.png ! decodebin ! videoconvert ! \\
            imagefreeze num-buffers=1 ! captchaocr model=m.safetensors ! fakesink
   Without arguments: videotestsrc num-buffers=5 ! captchaocr ! fakesink
+  Each argument is one token, as for gst-launch-1.0: a property value with
+  spaces (location=my captcha.png) needs no quoting inside its argument.
 
 Each "captcha" message holds timestamp, stream-time, running-time and
 duration (nanoseconds) and a list "results" of structures with text,
@@ -92,10 +94,12 @@ def main(argv):
         print("bus-watch.py: %s" % error, file=sys.stderr)
         return 1
     Gst.init(None)
-    description = " ".join(args) or \
-        "videotestsrc num-buffers=5 ! captchaocr ! fakesink"
+    # each argument one token, as gst-launch-1.0 and print-results take them
+    # (joined with spaces, a location= with a space would split in two)
+    description = args or \
+        "videotestsrc num-buffers=5 ! captchaocr ! fakesink".split()
     try:
-        pipeline = Gst.parse_launch(description)
+        pipeline = Gst.parse_launchv(description)
     except GLib.Error as error:
         print("pipeline: %s" % error.message, file=sys.stderr)
         return 2

@@ -138,6 +138,16 @@ if /usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0")' 2>/dev/null
     [ "$status" -eq 2 ] && [ -z "$out" ] && grep -q 'unknown option --no-such-option' "$T/err" &&
         grep -q '^Usage: bus-watch.py' "$T/err" ||
         fail "bus-watch.py --no-such-option: exit $status, stdout '$out', stderr $(cat "$T/err")"
+    # each argument is one token, as print-results and gst-launch-1.0 take them: a file
+    # name with spaces needs no quoting inside its location= argument
+    spaced="$T/with space's.png"
+    cp "$first" "$spaced"
+    out=$(timeout 60 /usr/bin/python3 "$SRC/examples/bus-watch.py" filesrc "location=$spaced" ! \
+        decodebin ! videoconvert ! imagefreeze num-buffers=1 ! captchaocr ! fakesink 2>"$T/err")
+    status=$?
+    [ "$status" -eq 0 ] && [ "$(sed -n 2p <<<"$out" | cut -f2)" = "$truth" ] ||
+        fail "bus-watch.py on '$spaced': exit $status, stdout '$out', stderr $(cat "$T/err")"
+    rm -f "$spaced"
 else
     echo "note: /usr/bin/python3 lacks gi with Gst 1.0 (python3-gst-1.0): bus-watch.py left out"
 fi
