@@ -103,6 +103,16 @@ def main(argv):
     except GLib.Error as error:
         print("pipeline: %s" % error.message, file=sys.stderr)
         return 2
+    # only a pipeline has a bus: a single element is refused (nothing would link it),
+    # a bin in parentheses is run in a pipeline, as gst-launch-1.0 does
+    if not isinstance(pipeline, Gst.Bin):
+        print("pipeline: the description is one element, %s, not a pipeline (link a "
+              "source, captchaocr and a sink with !)" % pipeline.get_name(), file=sys.stderr)
+        return 2
+    if not isinstance(pipeline, Gst.Pipeline):
+        bin_ = pipeline
+        pipeline = Gst.Pipeline.new(None)
+        pipeline.add(bin_)
     loop = GLib.MainLoop()
     loop.exit_status = 0
     bus = pipeline.get_bus()

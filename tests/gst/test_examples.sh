@@ -148,6 +148,17 @@ if /usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0")' 2>/dev/null
     [ "$status" -eq 0 ] && [ "$(sed -n 2p <<<"$out" | cut -f2)" = "$truth" ] ||
         fail "bus-watch.py on '$spaced': exit $status, stdout '$out', stderr $(cat "$T/err")"
     rm -f "$spaced"
+    # a description of one element is not a pipeline (and has no bus): refused with its
+    # name (exit 2), not a Python traceback; a bin in parentheses runs as a pipeline
+    out=$(timeout 60 /usr/bin/python3 "$SRC/examples/bus-watch.py" videotestsrc num-buffers=1 2>"$T/err")
+    status=$?
+    [ "$status" -eq 2 ] && ! grep -q Traceback "$T/err" && grep -q 'videotestsrc0' "$T/err" ||
+        fail "bus-watch.py videotestsrc: exit $status, stdout '$out', stderr $(cat "$T/err")"
+    out=$(timeout 60 /usr/bin/python3 "$SRC/examples/bus-watch.py" '(' filesrc "location=$first" ! \
+        decodebin ! videoconvert ! imagefreeze num-buffers=1 ! captchaocr ! fakesink ')' 2>"$T/err")
+    status=$?
+    [ "$status" -eq 0 ] && [ "$(sed -n 2p <<<"$out" | cut -f2)" = "$truth" ] ||
+        fail "bus-watch.py on a bin: exit $status, stdout '$out', stderr $(cat "$T/err")"
 else
     echo "note: /usr/bin/python3 lacks gi with Gst 1.0 (python3-gst-1.0): bus-watch.py left out"
 fi
