@@ -1,7 +1,7 @@
 # Sourced by the example scripts. Sets source_dir (the source tree) and,
 # unless GST_PLUGIN_PATH is already set, points it at the uninstalled plugin
 # in build/gst of the source tree ($CAPTCHA_BUILD_DIR/gst for another build).
-# Defines print_help and pipeline_messages (below), and has gst-launch-1.0 log
+# Defines need_value, print_help and pipeline_messages (below), and has gst-launch-1.0 log
 # warnings (GST_DEBUG=*:WARNING unless GST_DEBUG is set, without colours):
 # some decoders give their reason only there (jpegdec on a CMYK JPEG: "number
 # of components not supported"), the bus message only "Internal data stream
@@ -16,6 +16,15 @@ GST_DEBUG=${GST_DEBUG:-*:WARNING}
 GST_DEBUG_NO_COLOR=1
 GST_DEBUG_COLOR_MODE=off
 export GST_DEBUG GST_DEBUG_NO_COLOR GST_DEBUG_COLOR_MODE
+
+# Usage error (exit 2) when option $2 of script $1 is the last argument, without
+# its value: need_value SCRIPT OPTION $#
+need_value() {
+    if [ "$3" -lt 2 ]; then
+        echo "$1: $2 needs a value (see --help)" >&2
+        exit 2
+    fi
+}
 
 # Prints the calling script's help: its leading comment block (after the #!
 # line, up to the first line that is not a comment), without the "# ".

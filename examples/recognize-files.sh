@@ -39,8 +39,8 @@ model=""
 device=auto
 while [ $# -gt 0 ]; do
     case "$1" in
-    --model) model=$2; shift 2 ;;
-    --device) device=$2; shift 2 ;;
+    --model) need_value recognize-files "$1" $#; model=$2; shift 2 ;;
+    --device) need_value recognize-files "$1" $#; device=$2; shift 2 ;;
     -h|--help) print_help; exit 0 ;;
     --) shift; break ;;
     -*) echo "recognize-files: unknown option $1 (see --help)" >&2; exit 2 ;;

@@ -25,9 +25,9 @@ x=400
 y=300
 while [ $# -gt 0 ]; do
     case "$1" in
-    --model) model=$2; shift 2 ;;
-    --x) x=$2; shift 2 ;;
-    --y) y=$2; shift 2 ;;
+    --model) need_value screen-capture "$1" $#; model=$2; shift 2 ;;
+    --x) need_value screen-capture "$1" $#; x=$2; shift 2 ;;
+    --y) need_value screen-capture "$1" $#; y=$2; shift 2 ;;
     -h|--help) print_help; exit 0 ;;
     -*) echo "screen-capture: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) break ;;

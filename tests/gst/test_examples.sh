@@ -122,6 +122,17 @@ for script in recognize-files.sh screen-capture.sh; do
 done
 grep -q 'CAPTCHA_BUILD_DIR' <<<"$("$SRC/examples/recognize-files.sh" --help)" ||
     fail "recognize-files.sh --help stops before the GST_PLUGIN_PATH / CAPTCHA_BUILD_DIR lines"
+# an option given without its value: a usage error naming the option (exit 2), not the
+# shell's "2: parameter not set"
+for args in "recognize-files.sh --model" "recognize-files.sh --device" \
+    "screen-capture.sh --model" "screen-capture.sh --x" "screen-capture.sh --y"; do
+    set -- $args
+    "$SRC/examples/$1" "$2" >"$T/out" 2>"$T/err"
+    status=$?
+    [ "$status" -eq 2 ] && grep -q -e "$2 needs a value" "$T/err" &&
+        ! grep -q 'parameter not set' "$T/err" ||
+        fail "$args (no value): exit $status, stderr $(cat "$T/err")"
+done
 
 # --- bus-watch.py: -h/--help print the usage (exit 0); an unknown option prints it on
 # stderr (exit 2), not "pipeline: syntax error". Run by Debian's interpreter, whose gi
