@@ -33,6 +33,24 @@ while [ $# -gt 0 ]; do
     *) break ;;
     esac
 done
+# --x and --y: decimal whole numbers from 0 to 2147483647 (roi-x/roi-y's range),
+# leading zeros dropped (the shell's arithmetic and gst-launch-1.0 would read 010
+# as octal 8, and 08 not at all)
+for option in x y; do
+    eval "value=\$$option"
+    case "$value" in
+    '' | *[!0-9]*) digits="" ;;
+    *) digits=$(printf '%s\n' "$value" | sed 's/^0*//'); digits=${digits:-0} ;;
+    esac
+    if [ -z "$digits" ] || [ ${#digits} -gt 10 ] ||
+        { [ ${#digits} -eq 10 ] && [ "$digits" -gt 2147483647 ]; }; then
+        echo "screen-capture: --$option '$value': expected a whole number of pixels from 0" \
+            "to 2147483647" >&2
+        exit 2
+    fi
+    eval "$option=\$digits"
+done
+
 if [ $# -gt 0 ]; then
     image=$1
 else
@@ -75,7 +93,6 @@ if [ -z "$width" ] || [ -z "$height" ]; then
     exit 1
 fi
 
-case "$x$y" in *[!0-9]*) echo "--x and --y take non-negative integers" >&2; exit 2 ;; esac
 if [ $((x + width)) -gt 1280 ] || [ $((y + height)) -gt 720 ]; then
     echo "warning: a ${width}x${height} image at $x,$y does not fit the 1280x720 screen:" \
         "only its visible part is read, so the two lines may differ" >&2

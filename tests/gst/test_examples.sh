@@ -275,6 +275,18 @@ status=$?
     fail "screen-capture.sh --x 1300: exit $status, stderr $(cat "$T/err")"
 grep -q "^image alone: *$truth " "$T/out" ||
     fail "screen-capture.sh --x 1300: the image's own reading is not printed: $(cat "$T/out")"
+# --x/--y are decimal (a leading zero is not octal: --x 010 is column 10) and whole numbers
+# from 0 to roi-x's 2147483647; anything else is a usage error naming the option and value
+"$SRC/examples/screen-capture.sh" --x 010 --y 08 "$first" >"$T/out" 2>"$T/err"
+status=$?
+[ "$status" -eq 0 ] && grep -q "^in a 1280x720 screen: $truth [0-9.]* 10,8 200x50$" "$T/out" ||
+    fail "screen-capture.sh --x 010 --y 08: exit $status, $(cat "$T/out" "$T/err")"
+for value in '' -5 1e3 99999999999999999999 2147483648; do
+    "$SRC/examples/screen-capture.sh" --y "$value" "$first" >"$T/out" 2>"$T/err"
+    status=$?
+    [ "$status" -eq 2 ] && [ ! -s "$T/out" ] && grep -q -e "--y '$value'" "$T/err" ||
+        fail "screen-capture.sh --y '$value': exit $status, $(cat "$T/out" "$T/err")"
+done
 # without IMAGE: the first PNG under $CAPTCHA_SHARED_DATA/captcha-v2/test
 CAPTCHA_SHARED_DATA=$T/shared "$SRC/examples/screen-capture.sh" >"$T/out" 2>"$T/err"
 status=$?
