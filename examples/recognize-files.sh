@@ -22,7 +22,7 @@
 #   The plugin is taken from GST_PLUGIN_PATH, else from build/gst of the
 #   source tree when that exists (set CAPTCHA_BUILD_DIR for another build).
 #   A file that gives no result is reported on stderr with the pipeline's
-#   errors, and makes the exit status 1.
+#   errors, and makes the exit status 1; so does a folder with no such file.
 #
 # The text is parsed from gst-launch-1.0 -m output, which holds codes of
 # letters and digits as they are; for charsets with punctuation use
@@ -104,13 +104,21 @@ LC_ALL=C
 export LC_ALL
 for input in "$@"; do
     if [ -d "$input" ]; then
+        found=0
         for file in "$input"/*; do
             [ -f "$file" ] || continue
             case "$file" in
             *.[Pp][Nn][Gg] | *.[Jj][Pp][Gg] | *.[Jj][Pp][Ee][Gg])
+                found=1
                 recognize "$file" || status=1 ;;
             esac
         done
+        if [ "$found" -eq 0 ]; then
+            # (a mistyped folder, or images of another format, is not a silent success)
+            echo "recognize-files: $input: no .png, .jpg or .jpeg file to read (hidden" \
+                "files and subfolders are left out)" >&2
+            status=1
+        fi
     else
         recognize "$input" || status=1
     fi

@@ -204,6 +204,15 @@ while IFS=$'\t' read -r path text confidence; do
         fail "recognize-files.sh confidence '$confidence' is not 4 decimals"
 done <"$T/out"
 
+# a folder with no image to read (here only a BMP and a hidden PNG): said on stderr with
+# the folder's name and exit 1, as for a file that gives no result, not a silent success
+mkdir "$T/noimages"
+: >"$T/noimages/a.bmp"
+cp "$first" "$T/noimages/.hidden.png"
+"$SRC/examples/recognize-files.sh" "$T/noimages" >"$T/out" 2>"$T/err"
+status=$?
+[ "$status" -eq 1 ] && [ ! -s "$T/out" ] && grep -q "recognize-files: $T/noimages: no " "$T/err" ||
+    fail "recognize-files.sh on a folder without images: exit $status, $(cat "$T/out" "$T/err")"
 # a file that is not an image: reported on stderr, exit 1, the other files still read
 printf 'not a png' >"$T/gen/broken.png"
 "$SRC/examples/recognize-files.sh" "$T/gen" >"$T/out" 2>"$T/err"
