@@ -3,7 +3,7 @@
  *     TEXT<TAB>CONFIDENCE
  * (the confidence: the product of the per-position softmax probabilities).
  *
- * Usage: read-image MODEL.safetensors IMAGE
+ * Usage: read-image MODEL.safetensors IMAGE   (-h, --help: this usage)
  *
  * The steps are those of captcha-predict and the captchaocr element:
  * captcha_backend_create (auto: CUDA when usable, else the CPU),
@@ -16,6 +16,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <stb/stb_image.h>
 
@@ -26,10 +27,21 @@
 #include "network.h"
 #include "preprocess.h"
 
+static const char usage[] =
+    "Usage: %s MODEL.safetensors IMAGE\n"
+    "Reads the captcha of IMAGE (PNG, JPEG, ... decoded with stb_image; the whole image)\n"
+    "with the model and prints TEXT<TAB>CONFIDENCE (the product of the per-character\n"
+    "probabilities). Exit status: 0 read, 1 an error (printed), 2 usage.\n";
+
 int main(int argc, char **argv)
 {
+    /* asked for: on stdout; after a usage error: on stderr, where no result is read */
+    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+        printf(usage, argv[0]);
+        return 0;
+    }
     if (argc != 3) {
-        fprintf(stderr, "usage: %s MODEL.safetensors IMAGE\n", argv[0]);
+        fprintf(stderr, usage, argv[0]);
         return 2;
     }
     captcha_error err = {0};

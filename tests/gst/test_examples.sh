@@ -102,6 +102,18 @@ status=$?
 grep -q 'unknown option --no-such-option' "$T/err" && grep -q '^Usage:' "$T/err" ||
     fail "print-results --no-such-option: stderr lacks the error or the usage: $(cat "$T/err")"
 
+# --- read-image usage: -h/--help on stdout (exit 0), saying what it prints; a wrong number
+# of arguments on stderr (exit 2) ---
+out=$("$READ" --help 2>"$T/err")
+status=$?
+[ "$status" -eq 0 ] && grep -q '^Usage: .*read-image MODEL.safetensors IMAGE' <<<"$out" &&
+    grep -q 'TEXT<TAB>CONFIDENCE' <<<"$out" ||
+    fail "read-image --help: exit $status, stdout '$out', stderr $(cat "$T/err")"
+out=$("$READ" "$first" 2>"$T/err")
+status=$?
+[ "$status" -eq 2 ] && [ -z "$out" ] && grep -q '^Usage: ' "$T/err" ||
+    fail "read-image with one argument: exit $status, stdout '$out', stderr $(cat "$T/err")"
+
 if [ "${CAPTCHA_SANITIZED:-0}" = 1 ]; then
     echo "note: AddressSanitizer build: recognize-files.sh and screen-capture.sh left out"
     [ "$FAILS" -eq 0 ] && echo "ok: print-results, read-image" && exit 0
