@@ -131,7 +131,22 @@ main (int argc, char **argv)
     g_printerr ("pipeline: %s\n", error->message);
     g_clear_error (&error);
   }
-  if (!GST_IS_BIN (pipeline) || !(ocr = find_captchaocr (GST_BIN (pipeline)))) {
+  /* one element is no pipeline (nothing would link it); a bin ("( ... )") has
+   * no bus of its own: it runs inside a pipeline, as in gst-launch-1.0 */
+  if (!GST_IS_BIN (pipeline)) {
+    g_printerr ("pipeline: the description is one element, %s, not a pipeline "
+        "(link a source, captchaocr and a sink with !)\n",
+        GST_OBJECT_NAME (pipeline));
+    gst_object_unref (pipeline);
+    return 2;
+  }
+  if (!GST_IS_PIPELINE (pipeline)) {
+    GstElement *bin = pipeline;
+
+    pipeline = gst_pipeline_new (NULL);
+    gst_bin_add (GST_BIN (pipeline), bin);
+  }
+  if (!(ocr = find_captchaocr (GST_BIN (pipeline)))) {
     g_printerr ("the pipeline has no captchaocr element\n");
     gst_object_unref (pipeline);
     return 2;

@@ -78,6 +78,19 @@ status=$?
 [ "$(sed -n '2,$p' <<<"$out" | cut -f2,3,4,5)" = "$(printf '0\t-1\t0,0 200x50\t%s\n1\t0\t0,0 200x50\t%s' "$truth" "$truth")" ] ||
     fail "print-results, two elements: expected regions 0 and 1 (parent 0) of the last element: $out"
 
+# --- a description in parentheses is a bin, which has no bus of its own: run in a pipeline,
+# as gst-launch-1.0 does (it crashed on a NULL bus); one element is no pipeline: exit 2
+# naming it ---
+out=$("$PRINT" '(' filesrc "location=$first" ! decodebin ! videoconvert ! \
+    imagefreeze num-buffers=1 ! captchaocr ! fakesink ')' 2>"$T/err")
+status=$?
+[ "$status" -eq 0 ] && [ "$(sed -n 2p <<<"$out" | cut -f5)" = "$truth" ] ||
+    fail "print-results on a bin: exit $status, stdout '$out', stderr $(cat "$T/err")"
+out=$("$PRINT" captchaocr 2>"$T/err")
+status=$?
+[ "$status" -eq 2 ] && [ -z "$out" ] && grep -q 'one element, captchaocr0, not a pipeline' "$T/err" ||
+    fail "print-results captchaocr: exit $status, stdout '$out', stderr $(cat "$T/err")"
+
 # --- read-image (the C library alone): TEXT<TAB>CONFIDENCE, or the file's error ---
 out=$("$READ" "$SRC/model/captcha-default.safetensors" "$first" 2>"$T/err")
 status=$?
