@@ -1786,8 +1786,10 @@ int main(int argc, char **argv)
         }
         char *resume_command = resume_command_line(argv[0], &opt, checkpoint_path);
         message("interrupted (signal %d) at epoch %d step %d: checkpoint written to %s; "
-                "continue with:\n  %s",
-                (int)stop_signal, state.epoch + 1, state.step, checkpoint_path,
+                "continue with:",
+                (int)stop_signal, state.epoch + 1, state.step, checkpoint_path);
+        /* the command as the shell reads it (its own quoting, not the message's escapes) */
+        fprintf(stderr, "  %s\n",
                 resume_command ? resume_command : "--resume with the same --train, --val, --out");
         free(resume_command);
         code = 128 + (int)stop_signal;

@@ -7,6 +7,7 @@
 
 #include "decode.h"
 #include "preprocess.h"
+#include "tool_util.h"
 
 captcha_status captcha_dataset_load(const char *dir, const char *program, FILE *warnings,
                                     captcha_dataset *dataset, captcha_error *err)
@@ -32,7 +33,8 @@ captcha_status captcha_dataset_load(const char *dir, const char *program, FILE *
         captcha_rgb_image image;
         if (captcha_rgb_image_read(path, &image, &image_err) != CAPTCHA_OK) {
             if (warnings)
-                fprintf(warnings, "%s: warning: skipping %s\n", program, image_err.message);
+                captcha_tool_print_line(warnings, program, "warning: skipping %s",
+                                        image_err.message);
             dataset->skipped++;
             continue;
         }

@@ -235,8 +235,9 @@ captcha_status captcha_path_list_read_folder(captcha_path_list *list, const char
             status = captcha_path_list_add(list, path, err);
         } else {
             if (warnings)
-                fprintf(warnings, "%s: %s %s: %s\n", program,
-                        ignored ? "note: ignoring" : "warning: skipping", path, reason);
+                captcha_tool_print_line(warnings, program, "%s %s: %s",
+                                        ignored ? "note: ignoring" : "warning: skipping", path,
+                                        reason);
             if (unlisted && !ignored)
                 (*unlisted)++;
         }

@@ -15,13 +15,48 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+static void print_line(FILE *stream, const char *program, const char *format, va_list args)
+{
+    va_list copy;
+    va_copy(copy, args);
+    int length = vsnprintf(NULL, 0, format, copy);
+    va_end(copy);
+    char *text = length >= 0 ? malloc((size_t)length + 1) : NULL;
+    fprintf(stream, "%s: ", program);
+    if (!text) { /* out of memory: the message as it is */
+        vfprintf(stream, format, args);
+    } else {
+        vsnprintf(text, (size_t)length + 1, format, args);
+        for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
+            if (*c == '\n')
+                fputs("\\n", stream);
+            else if (*c == '\t')
+                fputs("\\t", stream);
+            else if (*c == '\r')
+                fputs("\\r", stream);
+            else if (*c < 0x20 || *c == 0x7f)
+                fprintf(stream, "\\x%02x", *c);
+            else
+                fputc(*c, stream);
+        }
+        free(text);
+    }
+    fputc('\n', stream);
+}
+
+void captcha_tool_print_line(FILE *stream, const char *program, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    print_line(stream, program, format, args);
+    va_end(args);
+}
+
 void captcha_tool_message(const char *program, const char *format, ...)
 {
     va_list args;
     va_start(args, format);
-    fprintf(stderr, "%s: ", program);
-    vfprintf(stderr, format, args);
-    fputc('\n', stderr);
+    print_line(stderr, program, format, args);
     va_end(args);
 }
 

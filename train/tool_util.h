@@ -10,10 +10,21 @@
 extern "C" {
 #endif
 
-/* Prints "program: " + the formatted message + newline on stderr. */
+/* Prints "program: " + the formatted message + newline on stderr, as
+ * captcha_tool_print_line. */
 void captcha_tool_message(const char *program, const char *format, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* Prints "program: " + the formatted text + newline on stream, as one line: a newline,
+ * tab, carriage return or other control byte in it (from a file name, say) is written as
+ * a C escape (\n \t \r \xHH), so that it can neither split the line in a log nor move
+ * a terminal's cursor. */
+void captcha_tool_print_line(FILE *stream, const char *program, const char *format, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
 #endif
     ;
 

@@ -326,6 +326,18 @@ grep -qF "$T/names/b\\nc.png	" "$T/out.txt" || fail "newline not escaped: $(cat 
 grep -qF "$T/names/c\\\\a.png	" "$T/out.txt" || fail "backslash not escaped: $(cat "$T/out.txt")"
 "$PREDICT" --help | grep -q 'escaped' || fail "--help does not say how paths are escaped"
 
+# --- control bytes of file names in messages are escaped: one line each, no terminal codes ---
+mkdir "$T/esc"
+printf 'x' >"$T/esc/$(printf 'a\033[31mb')x.png"
+printf 'x' >"$T/esc/$(printf 'c\nd')x.png"
+"$PREDICT" --model "$T/m1.st" --device cpu "$T/esc" >/dev/null 2>"$T/err.txt"
+grep -qF 'a\x1b[31mbx.png' "$T/err.txt" || fail "ESC not escaped: $(cat -v "$T/err.txt")"
+grep -qF 'c\ndx.png' "$T/err.txt" || fail "newline not escaped: $(cat -v "$T/err.txt")"
+grep -q "$(printf '\033')" "$T/err.txt" && fail "an ESC byte reached stderr: $(cat -v "$T/err.txt")"
+[ "$(grep -c 'warning: skipping' "$T/err.txt")" -eq 2 ] || fail "expected 2 one-line warnings: $(cat -v "$T/err.txt")"
+"$TRAIN" --train "$T/esc" --out "$T/esc.st" $COMMON 2>"$T/err.txt"
+grep -qF 'a\x1b[31mbx.png' "$T/err.txt" || fail "captcha-train: ESC not escaped: $(cat -v "$T/err.txt")"
+
 # --- a symbolic link at an output's PATH.tmp is replaced, never written through ---
 printf 'precious' >"$T/victim"
 ln -s "$T/victim" "$T/sl.st.tmp"
