@@ -67,27 +67,6 @@ static void usage(FILE *stream)
           stream);
 }
 
-/* text with backslash, tab, newline, carriage return and the other control
- * bytes written as C escapes (\\ \t \n \r \xHH), so that a file name
- * cannot break the PATH<TAB>TEXT<TAB>CONFIDENCE line. */
-static void print_escaped(FILE *stream, const char *text)
-{
-    for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
-        if (*c == '\\')
-            fputs("\\\\", stream);
-        else if (*c == '\t')
-            fputs("\\t", stream);
-        else if (*c == '\n')
-            fputs("\\n", stream);
-        else if (*c == '\r')
-            fputs("\\r", stream);
-        else if (*c < 0x20 || *c == 0x7f)
-            fprintf(stream, "\\x%02x", *c);
-        else
-            fputc(*c, stream);
-    }
-}
-
 int main(int argc, char **argv)
 {
     static const struct option long_options[] = {
@@ -267,7 +246,9 @@ int main(int argc, char **argv)
             }
             read_ok[index] = 1;
             read_count++;
-            print_escaped(stdout, paths.paths[index]);
+            /* backslashes too: a file name cannot break the PATH<TAB>TEXT<TAB>CONFIDENCE
+             * line, and the escapes read back unambiguously */
+            captcha_tool_write_escaped(stdout, paths.paths[index], 1);
             printf("\t%s\t%.4f\n", r->text, r->confidence);
             int length =
                 captcha_label_from_path(paths.paths[index], labels[index], sizeof labels[0]);

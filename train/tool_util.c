@@ -15,6 +15,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+void captcha_tool_write_escaped(FILE *stream, const char *text, int escape_backslash)
+{
+    for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
+        if (*c == '\\' && escape_backslash)
+            fputs("\\\\", stream);
+        else if (*c == '\t')
+            fputs("\\t", stream);
+        else if (*c == '\n')
+            fputs("\\n", stream);
+        else if (*c == '\r')
+            fputs("\\r", stream);
+        else if (*c < 0x20 || *c == 0x7f)
+            fprintf(stream, "\\x%02x", *c);
+        else
+            fputc(*c, stream);
+    }
+}
+
 static void print_line(FILE *stream, const char *program, const char *format, va_list args)
 {
     va_list copy;
@@ -27,18 +45,7 @@ static void print_line(FILE *stream, const char *program, const char *format, va
         vfprintf(stream, format, args);
     } else {
         vsnprintf(text, (size_t)length + 1, format, args);
-        for (const unsigned char *c = (const unsigned char *)text; *c; c++) {
-            if (*c == '\n')
-                fputs("\\n", stream);
-            else if (*c == '\t')
-                fputs("\\t", stream);
-            else if (*c == '\r')
-                fputs("\\r", stream);
-            else if (*c < 0x20 || *c == 0x7f)
-                fprintf(stream, "\\x%02x", *c);
-            else
-                fputc(*c, stream);
-        }
+        captcha_tool_write_escaped(stream, text, 0);
         free(text);
     }
     fputc('\n', stream);

@@ -18,6 +18,10 @@ void captcha_tool_message(const char *program, const char *format, ...)
 #endif
     ;
 
+/* text on stream with tab, newline, carriage return and the other control bytes (and,
+ * with escape_backslash, backslashes) written as C escapes (\\ \t \n \r \xHH). */
+void captcha_tool_write_escaped(FILE *stream, const char *text, int escape_backslash);
+
 /* Prints "program: " + the formatted text + newline on stream, as one line: a newline,
  * tab, carriage return or other control byte in it (from a file name, say) is written as
  * a C escape (\n \t \r \xHH), so that it can neither split the line in a log nor move
