@@ -184,6 +184,7 @@ enum
   PROP_MIN_CONFIDENCE,
   PROP_LATENCY,
   PROP_FRAMES_PROCESSED,
+  PROP_QOS,
 };
 
 /* One region to read in the current frame. */
@@ -543,7 +544,21 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
           "counted)", 0, G_MAXUINT64, DEFAULT_FRAMES_PROCESSED,
           G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
 
-
+  /**
+   * GstCaptchaOcr:qos:
+   *
+   * GstBaseTransform's own switch (gst_base_transform_set_qos_enabled), given
+   * this element's meaning in its description: with it on (the default, as in
+   * every video filter), a frame that downstream's QoS events mark late passes
+   * on unread, carrying the last results marked reused, instead of being
+   * dropped; off, every frame is read.
+   */
+  g_object_class_install_property (gobject_class, PROP_QOS,
+      g_param_spec_boolean ("qos", "QoS",
+          "Handle downstream's Quality-of-Service events: a frame they mark "
+          "late passes on unread, carrying the last results marked reused "
+          "(false: every frame is read)", TRUE,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS));
 
   gst_element_class_set_static_metadata (element_class,
       "Captcha OCR", "Filter/Analyzer/Video",
@@ -624,6 +639,12 @@ gst_captcha_ocr_set_property (GObject * object, guint prop_id,
 {
   GstCaptchaOcr *self = GST_CAPTCHA_OCR (object);
 
+  /* the base class's switch takes the object lock itself */
+  if (prop_id == PROP_QOS) {
+    gst_base_transform_set_qos_enabled (GST_BASE_TRANSFORM (self),
+        g_value_get_boolean (value));
+    return;
+  }
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL:
@@ -692,6 +713,11 @@ gst_captcha_ocr_get_property (GObject * object, guint prop_id,
 {
   GstCaptchaOcr *self = GST_CAPTCHA_OCR (object);
 
+  if (prop_id == PROP_QOS) {
+    g_value_set_boolean (value,
+        gst_base_transform_is_qos_enabled (GST_BASE_TRANSFORM (self)));
+    return;
+  }
   GST_OBJECT_LOCK (self);
   switch (prop_id) {
     case PROP_MODEL:

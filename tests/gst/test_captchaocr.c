@@ -815,6 +815,12 @@ GST_START_TEST(test_qos)
 
         g_object_get(h->element, "qos", &value, NULL);
         fail_unless_equals_int(value, qos);
+        /* the element's own description of the base class's switch, which it drives */
+        fail_unless_equals_int(gst_base_transform_is_qos_enabled(GST_BASE_TRANSFORM(h->element)),
+                               qos);
+        fail_unless(strstr(g_param_spec_get_blurb(g_object_class_find_property(
+                               G_OBJECT_GET_CLASS(h->element), "qos")),
+                           "passes on unread") != NULL);
         harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
         for (i = 0; i < G_N_ELEMENTS(pts); i++) {
             GstBuffer *in = make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT,
