@@ -48,7 +48,10 @@
  * (the regions of one frame are read in batches of up to 64, so that any
  * number of them takes bounded memory; the results, their metas
  * and the message's list follow the order in which the upstream metas were
- * added to the buffer). A region partly outside
+ * added to the buffer). The region properties set in one g_object_set() (or
+ * between g_object_freeze_notify() and g_object_thaw_notify()) take effect
+ * together, even while frames stream: no frame is read with some of them
+ * old and some new. A region partly outside
  * the frame is clipped; one entirely outside (or empty) gives one warning
  * on the bus and no result, and the stream goes on.
  *
@@ -221,6 +224,13 @@ struct _GstCaptchaOcr
   guint threads;
   gint roi_x, roi_y, roi_width, roi_height;
   gchar *roi_type;
+  /* the region settings frames are read with: the five above as they were
+   * when the last g_object_set (or freeze_notify ... thaw_notify) of them
+   * ended (dispatch_properties_changed), so that a region set in one call is
+   * never read half old, half new; under the object lock */
+  captcha_roi active_roi;
+  gchar *active_roi_type;
+  gboolean region_pending;      /* a region setting not yet active */
   guint interval;
   gboolean message;
   gboolean message_on_change;
@@ -303,6 +313,8 @@ static void gst_captcha_ocr_set_property (GObject * object, guint prop_id,
 static void gst_captcha_ocr_get_property (GObject * object, guint prop_id,
     GValue * value, GParamSpec * pspec);
 static void gst_captcha_ocr_finalize (GObject * object);
+static void gst_captcha_ocr_dispatch_properties_changed (GObject * object,
+    guint n_pspecs, GParamSpec ** pspecs);
 static void gst_captcha_ocr_release_model (GstCaptchaOcr * self);
 static gboolean gst_captcha_ocr_start (GstBaseTransform * trans);
 static gboolean gst_captcha_ocr_stop (GstBaseTransform * trans);
@@ -335,6 +347,8 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
   gobject_class->set_property = gst_captcha_ocr_set_property;
   gobject_class->get_property = gst_captcha_ocr_get_property;
   gobject_class->finalize = gst_captcha_ocr_finalize;
+  gobject_class->dispatch_properties_changed =
+      GST_DEBUG_FUNCPTR (gst_captcha_ocr_dispatch_properties_changed);
 
   /**
    * GstCaptchaOcr:model:
@@ -599,6 +613,11 @@ gst_captcha_ocr_init (GstCaptchaOcr * self)
   self->roi_width = DEFAULT_ROI_WIDTH;
   self->roi_height = DEFAULT_ROI_HEIGHT;
   self->roi_type = g_strdup (DEFAULT_ROI_TYPE);
+  self->active_roi.x = DEFAULT_ROI_X;
+  self->active_roi.y = DEFAULT_ROI_Y;
+  self->active_roi.width = DEFAULT_ROI_WIDTH;
+  self->active_roi.height = DEFAULT_ROI_HEIGHT;
+  self->active_roi_type = g_strdup (DEFAULT_ROI_TYPE);
   self->interval = DEFAULT_INTERVAL;
   self->message = DEFAULT_MESSAGE;
   self->message_on_change = DEFAULT_MESSAGE_ON_CHANGE;
@@ -625,6 +644,7 @@ gst_captcha_ocr_finalize (GObject * object)
 
   g_free (self->model);
   g_free (self->roi_type);
+  g_free (self->active_roi_type);
   g_array_unref (self->regions);
   g_array_unref (self->results);
   g_array_unref (self->texts);
@@ -667,26 +687,26 @@ gst_captcha_ocr_set_property (GObject * object, guint prop_id,
       break;
     case PROP_ROI_X:
       self->roi_x = g_value_get_int (value);
-      self->region_warned = FALSE;
+      self->region_pending = TRUE;
       break;
     case PROP_ROI_Y:
       self->roi_y = g_value_get_int (value);
-      self->region_warned = FALSE;
+      self->region_pending = TRUE;
       break;
     case PROP_ROI_WIDTH:
       self->roi_width = g_value_get_int (value);
-      self->region_warned = FALSE;
+      self->region_pending = TRUE;
       break;
     case PROP_ROI_HEIGHT:
       self->roi_height = g_value_get_int (value);
-      self->region_warned = FALSE;
+      self->region_pending = TRUE;
       break;
     case PROP_ROI_TYPE:
       g_free (self->roi_type);
       self->roi_type = g_value_dup_string (value);
       if (self->roi_type && self->roi_type[0] == '\0')
         g_clear_pointer (&self->roi_type, g_free);
-      self->region_warned = FALSE;
+      self->region_pending = TRUE;
       break;
     case PROP_INTERVAL:
       self->interval = g_value_get_uint (value);
@@ -777,6 +797,41 @@ gst_captcha_ocr_get_property (GObject * object, guint prop_id,
       break;
   }
   GST_OBJECT_UNLOCK (self);
+}
+
+/* Makes the region settings set so far the ones frames are read with (and
+ * warns again about a region outside the frame). Under the object lock. */
+static void
+gst_captcha_ocr_commit_region (GstCaptchaOcr * self)
+{
+  if (!self->region_pending)
+    return;
+  self->region_pending = FALSE;
+  self->active_roi.x = self->roi_x;
+  self->active_roi.y = self->roi_y;
+  self->active_roi.width = self->roi_width;
+  self->active_roi.height = self->roi_height;
+  g_free (self->active_roi_type);
+  self->active_roi_type = g_strdup (self->roi_type);
+  self->region_warned = FALSE;
+}
+
+/* GObject calls this when a g_object_set (g_object_set_property, or the
+ * outermost thaw_notify) ends, after the set_property of each property it
+ * set: the region they set takes effect as a whole. (GstObject overrides it
+ * too, so GObject calls it for every GstObject, with or without notify
+ * handlers.) */
+static void
+gst_captcha_ocr_dispatch_properties_changed (GObject * object, guint n_pspecs,
+    GParamSpec ** pspecs)
+{
+  GstCaptchaOcr *self = GST_CAPTCHA_OCR (object);
+
+  GST_OBJECT_LOCK (self);
+  gst_captcha_ocr_commit_region (self);
+  GST_OBJECT_UNLOCK (self);
+  G_OBJECT_CLASS (parent_class)->dispatch_properties_changed (object, n_pspecs,
+      pspecs);
 }
 
 /* The model file to load: the property, else $CAPTCHA_MODEL, else the
@@ -1695,11 +1750,8 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   }
 
   GST_OBJECT_LOCK (self);
-  roi.x = self->roi_x;
-  roi.y = self->roi_y;
-  roi.width = self->roi_width;
-  roi.height = self->roi_height;
-  roi_type = g_strdup (self->roi_type);
+  roi = self->active_roi;
+  roi_type = g_strdup (self->active_roi_type);
   interval = self->interval;
   message = self->message;
   message_on_change = self->message_on_change;

@@ -979,6 +979,82 @@ GST_START_TEST(test_roi_property)
 
 GST_END_TEST;
 
+/* Two regions of the picture that share no coordinate. */
+static const gint roi_a[4] = {0, 0, 100, 40}, roi_b[4] = {60, 5, 140, 45};
+
+static gboolean is_region(const Result *r, const gint *roi)
+{
+    return r->x == (guint)roi[0] && r->y == (guint)roi[1] && r->width == (guint)roi[2] &&
+           r->height == (guint)roi[3];
+}
+
+static gpointer alternate_regions(gpointer data)
+{
+    GstElement *element = data;
+    guint i;
+
+    for (i = 0; !g_atomic_int_get((gint *)g_object_get_data(G_OBJECT(element), "stop")); i++) {
+        const gint *roi = i % 2 ? roi_a : roi_b;
+        g_object_set(element, "roi-x", roi[0], "roi-y", roi[1], "roi-width", roi[2], "roi-height",
+                     roi[3], NULL);
+    }
+    return NULL;
+}
+
+/* The roi-* properties set in one g_object_set (or between freeze_notify and
+ * thaw_notify) take effect together: a frame read while another thread moves
+ * the region is read with the old region or the new one, never with x from
+ * one and width from the other. */
+GST_START_TEST(test_roi_atomic)
+{
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    GstHarness *h = harness_new(NULL, "roi-x", roi_a[0], "roi-y", roi_a[1], "roi-width", roi_a[2],
+                                "roi-height", roi_a[3], "message", FALSE, NULL);
+    gint stop = 0, x;
+    GstBuffer *out;
+    GThread *thread;
+    Result r[2];
+    guint i, torn = 0;
+
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+    /* half set: the frame is read with the whole old region */
+    g_object_freeze_notify(G_OBJECT(h->element));
+    g_object_set(h->element, "roi-x", roi_b[0], "roi-y", roi_b[1], NULL);
+    g_object_get(h->element, "roi-x", &x, NULL);
+    fail_unless_equals_int(x, roi_b[0]); /* reads back as set */
+    out = push_pull(h, make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx));
+    fail_unless_equals_int(results_of(out, r, 2), 1);
+    fail_unless(is_region(&r[0], roi_a), "half-set region read: %u,%u %ux%u", r[0].x, r[0].y,
+                r[0].width, r[0].height);
+    gst_buffer_unref(out);
+    g_object_set(h->element, "roi-width", roi_b[2], "roi-height", roi_b[3], NULL);
+    g_object_thaw_notify(G_OBJECT(h->element));
+    out = push_pull(h, make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx));
+    fail_unless_equals_int(results_of(out, r, 2), 1);
+    fail_unless(is_region(&r[0], roi_b), "region after thaw: %u,%u %ux%u", r[0].x, r[0].y,
+                r[0].width, r[0].height);
+    gst_buffer_unref(out);
+
+    /* another thread moving the region while frames stream */
+    g_object_set_data(G_OBJECT(h->element), "stop", &stop);
+    thread = g_thread_new("roi-setter", alternate_regions, h->element);
+    for (i = 0; i < 300; i++) {
+        out = push_pull(h, make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx));
+        fail_unless_equals_int(results_of(out, r, 2), 1);
+        if (!is_region(&r[0], roi_a) && !is_region(&r[0], roi_b) && torn++ == 0)
+            GST_ERROR("torn region %u,%u %ux%u", r[0].x, r[0].y, r[0].width, r[0].height);
+        gst_buffer_unref(out);
+    }
+    g_atomic_int_set(&stop, 1);
+    g_thread_join(thread);
+    fail_unless_equals_int(torn, 0);
+
+    gst_harness_teardown(h);
+    g_free(picture);
+}
+
+GST_END_TEST;
+
 static void add_upstream_region(GstBuffer *buffer, const gchar *type, gint id, guint x, guint y,
                                 guint w, guint hh)
 {
@@ -2164,6 +2240,7 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_threads);
     tcase_add_test(tc, test_frame_untouched);
     tcase_add_test(tc, test_roi_property);
+    tcase_add_test(tc, test_roi_atomic);
     tcase_add_test(tc, test_roi_meta);
     tcase_add_test(tc, test_roi_order);
     tcase_add_test(tc, test_roi_many);
