@@ -30,7 +30,7 @@ rm -rf "$samples"
 build/train/captcha-gen --out "$samples" --count 12 --seed 2024 >/dev/null
 
 echo
-echo "Sample captchas read by: filesrc ! decodebin ! videoconvert ! imagefreeze ! captchaocr ! fakesink"
+echo "Sample captchas read by: fdsrc ! decodebin ! videoconvert ! imagefreeze ! captchaocr ! fakesink"
 printf '%-8s %-8s %-10s %s\n' truth read confidence ""
 right=0
 total=0
