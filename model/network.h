@@ -128,13 +128,14 @@ void captcha_network_set_adam_step_count(captcha_network *network, int64_t value
  * EVAL uses running statistics (batch norm folded into the convolutions, one
  * fused conv+bias(+residual)+ReLU call per convolution); TRAIN uses batch
  * statistics, updates the running statistics and num_batches_tracked, and keeps
- * the activations for captcha_network_backward. batch in 1..CAPTCHA_MAX_BATCH
- * (TRAIN: >= 2, as PyTorch refuses batch statistics of one value per channel at
- * the last block).
+ * the activations for the backward pass (captcha_network_forward_backward).
+ * batch in 1..CAPTCHA_MAX_BATCH (TRAIN: >= 2, as PyTorch refuses batch
+ * statistics of one value per channel at the last block).
  *
  * An image's EVAL logits do not depend on the other images of the batch, but
  * the backend may pick a different kernel for another batch size (CPU:
- * Winograd F(2x2,3x3) at batches 1-2, F(4x4,3x3) above), so they can differ in
+ * Winograd F(2x2,3x3) on outputs under 1024 pixels a call at batches 1-2,
+ * F(4x4,3x3) otherwise), so they can differ in
  * float32 rounding, up to ~1e-5 here (a confidence in its 4th decimal).
  *
  * Errors: CAPTCHA_ERROR_INVALID_ARGUMENT for a NULL input or logits or a batch
