@@ -227,7 +227,8 @@ typedef struct {
 /* The common head of every backend instance; each backend embeds it first. */
 struct captcha_backend {
     const captcha_backend_ops *ops;
-    int threads; /* CPU threads used by host-side work (0 = all cores) */
+    int threads; /* CPU backend: the OpenMP threads its ops use (0 given to create is
+                    stored as the number of cores); 0 in the CUDA backend */
 };
 
 /* Backend choice as given by users ("auto" prefers CUDA, falls back to CPU). */
