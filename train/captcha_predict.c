@@ -8,7 +8,7 @@
  *                                      softmax probabilities, 4 decimals; path
  *                                      with C escapes: \\ \t \n \r \xHH)
  * and, when the label of every read image's file name (image_io.h rule) has
- * the model's length, a last line
+ * the model's length and only characters of its charset, a last line
  *   accuracy: full=0.XXXX char=0.XXXX n=N
  */
 #include <errno.h>
@@ -52,7 +52,7 @@ static void usage(FILE *stream)
           "escaped: a backslash, tab, newline, carriage return or other control byte is\n"
           "written as a C escape (\\\\ \\t \\n \\r \\xHH). When the label of every image's\n"
           "file name (without extension and without any suffix from the first '_') has the\n"
-          "model's length, a last line\n"
+          "model's length and only characters of its charset, a last line\n"
           "  accuracy: full=0.XXXX char=0.XXXX n=N\n"
           "compares the texts with those labels.\n"
           "\n"
@@ -252,7 +252,10 @@ int main(int argc, char **argv)
             printf("\t%s\t%.4f\n", r->text, r->confidence);
             int length =
                 captcha_label_from_path(paths.paths[index], labels[index], sizeof labels[0]);
-            if (length != config->length) {
+            /* a name that cannot be a label of this model (another length, a character
+             * outside its charset: a space, an upper-case letter) turns the accuracy off */
+            if (length != config->length ||
+                strspn(labels[index], config->charset) != (size_t)length) {
                 labelled = 0;
             } else {
                 int correct = captcha_correct_chars(labels[index], r->text, config->length);

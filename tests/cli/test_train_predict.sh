@@ -65,6 +65,11 @@ cp "$T/val/$first" "$T/unlabelled.png"
 grep -q '^accuracy:' "$T/p2.txt" && fail "accuracy line printed although a name is not a label"
 [ "$(sed -n 1p "$T/p2.txt" | cut -f2-)" = "$(sed -n 2p "$T/p2.txt" | cut -f2-)" ] ||
     fail "same image gave different results"
+# a name of the model's length (2) with a character outside its charset "abc": no label
+cp "$T/val/$first" "$T/ad.png"
+"$PREDICT" --model "$T/m.safetensors" --device cpu "$T/ad.png" "$T/val/$first" >"$T/p3.txt" 2>/dev/null ||
+    fail "predict on ad.png"
+grep -q '^accuracy:' "$T/p3.txt" && fail "accuracy line for a name outside the charset: $(cat "$T/p3.txt")"
 
 # --- the reference recipe runs and is recorded ---
 "$TRAIN" --train "$T/train" --out "$T/ref.safetensors" --recipe reference --charset abc \
