@@ -22,6 +22,7 @@
 #include "../backend.h"
 #include "../op_check.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <malloc.h>
 #include <stdint.h>
@@ -1600,6 +1601,20 @@ static const captcha_backend_ops cpu_ops = {
     .preprocess = cpu_preprocess,
 };
 
+/* The environment variable `name` read as a whole number in [minimum, INT_MAX]; anything
+ * else (unset, "", "abc", "-1", "16px", out of range) gives `fallback`. These are tuning
+ * and test knobs, so a typo keeps the default rather than half-applying (atoi("8x") = 8). */
+static int env_whole_number(const char *name, long minimum, int fallback)
+{
+    const char *text = getenv(name);
+    if (!text || !*text)
+        return fallback;
+    char *end = NULL;
+    errno = 0;
+    long value = strtol(text, &end, 10);
+    return !*end && errno == 0 && value >= minimum && value <= INT_MAX ? (int)value : fallback;
+}
+
 captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, captcha_error *err)
 {
     captcha_status status = CAPTCHA_OK;
@@ -1618,20 +1633,12 @@ captcha_status captcha_backend_cpu_create(int threads, captcha_backend **out, ca
     /* oneDNN here runs on OpenMP: this sets the threads of its primitives and
      * of our loops alike */
     omp_set_num_threads(cpu->base.threads);
-    const char *max_primitives = getenv("CAPTCHA_CPU_MAX_PRIMITIVES");
-    cpu->max_entries = max_primitives && atoi(max_primitives) >= 1 ? atoi(max_primitives)
-                                                                    : CPU_MAX_ENTRIES;
+    cpu->max_entries = env_whole_number("CAPTCHA_CPU_MAX_PRIMITIVES", 1, CPU_MAX_ENTRIES);
     const char *layout = getenv("CAPTCHA_CPU_CONV_LAYOUT");
     cpu->prefer_blocked = !(layout && !strcmp(layout, "plain"));
     const char *huge = getenv("CAPTCHA_CPU_HUGE_PAGES");
     cpu->huge_pages = !(huge && !strcmp(huge, "0"));
-    /* a whole number >= 0; anything else ("", "abc", "-1", "16px") keeps the default */
-    const char *nhwc = getenv("CAPTCHA_CPU_NHWC_PIXELS");
-    char *nhwc_end = NULL;
-    long nhwc_value = nhwc ? strtol(nhwc, &nhwc_end, 10) : -1;
-    cpu->nhwc_max_pixels = nhwc && *nhwc && !*nhwc_end && nhwc_value >= 0 && nhwc_value <= INT_MAX
-                               ? (int)nhwc_value
-                               : CPU_NHWC_MAX_PIXELS;
+    cpu->nhwc_max_pixels = env_whole_number("CAPTCHA_CPU_NHWC_PIXELS", 0, CPU_NHWC_MAX_PIXELS);
     const char *algorithm = getenv("CAPTCHA_CPU_CONV_ALG");
     cpu->winograd = cpu->prefer_blocked && !(algorithm && !strcmp(algorithm, "direct"));
     /* the ISA values are bit sets: AVX-512 (core) includes all of avx512_core's bits */
