@@ -213,7 +213,8 @@ captcha_status captcha_path_list_read_folder(captcha_path_list *list, const char
                             strerror(errno));
     size_t first = list->count;
     size_t dir_length = strlen(dir);
-    while (dir_length > 1 && dir[dir_length - 1] == '/')
+    /* "dir/", "dir//" -> "dir"; "/" and "//" -> "" so that entries read "/name" */
+    while (dir_length > 0 && dir[dir_length - 1] == '/')
         dir_length--;
     captcha_status status = CAPTCHA_OK;
     struct dirent *entry;

@@ -71,6 +71,14 @@ cp "$T/val/$first" "$T/ad.png"
     fail "predict on ad.png"
 grep -q '^accuracy:' "$T/p3.txt" && fail "accuracy line for a name outside the charset: $(cat "$T/p3.txt")"
 
+# a folder given with trailing slashes is listed as "folder/name"; the root folder as
+# "/name" (it printed "//etc"): / holds folders, which are noted, and no image
+"$PREDICT" --model "$T/m.safetensors" --device cpu "$T/val//" >"$T/p4.txt" 2>/dev/null ||
+    fail "predict on val//"
+[ "$(sed -n 1p "$T/p4.txt" | cut -f1)" = "$T/val/$first" ] || fail "val// listed as $(sed -n 1p "$T/p4.txt")"
+"$PREDICT" --model "$T/m.safetensors" --device cpu / >/dev/null 2>"$T/root.txt"
+grep -q ' /etc: a folder' "$T/root.txt" || fail "/ listed as: $(head -n 3 "$T/root.txt")"
+
 # --- the reference recipe runs and is recorded ---
 "$TRAIN" --train "$T/train" --out "$T/ref.safetensors" --recipe reference --charset abc \
     --input 64x32 --epochs 1 --threads 2 --device cpu 2>"$T/ref.log" || { cat "$T/ref.log"; fail "reference recipe run"; }
