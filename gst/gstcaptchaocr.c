@@ -316,6 +316,8 @@ static void gst_captcha_ocr_finalize (GObject * object);
 static void gst_captcha_ocr_dispatch_properties_changed (GObject * object,
     guint n_pspecs, GParamSpec ** pspecs);
 static void gst_captcha_ocr_release_model (GstCaptchaOcr * self);
+static GstStateChangeReturn gst_captcha_ocr_change_state (GstElement *
+    element, GstStateChange transition);
 static gboolean gst_captcha_ocr_start (GstBaseTransform * trans);
 static gboolean gst_captcha_ocr_stop (GstBaseTransform * trans);
 static GstFlowReturn gst_captcha_ocr_prepare_output_buffer (GstBaseTransform *
@@ -582,6 +584,8 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);
 
+  element_class->change_state =
+      GST_DEBUG_FUNCPTR (gst_captcha_ocr_change_state);
   trans_class->start = GST_DEBUG_FUNCPTR (gst_captcha_ocr_start);
   trans_class->stop = GST_DEBUG_FUNCPTR (gst_captcha_ocr_stop);
   trans_class->prepare_output_buffer =
@@ -1051,6 +1055,27 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
   self->latency_next = 0;
   GST_OBJECT_UNLOCK (self);
   return TRUE;
+}
+
+/* GstBaseTransform calls start() from the sink pad's activation, after the
+ * pad has begun to accept data: a buffer (or caps) from an upstream that kept
+ * running, e.g. while this element alone is taken to READY and back to change
+ * its model, would reach the element before its model is set up. Holding the
+ * sink pad's stream lock (which every buffer and serialized event takes)
+ * through the activation makes them wait until start() has ended. */
+static GstStateChangeReturn
+gst_captcha_ocr_change_state (GstElement * element, GstStateChange transition)
+{
+  GstPad *sinkpad = GST_BASE_TRANSFORM_SINK_PAD (element);
+  GstStateChangeReturn ret;
+
+  if (transition != GST_STATE_CHANGE_READY_TO_PAUSED)
+    return GST_ELEMENT_CLASS (parent_class)->change_state (element,
+        transition);
+  GST_PAD_STREAM_LOCK (sinkpad);
+  ret = GST_ELEMENT_CLASS (parent_class)->change_state (element, transition);
+  GST_PAD_STREAM_UNLOCK (sinkpad);
+  return ret;
 }
 
 static gboolean

@@ -35,6 +35,8 @@ static gchar *truncated_header_path;
 static gchar *truncated_data_path;
 static gchar *wrong_shape_path;
 static gchar *missing_path;
+static gchar *plain_path; /* model_path without its metadata (a plain state_dict) */
+static gchar *short_path; /* a valid model of 4 characters, seed 2 */
 
 /* ---- pictures ---------------------------------------------------------- */
 
@@ -2140,6 +2142,96 @@ GST_START_TEST(test_statistics)
 
 GST_END_TEST;
 
+/* A buffer that an upstream still running pushes while the element starts
+ * again (taken alone to READY and back, to load another model) waits until
+ * the new model is set up, then is read with it (not with the old model's
+ * length, nor without a model). The start is held at its model notice (an
+ * INFO message, handled synchronously in the starting thread) while another
+ * thread pushes the buffer. */
+typedef struct {
+    GstHarness *h;
+    GstBuffer *buffer;
+    GThread *thread;
+    GMutex lock;
+    GCond cond;
+    gboolean pushed;
+    GstFlowReturn flow;
+} RestartPush;
+
+static gpointer restart_push_thread(gpointer data)
+{
+    RestartPush *rp = data;
+    GstFlowReturn flow = gst_harness_push(rp->h, rp->buffer);
+
+    g_mutex_lock(&rp->lock);
+    rp->flow = flow;
+    rp->pushed = TRUE;
+    g_cond_broadcast(&rp->cond);
+    g_mutex_unlock(&rp->lock);
+    return NULL;
+}
+
+static GstBusSyncReply push_during_start(G_GNUC_UNUSED GstBus *bus, GstMessage *msg, gpointer data)
+{
+    RestartPush *rp = data;
+    gint64 deadline = g_get_monotonic_time() + G_TIME_SPAN_SECOND;
+
+    if (GST_MESSAGE_TYPE(msg) != GST_MESSAGE_INFO || rp->thread)
+        return GST_BUS_PASS;
+    rp->thread = g_thread_new("push-during-start", restart_push_thread, rp);
+    /* a push let through before the start ends returns at once; one held
+     * until then, at the deadline */
+    g_mutex_lock(&rp->lock);
+    while (!rp->pushed && g_cond_wait_until(&rp->cond, &rp->lock, deadline))
+        ;
+    g_mutex_unlock(&rp->lock);
+    return GST_BUS_PASS;
+}
+
+GST_START_TEST(test_restart_while_streaming)
+{
+    guint8 *picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    Result expected = read_once(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    RestartPush rp = {0};
+    GstHarness *h;
+    GstBus *bus;
+    GstBuffer *out;
+    Result r[2];
+
+    h = harness_new(&bus, "model", short_path, NULL);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+    out = push_pull(h, make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx));
+    fail_unless_equals_int(results_of(out, r, 2), 1);
+    fail_unless_equals_int(strlen(r[0].text), 4);
+    gst_buffer_unref(out);
+    fail_unless_equals_int(gst_element_set_state(h->element, GST_STATE_READY),
+                           GST_STATE_CHANGE_SUCCESS);
+    g_object_set(h->element, "model", plain_path, NULL);
+    g_mutex_init(&rp.lock);
+    g_cond_init(&rp.cond);
+    rp.h = h;
+    rp.buffer = make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    gst_bus_set_sync_handler(bus, push_during_start, &rp, NULL);
+    fail_unless_equals_int(gst_element_set_state(h->element, GST_STATE_PLAYING),
+                           GST_STATE_CHANGE_SUCCESS);
+    fail_unless(rp.thread != NULL, "no notice while the plain model loaded");
+    g_thread_join(rp.thread);
+    gst_bus_set_sync_handler(bus, NULL, NULL, NULL);
+    fail_unless_equals_int(rp.flow, GST_FLOW_OK);
+    out = gst_harness_pull(h);
+    fail_unless_equals_int(results_of(out, r, 2), 1);
+    assert_same_reading(&r[0], &expected, "a buffer pushed during the start");
+    fail_unless_equals_int(r[0].chars, 5);
+    gst_buffer_unref(out);
+    fail_unless_equals_int(count_messages(bus, GST_MESSAGE_ERROR), 0);
+    g_mutex_clear(&rp.lock);
+    g_cond_clear(&rp.cond);
+    harness_teardown_with_bus(h, bus);
+    g_free(picture);
+}
+
+GST_END_TEST;
+
 /* 200 start/stop cycles (leaks: run under valgrind or ASan in CI). */
 GST_START_TEST(test_state_cycles)
 {
@@ -2187,12 +2279,19 @@ static void make_models(void)
     truncated_data_path = g_build_filename(tmpdir, "data.safetensors", NULL);
     wrong_shape_path = g_build_filename(tmpdir, "shape.safetensors", NULL);
     missing_path = g_build_filename(tmpdir, "missing.safetensors", NULL);
+    plain_path = g_build_filename(tmpdir, "plain.safetensors", NULL);
+    short_path = g_build_filename(tmpdir, "short.safetensors", NULL);
 
     captcha_config_reference(&config);
     if (captcha_backend_create(CAPTCHA_DEVICE_CPU, 0, 0, &backend, NULL, 0, &err) != CAPTCHA_OK ||
         captcha_network_create(backend, &config, 1, &network, &err) != CAPTCHA_OK ||
         captcha_model_save(network, model_path, NULL, &err) != CAPTCHA_OK)
         g_error("cannot make the test model: %s", err.message);
+    captcha_network_destroy(network);
+    config.length = 4;
+    if (captcha_network_create(backend, &config, 2, &network, &err) != CAPTCHA_OK ||
+        captcha_model_save(network, short_path, NULL, &err) != CAPTCHA_OK)
+        g_error("cannot make the 4-character test model: %s", err.message);
     captcha_network_destroy(network);
     captcha_backend_destroy(backend);
 
@@ -2209,13 +2308,26 @@ static void make_models(void)
         g_error("the model header has no \"length\":\"5\" to edit");
     length[10] = '4';
     write_part(wrong_shape_path, data, size);
+    length[10] = '5';
+    /* the metadata entry (written first) blanked out: the same weights as a
+     * plain PyTorch state_dict, which loads with the reference config and a notice */
+    {
+        gchar *start = g_strstr_len(data + 8, header_size, "\"__metadata__\":{");
+        gchar *end = start ? strchr(start, '}') : NULL;
+
+        if (!end || end[1] != ',')
+            g_error("the model header has no \"__metadata__\" entry first");
+        memset(start, ' ', end + 2 - start);
+    }
+    write_part(plain_path, data, size);
     g_free(data);
 }
 
 static void remove_models(void)
 {
-    const gchar *paths[] = {model_path, truncated_header_path, truncated_data_path,
-                            wrong_shape_path};
+    const gchar *paths[] = {model_path,          truncated_header_path,
+                            truncated_data_path, wrong_shape_path,
+                            plain_path,          short_path};
     guint i;
 
     for (i = 0; i < G_N_ELEMENTS(paths); i++)
@@ -2259,6 +2371,7 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_region_outside);
     tcase_add_test(tc, test_renegotiation);
     tcase_add_test(tc, test_statistics);
+    tcase_add_test(tc, test_restart_while_streaming);
     tcase_add_test(tc, test_state_cycles);
     return s;
 }
