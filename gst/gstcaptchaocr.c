@@ -1032,9 +1032,9 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
     g_free (path);
     return FALSE;
   }
+  /* (the notice names the file) */
   if (notice[0])
-    GST_ELEMENT_INFO (self, RESOURCE, SETTINGS, ("%s: %s", path, notice),
-        (NULL));
+    GST_ELEMENT_INFO (self, RESOURCE, SETTINGS, ("%s", notice), (NULL));
 
   self->config = *captcha_network_config (self->network);
   self->image_floats = (gsize) self->config.input_height * 3 *

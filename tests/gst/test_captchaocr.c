@@ -1924,6 +1924,39 @@ GST_START_TEST(test_error_model)
 
 GST_END_TEST;
 
+/* A plain state_dict (no metadata) loads with one INFO message that names
+ * the file once and what was assumed. */
+GST_START_TEST(test_model_notice)
+{
+    GstElement *element = gst_element_factory_make("captchaocr", NULL);
+    GstBus *bus = gst_bus_new();
+    GstMessage *msg;
+    GError *error = NULL;
+    const gchar *first;
+
+    g_object_set(element, "model", plain_path, "device", 1, NULL);
+    gst_element_set_bus(element, bus);
+    fail_unless_equals_int(gst_element_set_state(element, GST_STATE_PAUSED),
+                           GST_STATE_CHANGE_SUCCESS);
+    msg = gst_bus_pop_filtered(bus, GST_MESSAGE_INFO);
+    fail_unless(msg != NULL, "no notice for a model without metadata");
+    gst_message_parse_info(msg, &error, NULL);
+    first = strstr(error->message, plain_path);
+    fail_unless(first != NULL, "\"%s\" does not name the file", error->message);
+    fail_unless(strstr(first + 1, plain_path) == NULL, "\"%s\" names the file twice",
+                error->message);
+    fail_unless(strstr(error->message, "no gst-captcha metadata") != NULL, "%s", error->message);
+    g_error_free(error);
+    gst_message_unref(msg);
+    fail_unless_equals_int(count_messages(bus, GST_MESSAGE_INFO), 0);
+    gst_element_set_state(element, GST_STATE_NULL);
+    gst_element_set_bus(element, NULL);
+    gst_object_unref(bus);
+    gst_object_unref(element);
+}
+
+GST_END_TEST;
+
 /* No model property: $CAPTCHA_MODEL, else the bundled model, else an
  * error naming where it was looked for. */
 GST_START_TEST(test_default_model)
@@ -2366,6 +2399,7 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_message_on_change);
     tcase_add_test(tc, test_min_confidence);
     tcase_add_test(tc, test_error_model);
+    tcase_add_test(tc, test_model_notice);
     tcase_add_test(tc, test_default_model);
     tcase_add_test(tc, test_device);
     tcase_add_test(tc, test_region_outside);
