@@ -10,8 +10,9 @@
  * The metas are read on the src pad of the last captchaocr in the stream
  * (the most downstream one, when there are several), by a buffer probe; an
  * application would do the same in an appsink or a later probe, but before
- * any videoscale (which drops the params in GStreamer 1.22). Every region on
- * the buffer is printed, including those of earlier captchaocr elements.
+ * any videoscale or format-changing videoconvert (which drop the params in
+ * GStreamer 1.22). Every region on the buffer is printed, including those of
+ * earlier captchaocr elements.
  *
  * Output: a header line "pts id parent region text confidence reused"
  * (tab-separated), then one line per region:

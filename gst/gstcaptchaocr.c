@@ -81,9 +81,12 @@
  * in the metas and messages are all in the coordinates of that frame.
  *
  * Known limitation of GStreamer 1.22: a `videoscale` (or other element that
- * scales the frame) placed after captchaocr transforms the region box of
- * the meta but drops its parameters (the "captcha" structure), so read the
- * meta before scaling, or use the bus message.
+ * scales the frame), or a `videoconvert` that changes the format (both are
+ * videoconvertscale there, which transforms the metas as a scale), placed
+ * after captchaocr transforms the region box of the meta but drops its
+ * parameters (the "captcha" structure), and a `videocrop` that copies the
+ * frame drops the region metas, so read the meta before them, or use the
+ * bus message.
  *
  * ## Example launch lines
  * |[

@@ -2038,6 +2038,65 @@ GST_START_TEST(test_device)
 
 GST_END_TEST;
 
+/* What elements placed after captchaocr leave of its results in GStreamer
+ * 1.22 (the caveat of the README and the element's documentation): one that
+ * converts the format (videoconvert, which is videoconvertscale there, as
+ * videoscale) keeps the region box but drops the "captcha" structure, one
+ * that leaves the frame as it is keeps both, videocrop (copying the frame)
+ * drops the region. Later GStreamer versions are not checked. */
+GST_START_TEST(test_downstream_elements)
+{
+    struct {
+        const gchar *after; /* the elements after captchaocr */
+        guint regions;      /* captcha regions left */
+        gboolean text;      /* with their "captcha" structure */
+    } cases[] = {
+        {"videoconvert", 1, TRUE},
+        {"videoconvert ! capsfilter caps=video/x-raw,format=I420", 1, FALSE},
+        {"videoscale ! capsfilter caps=video/x-raw,width=101,height=25", 1, FALSE},
+        {"videocrop left=10", 0, FALSE},
+    };
+    guint8 *picture;
+    guint major, minor, micro, nano, c;
+
+    gst_version(&major, &minor, &micro, &nano);
+    if (major != 1 || minor != 22)
+        return;
+    picture = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    for (c = 0; c < G_N_ELEMENTS(cases); c++) {
+        gchar *description =
+            g_strdup_printf("captchaocr device=cpu model=\"%s\" ! %s", model_path, cases[c].after);
+        GstHarness *h = gst_harness_new_parse(description);
+        GstBuffer *out;
+        gpointer state = NULL;
+        GstMeta *meta;
+        guint regions = 0;
+
+        harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, PICTURE_WIDTH, PICTURE_HEIGHT);
+        out = push_pull(h,
+                        make_buffer(picture, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx));
+        while ((meta = gst_buffer_iterate_meta_filtered(
+                    out, &state, GST_VIDEO_REGION_OF_INTEREST_META_API_TYPE))) {
+            GstVideoRegionOfInterestMeta *roi = (GstVideoRegionOfInterestMeta *)meta;
+
+            if (roi->roi_type != g_quark_from_string("captcha"))
+                continue;
+            regions++;
+            fail_unless((gst_video_region_of_interest_meta_get_param(roi, "captcha") != NULL) ==
+                            cases[c].text,
+                        "%s: the \"captcha\" structure is%s there", cases[c].after,
+                        cases[c].text ? " not" : "");
+        }
+        fail_unless_equals_int(regions, cases[c].regions);
+        gst_buffer_unref(out);
+        gst_harness_teardown(h);
+        g_free(description);
+    }
+    g_free(picture);
+}
+
+GST_END_TEST;
+
 /* A region entirely outside the frame (or empty): one warning for the
  * stream that says why, no result, buffers still flow. */
 GST_START_TEST(test_region_outside)
@@ -2402,6 +2461,7 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_model_notice);
     tcase_add_test(tc, test_default_model);
     tcase_add_test(tc, test_device);
+    tcase_add_test(tc, test_downstream_elements);
     tcase_add_test(tc, test_region_outside);
     tcase_add_test(tc, test_renegotiation);
     tcase_add_test(tc, test_statistics);
