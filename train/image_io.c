@@ -115,6 +115,15 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
     image->width = width;
     image->height = height;
     image->rgb = rgb;
+    /* stb decodes up to 2^24 pixels a side, the preprocessing takes at most 65536: refused
+     * here, a training run would otherwise stop at the first batch holding the image */
+    captcha_image view = captcha_rgb_image_view(image);
+    if (captcha_image_validate(&view, err) != CAPTCHA_OK) {
+        captcha_rgb_image_free(image);
+        memset(image, 0, sizeof *image);
+        captcha_error_prefix(err, "%s: ", path);
+        return CAPTCHA_ERROR_FORMAT;
+    }
     return CAPTCHA_OK;
 }
 

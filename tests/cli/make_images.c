@@ -9,7 +9,11 @@
  * dark/light colours and +-12 grey levels of noise. Image i's label is random
  * (from SEED); it is written as LABEL_i.png. The encoding cycles so the tools'
  * decoding by content is exercised: RGB PNG, RGBA PNG, grey PNG, and JPEG
- * (quality 95) under the .png extension. */
+ * (quality 95) under the .png extension.
+ *
+ *   make_images --gray WIDTH HEIGHT FILE
+ *
+ * writes one black grey PNG of that size. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +33,13 @@ static uint32_t next_random(void)
 
 int main(int argc, char **argv)
 {
+    if (argc == 5 && !strcmp(argv[1], "--gray")) { /* make_images --gray WIDTH HEIGHT FILE */
+        int width = atoi(argv[2]), height = atoi(argv[3]);
+        uint8_t *grey = width > 0 && height > 0 ? calloc((size_t)width * height, 1) : NULL;
+        int ok = grey && stbi_write_png(argv[4], width, height, 1, grey, width);
+        free(grey);
+        return ok ? 0 : 1;
+    }
     if (argc < 6) {
         fprintf(stderr, "usage: %s DIR COUNT SEED CHARSET LENGTH [CELL]\n", argv[0]);
         return 2;

@@ -77,6 +77,16 @@ grep -q "warning: skipping $T/mixed/ab_trunc.png: cannot decode" "$T/err.txt" ||
 grep -q "warning: skipping $T/mixed/notes.txt: cannot decode" "$T/err.txt" || fail "non-image file not named"
 grep -q "2 file(s) of $T/mixed skipped" "$T/err.txt" || fail "skipped files not counted"
 grep -q "^captcha-train: 8 training images" "$T/err.txt" || fail "expected 8 training images"
+# --- an image wider than the preprocessing takes (stb decodes it): skipped when the folder is
+# read, not counted as a training image that stops the run at the first batch holding it ---
+mkdir "$T/wide"
+cp "$T"/good/* "$T/wide/"
+"$MAKE" --gray 70000 1 "$T/wide/ab_wide.png" || fail "make_images --gray"
+"$TRAIN" --train "$T/wide" --out "$T/wide.safetensors" $COMMON 2>"$T/err.txt" ||
+    fail "training with a too wide image exited $?: $(cat "$T/err.txt")"
+grep -q "warning: skipping $T/wide/ab_wide.png: image size is 70000x1, expected width and height in 1..65536" "$T/err.txt" ||
+    fail "too wide image not skipped when read: $(cat "$T/err.txt")"
+grep -q "^captcha-train: 8 training images" "$T/err.txt" || fail "too wide image counted: $(cat "$T/err.txt")"
 
 # --- a label character outside the charset: names the file and the character ---
 mkdir "$T/badchar"
