@@ -106,8 +106,9 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
                                   "at most 16777216 pixels a side and about 2^30 bytes of pixels)",
                                   path, width, height);
         else
+            /* "" for a PNG chunk of unknown type whose first byte is 0 (stb names the type) */
             status = captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: cannot decode: %s", path,
-                                  reason ? reason : "unknown reason");
+                                  reason && reason[0] ? reason : "unknown reason");
         free(data);
         return status;
     }

@@ -87,6 +87,10 @@ cp "$T"/good/* "$T/wide/"
 grep -q "warning: skipping $T/wide/ab_wide.png: image size is 70000x1, expected width and height in 1..65536" "$T/err.txt" ||
     fail "too wide image not skipped when read: $(cat "$T/err.txt")"
 grep -q "^captcha-train: 8 training images" "$T/err.txt" || fail "too wide image counted: $(cat "$T/err.txt")"
+# --- a PNG chunk type starting with a 0 byte (stb_image's reason is then ""): a reason given ---
+"$MAKE" --gray 8 8 "$T/chunk.png" || fail "make_images --gray"
+printf '\000' | dd of="$T/chunk.png" bs=1 seek=37 conv=notrunc 2>/dev/null # IDAT -> \0DAT
+expect 1 "warning: skipping $T/chunk.png: cannot decode: unknown reason" "$PREDICT" --model "$T/mixed.safetensors" "$T/chunk.png"
 
 # --- a label character outside the charset: names the file and the character ---
 mkdir "$T/badchar"
