@@ -854,6 +854,128 @@ static void strip_metadata(json_t *header)
     assert_int_equal(json_object_del(header, "__metadata__"), 0);
 }
 
+/* ---- seeded mutations ---- */
+
+static uint64_t g_mutation_state = 0x2545F4914F6CDD1Dull;
+
+static uint64_t next_mutation(void)
+{
+    g_mutation_state ^= g_mutation_state << 13;
+    g_mutation_state ^= g_mutation_state >> 7;
+    g_mutation_state ^= g_mutation_state << 17;
+    return g_mutation_state;
+}
+
+/* Writes bytes to path and loads it: either a network (and captcha_model_read_config
+ * agrees), or a failure with *out NULL and a message naming path. Returns whether it
+ * loaded. */
+static int load_mutated(const char *path, const unsigned char *bytes, size_t size, const char *what)
+{
+    assert_int_equal(captcha_test_write_file(path, bytes, size), 0);
+    captcha_error err = {0};
+    captcha_network *network = (captcha_network *)&err; /* must be set */
+    captcha_status status = captcha_model_load(path, g_backend, &network, NULL, 0, &err);
+    if (status != CAPTCHA_OK) {
+        assert_null(network);
+        if (!strstr(err.message, path))
+            fail_msg("%s: the message \"%s\" does not name the file", what, err.message);
+        return 0;
+    }
+    assert_non_null(network);
+    captcha_network_destroy(network);
+    captcha_config config;
+    if (captcha_model_read_config(path, &config, NULL, 0, &err) != CAPTCHA_OK)
+        fail_msg("%s: loads, but captcha_model_read_config fails: %s", what, err.message);
+    return 1;
+}
+
+/* A fixed set of seeded corruptions of a valid file: a changed header size, a truncation or
+ * a NaN in an F32 tensor never loads; a byte of the JSON header replaced, inserted or
+ * deleted loads (an ignored or still valid field) or fails naming the file. A crash, a read
+ * out of bounds or a leak fails the ASan build. */
+static void test_seeded_mutations(void **state)
+{
+    (void)state;
+    model_bytes m;
+    read_model(g_valid, &m);
+    unsigned char *bytes = malloc(m.size + 1);
+    assert_non_null(bytes);
+    char path[4200], what[128];
+    tmp_path(path, sizeof path, "mutated.safetensors");
+    for (int i = 0; i < 8; i++) {
+        memcpy(bytes, m.bytes, m.size);
+        bytes[i] ^= i == 0 ? 0x08 : 0x80; /* byte 0: the header less 8 bytes of padding */
+        snprintf(what, sizeof what, "header size byte %d", i);
+        if (load_mutated(path, bytes, m.size, what))
+            fail_msg("%s changed: loaded", what);
+    }
+    for (int i = 0; i < 16; i++) {
+        size_t cut = i < 4 ? (size_t)i * 3 : i == 15 ? m.size - 1 : next_mutation() % m.size;
+        snprintf(what, sizeof what, "truncated to %zu of %zu bytes", cut, m.size);
+        if (load_mutated(path, m.bytes, cut, what))
+            fail_msg("%s: loaded", what);
+    }
+    static const char replacements[] = "\"{}[],:09-e.\\ x";
+    int loaded = 0;
+    for (int i = 0; i < 48; i++) {
+        /* 0: a byte replaced by a JSON-significant one, 1: one inserted, 2: one deleted (the
+         * header size follows both), 3: a digit replaced by another (a shape, offset or
+         * metadata number changed, the JSON still valid) */
+        int kind = i % 4;
+        size_t pos = 8 + next_mutation() % m.header_size;
+        while (kind == 3 && (m.bytes[pos] < '0' || m.bytes[pos] > '9'))
+            pos = 8 + (pos - 8 + 1) % m.header_size;
+        unsigned char byte =
+            kind == 3 ? (unsigned char)('0' + (m.bytes[pos] - '0' + 1 + next_mutation() % 9) % 10)
+                      : (unsigned char)replacements[next_mutation() % (sizeof replacements - 1)];
+        size_t kept = kind == 2 ? pos + 1 : pos; /* m.bytes[kept..] follow the changed byte */
+        size_t size = pos + (kind != 2) + (m.size - kept - (kind == 0 || kind == 3));
+        memcpy(bytes, m.bytes, pos);
+        bytes[pos] = byte; /* overwritten by the rest when deleting */
+        memcpy(bytes + pos + (kind != 2), m.bytes + kept + (kind == 0 || kind == 3),
+               m.size - kept - (kind == 0 || kind == 3));
+        uint64_t header_size = m.header_size + (kind == 1) - (kind == 2);
+        for (int b = 0; b < 8; b++)
+            bytes[b] = (unsigned char)(header_size >> (8 * b));
+        snprintf(what, sizeof what, "header byte %zu '%c' %s%c", pos - 8, m.bytes[pos],
+                 kind == 1   ? "preceded by "
+                 : kind == 2 ? "deleted"
+                             : "replaced by ",
+                 kind == 2 ? ' ' : byte);
+        loaded += load_mutated(path, bytes, size, what);
+    }
+    printf("  %d of 48 header mutations load\n", loaded);
+    /* the F32 tensors' byte ranges, from the valid header */
+    uint64_t ranges[128][2];
+    size_t tensors = 0;
+    const char *name;
+    json_t *entry;
+    json_object_foreach(m.header, name, entry)
+    {
+        json_t *offsets = json_object_get(entry, "data_offsets");
+        const char *dtype = json_string_value(json_object_get(entry, "dtype"));
+        if (tensors < 128 && dtype && !strcmp(dtype, "F32")) {
+            ranges[tensors][0] = (uint64_t)json_integer_value(json_array_get(offsets, 0));
+            ranges[tensors][1] = (uint64_t)json_integer_value(json_array_get(offsets, 1));
+            tensors++;
+        }
+    }
+    assert_true(tensors > 40);
+    for (int i = 0; i < 8; i++) {
+        memcpy(bytes, m.bytes, m.size);
+        const uint64_t *range = ranges[next_mutation() % tensors];
+        uint64_t at = range[0] + 4 * (next_mutation() % ((range[1] - range[0]) / 4));
+        const uint32_t nan_bits = 0x7fc00000u;
+        for (int b = 0; b < 4; b++)
+            bytes[8 + m.header_size + at + b] = (unsigned char)(nan_bits >> (8 * b));
+        snprintf(what, sizeof what, "a NaN at data byte %llu", (unsigned long long)at);
+        if (load_mutated(path, bytes, m.size, what))
+            fail_msg("%s: loaded", what);
+    }
+    free(bytes);
+    free_model(&m);
+}
+
 static void hugging_face_metadata(json_t *header)
 {
     json_object_set_new(header, "__metadata__", json_pack("{s:s}", "format", "pt"));
@@ -1290,6 +1412,7 @@ int main(void)
         cmocka_unit_test(test_metadata_numbers),
         cmocka_unit_test(test_geometry_larger_than_data),
         cmocka_unit_test(test_data_not_covered),
+        cmocka_unit_test(test_seeded_mutations),
         cmocka_unit_test(test_metadata_partial),
         cmocka_unit_test(test_no_metadata_uses_reference),
         cmocka_unit_test(test_round_trip_bit_exact),
