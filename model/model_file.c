@@ -109,17 +109,18 @@ typedef struct {
     const char *path;
     uint64_t file_size;
     uint64_t header_size;
-    unsigned char *data; /* the data section (NULL unless read), data_size bytes */
-    uint64_t data_size;
-    json_t *root; /* the header object */
+    uint64_t data_size; /* bytes after the header: the data section */
+    json_t *root;       /* the header object */
+    FILE *stream;       /* open until model_file_close; tensors are read with read_data */
 } model_file;
 
 static void model_file_close(model_file *file)
 {
-    free(file->data);
     json_decref(file->root);
-    file->data = NULL;
+    if (file->stream)
+        fclose(file->stream);
     file->root = NULL;
+    file->stream = NULL;
 }
 
 /* Reads size bytes or fails: an I/O error with the system's reason, or a
@@ -138,10 +139,11 @@ static captcha_status read_exactly(FILE *stream, void *buffer, size_t size, cons
 }
 
 /* Opens path, checks the framing (8-byte header size, header inside the file,
- * header a JSON object) and parses the header; with read_data also reads the
- * data section. */
-static captcha_status model_file_open(const char *path, int read_data, model_file *file,
-                                      captcha_error *err)
+ * header a JSON object) and parses the header. The file stays open: the data
+ * section is read tensor by tensor (read_data), once the header has been checked
+ * against the network, so that a large file that is no model of ours (another
+ * network's weights, trailing data) is refused without reading or holding it. */
+static captcha_status model_file_open(const char *path, model_file *file, captcha_error *err)
 {
     memset(file, 0, sizeof *file);
     file->path = path;
@@ -237,24 +239,37 @@ static captcha_status model_file_open(const char *path, int read_data, model_fil
     }
 
     file->data_size = file->file_size - 8 - file->header_size;
-    if (read_data) {
-        file->data = malloc(file->data_size ? (size_t)file->data_size : 1);
-        if (!file->data) {
-            status = captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY,
-                                  "%s: cannot allocate %" PRIu64 " bytes for the tensor data", path,
-                                  file->data_size);
-            goto done;
-        }
-        status =
-            read_exactly(stream, file->data, (size_t)file->data_size, path, "tensor data", err);
-    }
 
 done:
     free(header);
-    fclose(stream);
+    file->stream = stream;
     if (status != CAPTCHA_OK)
         model_file_close(file);
     return status;
+}
+
+/* Reads size bytes at offset `begin` of the data section into buffer, for tensor
+ * `name` (bounds were checked against data_size by check_entry_bytes). */
+static captcha_status read_data(const model_file *file, uint64_t begin, void *buffer, size_t size,
+                                const char *name, captcha_error *err)
+{
+    int fd = fileno(file->stream);
+    uint64_t offset = 8 + file->header_size + begin;
+    for (size_t done = 0; done < size;) {
+        ssize_t got = pread(fd, (char *)buffer + done, size - done, (off_t)(offset + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return captcha_fail(err, CAPTCHA_ERROR_IO, "%s: cannot read tensor %s: %s",
+                                file->path, name, strerror(errno));
+        if (got == 0)
+            return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                                "%s: the file ended while reading tensor %s (was it changed "
+                                "meanwhile?)",
+                                file->path, name);
+        done += (size_t)got;
+    }
+    return CAPTCHA_OK;
 }
 
 /* ---- tensor entries ---- */
@@ -661,7 +676,7 @@ captcha_status captcha_model_read_config(const char *path, captcha_config *confi
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                             "captcha_model_read_config: config is NULL");
     model_file file;
-    captcha_status status = model_file_open(path, 0, &file, err);
+    captcha_status status = model_file_open(path, &file, err);
     if (status != CAPTCHA_OK)
         return status;
     captcha_config parsed;
@@ -806,7 +821,8 @@ static captcha_status load_tensors(const model_file *file, captcha_network *netw
         const tensor_entry *entry = &entries[i];
         if (entry->table_index < 0) {
             int64_t v;
-            memcpy(&v, file->data + entry->begin, sizeof v);
+            if ((status = read_data(file, entry->begin, &v, sizeof v, entry->name, err)))
+                goto done;
             if (host_is_big_endian())
                 swap_bytes(&v, 1, sizeof v);
             if (v < 0) {
@@ -823,7 +839,8 @@ static captcha_status load_tensors(const model_file *file, captcha_network *netw
             continue;
         }
         size_t n = (size_t)(entry->end - entry->begin) / sizeof(float);
-        memcpy(host, file->data + entry->begin, n * sizeof(float));
+        if ((status = read_data(file, entry->begin, host, n * sizeof(float), entry->name, err)))
+            goto done;
         if (host_is_big_endian())
             swap_bytes(host, n, sizeof(float));
         if ((status = check_values(entry->name, host, n, err)) != CAPTCHA_OK) {
@@ -881,7 +898,7 @@ captcha_status captcha_model_load(const char *path, captcha_backend *backend, ca
         return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                             "captcha_model_load: backend is NULL");
     model_file file;
-    captcha_status status = model_file_open(path, 1, &file, err);
+    captcha_status status = model_file_open(path, &file, err);
     if (status != CAPTCHA_OK)
         return status;
     captcha_config config;
