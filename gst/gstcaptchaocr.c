@@ -961,6 +961,35 @@ gst_captcha_ocr_first_time (GstCaptchaOcr * self, gboolean * flag)
   return first;
 }
 
+/* text made fit for a bus message (g_free): valid UTF-8 (a path in another
+ * encoding would make a Python bus handler fail to decode the message; bad
+ * bytes become U+FFFD) and control bytes written as C escapes (a model file's
+ * tensor name or metadata value with ESC would otherwise recolour the terminal
+ * of gst-launch, a newline split its log line), as the command-line tools
+ * write them. */
+static gchar *
+gst_captcha_ocr_printable (const gchar * text)
+{
+  gchar *valid = g_utf8_make_valid (text, -1);
+  GString *out = g_string_sized_new (strlen (valid));
+  const guchar *c;
+
+  for (c = (const guchar *) valid; *c; c++) {
+    if (*c == '\n')
+      g_string_append (out, "\\n");
+    else if (*c == '\t')
+      g_string_append (out, "\\t");
+    else if (*c == '\r')
+      g_string_append (out, "\\r");
+    else if (*c < 0x20 || *c == 0x7f)
+      g_string_append_printf (out, "\\x%02x", *c);
+    else
+      g_string_append_c (out, (gchar) * c);
+  }
+  g_free (valid);
+  return g_string_free (out, FALSE);
+}
+
 static gboolean
 gst_captcha_ocr_start (GstBaseTransform * trans)
 {
@@ -1021,10 +1050,13 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
      * say where the path came from when it was not the property. */
     const gchar *origin = from_env ? " (path from $CAPTCHA_MODEL, as the "
         "model property is unset)" : "";
-    gchar *text = strstr (err.message, path) ?
+    gchar *raw = strstr (err.message, path) ?
         g_strdup_printf ("Cannot load the model%s: %s", origin, err.message) :
         g_strdup_printf ("Cannot load the model \"%s\"%s: %s", path, origin,
         err.message);
+    gchar *text = gst_captcha_ocr_printable (raw);
+
+    g_free (raw);
 
     if (status == CAPTCHA_ERROR_IO)
       GST_ELEMENT_ERROR (self, RESOURCE, OPEN_READ, ("%s", text), (NULL));
@@ -1036,8 +1068,12 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
     return FALSE;
   }
   /* (the notice names the file) */
-  if (notice[0])
-    GST_ELEMENT_INFO (self, RESOURCE, SETTINGS, ("%s", notice), (NULL));
+  if (notice[0]) {
+    gchar *text = gst_captcha_ocr_printable (notice);
+
+    GST_ELEMENT_INFO (self, RESOURCE, SETTINGS, ("%s", text), (NULL));
+    g_free (text);
+  }
 
   self->config = *captcha_network_config (self->network);
   self->image_floats = (gsize) self->config.input_height * 3 *

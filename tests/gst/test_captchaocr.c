@@ -1924,6 +1924,55 @@ GST_START_TEST(test_error_model)
 
 GST_END_TEST;
 
+/* Error text from a file (a tensor name with ESC and a newline) and a path in
+ * another encoding reach the bus as valid UTF-8 with control bytes escaped, as
+ * the command-line tools print them: raw, the ESC recoloured gst-launch's
+ * terminal and the bytes failed to decode in a Python bus handler. */
+GST_START_TEST(test_error_text_printable)
+{
+    static const gchar header[] = "{\"evil\\u001b[31m\\nname\":{\"dtype\":\"F16\","
+                                  "\"shape\":[2],\"data_offsets\":[0,4]}}";
+    gchar *bytes, *path, *foreign;
+    guint64 size = sizeof header - 1; /* little-endian hosts */
+    GError *error = NULL;
+    GstMessage *msg;
+    const gchar *c;
+
+    bytes = g_malloc0(8 + size + 4);
+    memcpy(bytes, &size, 8);
+    memcpy(bytes + 8, header, size);
+    path = g_build_filename(tmpdir, "evil.safetensors", NULL);
+    fail_unless(g_file_set_contents(path, bytes, 8 + size + 4, NULL));
+    msg = try_start(path, 1, NULL);
+    fail_unless(msg != NULL);
+    gst_message_parse_error(msg, &error, NULL);
+    fail_unless(strstr(error->message, "evil\\x1b[31m\\nname") != NULL, "%s", error->message);
+    fail_unless(strstr(error->message, "F16") != NULL, "%s", error->message);
+    for (c = error->message; *c; c++)
+        fail_unless((guchar)*c >= 0x20 && *c != 0x7f, "byte 0x%02x in \"%s\"", (guchar)*c,
+                    error->message);
+    g_clear_error(&error);
+    gst_message_unref(msg);
+    g_unlink(path);
+
+    /* a Latin-1 name with ESC, missing: OPEN_READ, the bytes replaced or escaped */
+    foreign = g_build_filename(tmpdir, "caf\xe9\x1b.safetensors", NULL);
+    msg = try_start(foreign, 1, NULL);
+    fail_unless(msg != NULL);
+    gst_message_parse_error(msg, &error, NULL);
+    fail_unless(error->code == GST_RESOURCE_ERROR_OPEN_READ, "%s", error->message);
+    fail_unless(g_utf8_validate(error->message, -1, NULL), "not UTF-8: %s", error->message);
+    fail_unless(strstr(error->message, "caf\xef\xbf\xbd\\x1b.safetensors") != NULL, "%s",
+                error->message);
+    g_clear_error(&error);
+    gst_message_unref(msg);
+    g_free(foreign);
+    g_free(path);
+    g_free(bytes);
+}
+
+GST_END_TEST;
+
 /* A plain state_dict (no metadata) loads with one INFO message that names
  * the file once and what was assumed. */
 GST_START_TEST(test_model_notice)
@@ -2458,6 +2507,7 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_message_on_change);
     tcase_add_test(tc, test_min_confidence);
     tcase_add_test(tc, test_error_model);
+    tcase_add_test(tc, test_error_text_printable);
     tcase_add_test(tc, test_model_notice);
     tcase_add_test(tc, test_default_model);
     tcase_add_test(tc, test_device);
