@@ -41,7 +41,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --gst) gst_build=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
-    -*) echo "prepare-carry: unknown option $1" >&2; exit 2 ;;
+    -h | --help) sed -n '2,/^[^#]/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "prepare-carry: unknown option $1 (--help)" >&2; exit 2 ;;
     *) break ;;
     esac
 done

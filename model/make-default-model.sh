@@ -5,6 +5,10 @@
 #
 #   model/make-default-model.sh [OUT.safetensors]
 #
+# OUT defaults to model/captcha-default.safetensors itself (the tracked file is replaced when
+# the run ends). Ctrl-C (SIGINT/SIGTERM) stops the run and removes its temporary folder; the
+# script cannot resume a stage, so a second run starts over.
+#
 # Environment: BUILD (build directory, default build), CAPTCHA_SHARED_DATA (default
 # ../shared/data next to the source tree), THREADS (default 2).
 #
@@ -29,14 +33,38 @@
 # images for stages 1-4, 5000 for stage 5 (500 proved too few to tell fine-tuning runs apart).
 # The real test split and the evaluation images (captcha-gen seeds 777 and 888) are never seen.
 set -euo pipefail
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+case ${1:-} in
+-h | --help) usage; exit 0 ;;
+-*) echo "make-default-model: unknown option $1 (usage: $0 [OUT.safetensors]; --help)" >&2; exit 2 ;;
+esac
+[ $# -le 1 ] || { echo "make-default-model: one OUT.safetensors at most (--help)" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
 data=${CAPTCHA_SHARED_DATA:-../shared/data}/captcha-v2
 out=${1:-model/captcha-default.safetensors}
 threads=${THREADS:-2}
 [ -d "$data/train" ] || { echo "make-default-model: $data/train not found" >&2; exit 1; }
-work=$(mktemp -d /tmp/captcha-default-model.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/captcha-default-model.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+# Each tool runs in the background and is waited for, so that a signal reaches on_signal at
+# once; on_signal stops the tool and waits for it before the EXIT trap removes the folder it
+# writes into (the trainer writes a checkpoint there on a first signal, a second one stops it).
+child= last_stage=
+run() { "$@" & child=$!; wait "$child"; child=; }
+on_signal() {
+  trap - INT TERM
+  if [ -n "$child" ]; then
+    kill -TERM "$child" 2>/dev/null || true
+    wait "$child" 2>/dev/null || true
+  fi
+  echo "make-default-model: interrupted; $work is removed, so a \"continue with\" line" \
+    "above does not apply: run this script again to start over" >&2
+  [ -z "$last_stage" ] || echo "make-default-model: $out holds the last stage's best" \
+    "epoch so far, not the finished model" >&2
+  exit 130
+}
+trap on_signal INT TERM
 
 # the real training images added to a folder, 4 copies ("_real1".."_real4" after each label)
 add_real() { # DIR
@@ -50,7 +78,7 @@ add_real() { # DIR
 # 20000 generated images of one seed added to a folder, "_s<seed>" after each label (tools read
 # the label as the part before the first '_', so labels repeated across seeds stay distinct)
 add_generated() { # DIR SEED
-  "$build/train/captcha-gen" --out "$work/gen" --count 20000 --seed "$2"
+  run "$build/train/captcha-gen" --out "$work/gen" --count 20000 --seed "$2"
   for f in "$work/gen"/*.png; do
     name=$(basename "$f" .png)
     mv "$f" "$1/${name}_s$2.png"
@@ -58,35 +86,36 @@ add_generated() { # DIR SEED
   rmdir "$work/gen"
 }
 
-"$build/train/captcha-gen" --out "$work/train" --count 8000 --seed 1
-"$build/train/captcha-gen" --out "$work/val" --count 500 --seed 2
+run "$build/train/captcha-gen" --out "$work/train" --count 8000 --seed 1
+run "$build/train/captcha-gen" --out "$work/val" --count 500 --seed 2
 add_real "$work/train"
 echo "make-default-model: $(ls "$work/train" | wc -l) training images, $(ls "$work/val" | wc -l) validation images"
-"$build/train/captcha-train" --train "$work/train" --val "$work/val" --out "$work/stage2.safetensors" \
+run "$build/train/captcha-train" --train "$work/train" --val "$work/val" --out "$work/stage2.safetensors" \
   --checkpoint "$work/checkpoint" --recipe default --epochs 15 --seed 1 --threads "$threads" \
   --charset 0123456789abcdefghijklmnopqrstuvwxyz
-"$build/train/captcha-train" --train "$work/train" --val "$work/val" --out "$work/stage2.safetensors" \
+run "$build/train/captcha-train" --train "$work/train" --val "$work/val" --out "$work/stage2.safetensors" \
   --checkpoint "$work/checkpoint" --resume "$work/checkpoint" --epochs 25 --threads "$threads"
 
-"$build/train/captcha-gen" --out "$work/finetune" --count 20000 --seed 3
+run "$build/train/captcha-gen" --out "$work/finetune" --count 20000 --seed 3
 add_real "$work/finetune"
 echo "make-default-model: fine-tuning on $(ls "$work/finetune" | wc -l) images"
-"$build/train/captcha-train" --train "$work/finetune" --val "$work/val" --out "$work/stage3.safetensors" \
+run "$build/train/captcha-train" --train "$work/finetune" --val "$work/val" --out "$work/stage3.safetensors" \
   --checkpoint "$work/finetune-checkpoint" --init "$work/stage2.safetensors" --recipe default \
   --epochs 8 --lr 5e-4 --seed 3 --threads "$threads"
 
 add_generated "$work/finetune" 4
 echo "make-default-model: stage 4 on $(ls "$work/finetune" | wc -l) images"
-"$build/train/captcha-train" --train "$work/finetune" --val "$work/val" --out "$work/stage4.safetensors" \
+run "$build/train/captcha-train" --train "$work/finetune" --val "$work/val" --out "$work/stage4.safetensors" \
   --checkpoint "$work/stage4-checkpoint" --init "$work/stage3.safetensors" --recipe default \
   --epochs 4 --lr 2e-4 --seed 5 --threads "$threads"
 
 mkdir "$work/stage5"
 for seed in 5 6 7 8; do add_generated "$work/stage5" "$seed"; done
 add_real "$work/stage5"
-"$build/train/captcha-gen" --out "$work/val5000" --count 5000 --seed 2
+run "$build/train/captcha-gen" --out "$work/val5000" --count 5000 --seed 2
 echo "make-default-model: stage 5 on $(ls "$work/stage5" | wc -l) images"
-"$build/train/captcha-train" --train "$work/stage5" --val "$work/val5000" --out "$out" \
+last_stage=1 # the trainer writes --out at each new best epoch
+run "$build/train/captcha-train" --train "$work/stage5" --val "$work/val5000" --out "$out" \
   --checkpoint "$work/stage5-checkpoint" --init "$work/stage4.safetensors" --recipe default \
   --epochs 3 --lr 2e-4 --seed 6 --threads "$threads"
 
