@@ -966,7 +966,8 @@ gst_captcha_ocr_first_time (GstCaptchaOcr * self, gboolean * flag)
  * bytes become U+FFFD) and control bytes written as C escapes (a model file's
  * tensor name or metadata value with ESC would otherwise recolour the terminal
  * of gst-launch, a newline split its log line), as the command-line tools
- * write them. */
+ * write them; and both bytes of a C1 control character (U+0080..U+009F:
+ * U+009B is ESC [ to a UTF-8 terminal too) are escaped as well. */
 static gchar *
 gst_captcha_ocr_printable (const gchar * text)
 {
@@ -983,7 +984,11 @@ gst_captcha_ocr_printable (const gchar * text)
       g_string_append (out, "\\r");
     else if (*c < 0x20 || *c == 0x7f)
       g_string_append_printf (out, "\\x%02x", *c);
-    else
+    else if (*c == 0xc2 && c[1] >= 0x80 && c[1] <= 0x9f) {
+      /* U+0080..U+009F */
+      g_string_append_printf (out, "\\x%02x\\x%02x", c[0], c[1]);
+      c++;
+    } else
       g_string_append_c (out, (gchar) * c);
   }
   g_free (valid);

@@ -1932,6 +1932,10 @@ GST_START_TEST(test_error_text_printable)
 {
     static const gchar header[] = "{\"evil\\u001b[31m\\nname\":{\"dtype\":\"F16\","
                                   "\"shape\":[2],\"data_offsets\":[0,4]}}";
+    static const gchar c1_header[] = "{\"evil\\u009b31m\":{\"dtype\":\"F16\","
+                                     "\"shape\":[2],\"data_offsets\":[0,4]}}";
+    gchar c1_bytes[8 + sizeof c1_header - 1 + 4] = {0};
+    guint64 c1_size;
     gchar *bytes, *path, *foreign;
     guint64 size = sizeof header - 1; /* little-endian hosts */
     GError *error = NULL;
@@ -1941,6 +1945,9 @@ GST_START_TEST(test_error_text_printable)
     bytes = g_malloc0(8 + size + 4);
     memcpy(bytes, &size, 8);
     memcpy(bytes + 8, header, size);
+    c1_size = sizeof c1_header - 1;
+    memcpy(c1_bytes, &c1_size, 8);
+    memcpy(c1_bytes + 8, c1_header, c1_size);
     path = g_build_filename(tmpdir, "evil.safetensors", NULL);
     fail_unless(g_file_set_contents(path, bytes, 8 + size + 4, NULL));
     msg = try_start(path, 1, NULL);
@@ -1951,6 +1958,18 @@ GST_START_TEST(test_error_text_printable)
     for (c = error->message; *c; c++)
         fail_unless((guchar)*c >= 0x20 && *c != 0x7f, "byte 0x%02x in \"%s\"", (guchar)*c,
                     error->message);
+    g_clear_error(&error);
+    gst_message_unref(msg);
+    g_unlink(path);
+
+    /* a C1 control (U+009B, CSI: ESC [ to xterm and VTE in UTF-8) is valid UTF-8 but
+     * escaped as its bytes, as ESC is */
+    fail_unless(g_file_set_contents(path, c1_bytes, 8 + sizeof c1_header - 1 + 4, NULL));
+    msg = try_start(path, 1, NULL);
+    fail_unless(msg != NULL);
+    gst_message_parse_error(msg, &error, NULL);
+    fail_unless(strstr(error->message, "evil\\xc2\\x9b31m") != NULL, "%s", error->message);
+    fail_unless(strstr(error->message, "\xc2\x9b") == NULL, "C1 control in \"%s\"", error->message);
     g_clear_error(&error);
     gst_message_unref(msg);
     g_unlink(path);
