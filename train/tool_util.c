@@ -28,7 +28,10 @@ void captcha_tool_write_escaped(FILE *stream, const char *text, int escape_backs
             fputs("\\r", stream);
         else if (*c < 0x20 || *c == 0x7f)
             fprintf(stream, "\\x%02x", *c);
-        else
+        else if (*c == 0xc2 && c[1] >= 0x80 && c[1] <= 0x9f) { /* a C1 control, U+0080..U+009F */
+            fprintf(stream, "\\x%02x\\x%02x", c[0], c[1]);
+            c++;
+        } else
             fputc(*c, stream);
     }
 }

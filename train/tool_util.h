@@ -19,7 +19,8 @@ void captcha_tool_message(const char *program, const char *format, ...)
     ;
 
 /* text on stream with tab, newline, carriage return and the other control bytes (and,
- * with escape_backslash, backslashes) written as C escapes (\\ \t \n \r \xHH). */
+ * with escape_backslash, backslashes) written as C escapes (\\ \t \n \r \xHH); so are
+ * both bytes of a C1 control character in UTF-8 (U+009B is ESC [ to a UTF-8 terminal). */
 void captcha_tool_write_escaped(FILE *stream, const char *text, int escape_backslash);
 
 /* Prints "program: " + the formatted text + newline on stream, as one line: a newline,

@@ -330,11 +330,14 @@ grep -qF "$T/names/c\\\\a.png	" "$T/out.txt" || fail "backslash not escaped: $(c
 mkdir "$T/esc"
 printf 'x' >"$T/esc/$(printf 'a\033[31mb')x.png"
 printf 'x' >"$T/esc/$(printf 'c\nd')x.png"
+# U+009B in UTF-8: CSI, ESC [ to xterm and VTE
+printf 'x' >"$T/esc/$(printf 'e\302\23331mf')x.png"
 "$PREDICT" --model "$T/m1.st" --device cpu "$T/esc" >/dev/null 2>"$T/err.txt"
 grep -qF 'a\x1b[31mbx.png' "$T/err.txt" || fail "ESC not escaped: $(cat -v "$T/err.txt")"
 grep -qF 'c\ndx.png' "$T/err.txt" || fail "newline not escaped: $(cat -v "$T/err.txt")"
+grep -qF 'e\xc2\x9b31mfx.png' "$T/err.txt" || fail "U+009B not escaped: $(cat -v "$T/err.txt")"
 grep -q "$(printf '\033')" "$T/err.txt" && fail "an ESC byte reached stderr: $(cat -v "$T/err.txt")"
-[ "$(grep -c 'warning: skipping' "$T/err.txt")" -eq 2 ] || fail "expected 2 one-line warnings: $(cat -v "$T/err.txt")"
+[ "$(grep -c 'warning: skipping' "$T/err.txt")" -eq 3 ] || fail "expected 3 one-line warnings: $(cat -v "$T/err.txt")"
 "$TRAIN" --train "$T/esc" --out "$T/esc.st" $COMMON 2>"$T/err.txt"
 grep -qF 'a\x1b[31mbx.png' "$T/err.txt" || fail "captcha-train: ESC not escaped: $(cat -v "$T/err.txt")"
 
