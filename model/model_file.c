@@ -1,9 +1,10 @@
 /* The safetensors model file (format and metadata keys: model_file.h).
  *
- * Reading: the whole file is read with checked reads (size from fstat), the
- * header framing checked, the JSON parsed with jansson (duplicate keys
- * rejected), the metadata turned into a captcha_config, then every tensor entry
- * checked against the network's tensor table before any data is copied.
+ * Reading: the header is read with checked reads (size from fstat), its
+ * framing checked, the JSON parsed with jansson (duplicate keys rejected), the
+ * metadata turned into a captcha_config, then every tensor entry checked
+ * against the network's tensor table before any tensor is read (pread, one by
+ * one); a file whose size or mtime changed meanwhile is refused.
  * Writing: header and data go to path + ".tmp", which is renamed over path only
  * when complete. */
 #define _POSIX_C_SOURCE 200809L
@@ -112,6 +113,7 @@ typedef struct {
     uint64_t data_size; /* bytes after the header: the data section */
     json_t *root;       /* the header object */
     FILE *stream;       /* open until model_file_close; tensors are read with read_data */
+    struct timespec modified; /* st_mtim when opened: see model_file_check_unchanged */
 } model_file;
 
 static void model_file_close(model_file *file)
@@ -180,6 +182,7 @@ static captcha_status model_file_open(const char *path, model_file *file, captch
     captcha_status status = CAPTCHA_OK;
     char *header = NULL;
     file->file_size = (uint64_t)info.st_size;
+    file->modified = info.st_mtim;
     if (file->file_size < 8) {
         status = captcha_fail(err, CAPTCHA_ERROR_FORMAT,
                               "%s: the file is %" PRIu64 " bytes, too short for the 8-byte "
@@ -269,6 +272,25 @@ static captcha_status read_data(const model_file *file, uint64_t begin, void *bu
                                 file->path, name);
         done += (size_t)got;
     }
+    return CAPTCHA_OK;
+}
+
+/* The tensors are read long after the header (the network is created in between): a
+ * file written over in place meanwhile (cp onto it) would give the new bytes at the old
+ * header's offsets. Any write since the file was opened changes its size or mtime (not
+ * the ctime: that changes too when a rename replaces the file, which leaves the one open
+ * here as it was). err is only written when the file changed (or fstat failed). */
+static captcha_status model_file_check_unchanged(const model_file *file, captcha_error *err)
+{
+    struct stat info;
+    if (fstat(fileno(file->stream), &info) != 0)
+        return captcha_fail(err, CAPTCHA_ERROR_IO, "%s: %s", file->path, strerror(errno));
+    if ((uint64_t)info.st_size != file->file_size || info.st_mtim.tv_sec != file->modified.tv_sec ||
+        info.st_mtim.tv_nsec != file->modified.tv_nsec)
+        return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                            "%s: the file changed while it was being loaded (written over in "
+                            "place?): load it again",
+                            file->path);
     return CAPTCHA_OK;
 }
 
@@ -925,8 +947,13 @@ captcha_status captcha_model_load(const char *path, captcha_backend *backend, ca
         if (status != CAPTCHA_OK)
             captcha_error_prefix(err, "%s: ", path);
     }
-    if (status == CAPTCHA_OK)
+    if (status == CAPTCHA_OK) {
         status = load_tensors(&file, network, err);
+        /* also after a tensor was refused: its values may have been the new file's */
+        captcha_status changed = model_file_check_unchanged(&file, err);
+        if (changed != CAPTCHA_OK)
+            status = changed;
+    }
     model_file_close(&file);
     if (status != CAPTCHA_OK) {
         captcha_network_destroy(network);

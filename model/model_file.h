@@ -67,9 +67,11 @@ captcha_status captcha_model_read_config(const char *path, captcha_config *confi
  * must outlive the network (as in captcha_network_create). notice (may be NULL,
  * notice_size bytes) receives a one-line remark when defaults were assumed (a
  * plain PyTorch state_dict without our metadata), else "". path must name a
- * regular file (a FIFO, device or folder is refused without being read). On any
- * failure *out is NULL, nothing leaks, and the message names the file and the
- * tensor or field with expected versus found. */
+ * regular file (a FIFO, device or folder is refused without being read); one
+ * written over in place while it loads is refused (its size or mtime changed),
+ * one replaced by a rename loads as it was opened. On any failure *out is NULL,
+ * nothing leaks, and the message names the file and the tensor or field with
+ * expected versus found. */
 captcha_status captcha_model_load(const char *path, captcha_backend *backend,
                                   captcha_network **out, char *notice, size_t notice_size,
                                   captcha_error *err);

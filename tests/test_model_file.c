@@ -870,6 +870,78 @@ static void assert_same_tensors(captcha_network *a, captcha_network *b)
     }
 }
 
+/* The file rewritten while captcha_model_load runs: the backend's first upload after the
+ * file was opened writes another model there, whose header is 16 bytes longer, in place
+ * (as cp onto it does) or, with g_rewrite_by_rename, by a rename over it (as
+ * captcha_model_save does). */
+static const char *g_rewrite_path;
+static int g_rewrite_by_rename;
+static const unsigned char *g_rewrite_bytes;
+static size_t g_rewrite_size;
+static captcha_backend_ops g_rewrite_ops;
+static const captcha_backend_ops *g_cpu_ops;
+
+static captcha_status rewrite_on_upload(captcha_backend *backend, void *device_dst,
+                                        const void *host_src, size_t bytes, captcha_error *err)
+{
+    if (g_rewrite_path) {
+        char tmp[4300];
+        snprintf(tmp, sizeof tmp, "%s.tmp", g_rewrite_path);
+        const char *written = g_rewrite_by_rename ? tmp : g_rewrite_path;
+        assert_int_equal(captcha_test_write_file(written, g_rewrite_bytes, g_rewrite_size), 0);
+        if (g_rewrite_by_rename)
+            assert_int_equal(rename(tmp, g_rewrite_path), 0);
+        g_rewrite_path = NULL;
+    }
+    return g_cpu_ops->upload(backend, device_dst, host_src, bytes, err);
+}
+
+/* A load gives the model as the file was when opened, or fails saying the file changed:
+ * never the old header's tensors read from the new file (the data read after the network
+ * was created, at the old offsets, is the other model's bytes shifted by 16). A rename
+ * over the file leaves the opened one as it was: that loads. */
+static void test_file_changed_while_loading(void **state)
+{
+    (void)state;
+    char path[4200], other_path[4200];
+    tmp_path(other_path, sizeof other_path, "other.safetensors");
+    captcha_config config;
+    captcha_config_reference(&config);
+    captcha_network *other = make_network(&config, 8);
+    const char *const note[] = {"note", "0123456789abcdef", NULL};
+    save_or_fail(other, other_path, note);
+    captcha_network_destroy(other);
+    size_t size = 0;
+    unsigned char *bytes = captcha_test_read_file(other_path, &size);
+    assert_non_null(bytes);
+
+    g_cpu_ops = g_backend->ops;
+    g_rewrite_ops = *g_cpu_ops;
+    g_rewrite_ops.upload = rewrite_on_upload;
+    g_rewrite_bytes = bytes;
+    g_rewrite_size = size;
+    for (g_rewrite_by_rename = 0; g_rewrite_by_rename < 2; g_rewrite_by_rename++) {
+        copy_of_valid("changing.safetensors", 0, path, sizeof path);
+        g_rewrite_path = path;
+        g_backend->ops = &g_rewrite_ops;
+        captcha_error err = {0};
+        captcha_network *network = NULL;
+        captcha_status status = captcha_model_load(path, g_backend, &network, NULL, 0, &err);
+        g_backend->ops = g_cpu_ops;
+        assert_null(g_rewrite_path); /* rewritten */
+        if (status == CAPTCHA_OK) {
+            assert_same_tensors(g_network, network);
+            captcha_network_destroy(network);
+        } else if (g_rewrite_by_rename || !strstr(err.message, path) ||
+                   !strstr(err.message, "changed")) {
+            fail_msg("%s: %s", g_rewrite_by_rename ? "renamed over" : "written over", err.message);
+        } else {
+            assert_null(network);
+        }
+    }
+    free(bytes);
+}
+
 static void strip_to_charset(json_t *header)
 {
     json_t *metadata = json_object_get(header, "__metadata__");
@@ -1442,6 +1514,7 @@ int main(void)
         cmocka_unit_test(test_geometry_larger_than_data),
         cmocka_unit_test(test_data_not_covered),
         cmocka_unit_test(test_huge_file_refused_unread),
+        cmocka_unit_test(test_file_changed_while_loading),
         cmocka_unit_test(test_seeded_mutations),
         cmocka_unit_test(test_metadata_partial),
         cmocka_unit_test(test_no_metadata_uses_reference),
