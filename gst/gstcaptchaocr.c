@@ -1031,20 +1031,27 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
   status = captcha_backend_create ((captcha_device) device, gpu_id, (int) threads,
       &self->backend, fallback_reason, sizeof (fallback_reason), &err);
   if (status != CAPTCHA_OK) {
+    /* (a CUDA build's reasons name paths: $CAPTCHA_CUDA_MODULE, libraries) */
+    gchar *text = gst_captcha_ocr_printable (err.message);
+
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("Cannot run on device \"%s\" (gpu-id %d): %s",
             device == GST_CAPTCHA_OCR_DEVICE_CUDA ? "cuda" :
             device == GST_CAPTCHA_OCR_DEVICE_CPU ? "cpu" : "auto", gpu_id,
-            err.message), (NULL));
+            text), (NULL));
+    g_free (text);
     g_free (path);
     return FALSE;
   }
   if (fallback_reason[0]) {
+    gchar *text = gst_captcha_ocr_printable (fallback_reason);
+
     if (gst_captcha_ocr_first_time (self, &self->fallback_warned))
       GST_ELEMENT_WARNING (self, RESOURCE, SETTINGS,
-          ("No usable GPU (device=auto): %s", fallback_reason), (NULL));
+          ("No usable GPU (device=auto): %s", text), (NULL));
     else
-      GST_INFO_OBJECT (self, "running on the CPU: %s", fallback_reason);
+      GST_INFO_OBJECT (self, "running on the CPU: %s", text);
+    g_free (text);
   }
   GST_INFO_OBJECT (self, "backend: %s", self->backend->ops->name);
 

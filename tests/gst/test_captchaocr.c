@@ -1992,6 +1992,65 @@ GST_START_TEST(test_error_text_printable)
 
 GST_END_TEST;
 
+/* Fails unless text is valid UTF-8 without control bytes. */
+static void assert_printable(const gchar *text)
+{
+    const gchar *c;
+
+    fail_unless(g_utf8_validate(text, -1, NULL), "not UTF-8: %s", text);
+    for (c = text; *c; c++)
+        fail_unless((guchar)*c >= 0x20 && *c != 0x7f, "byte 0x%02x in \"%s\"", (guchar)*c, text);
+}
+
+/* The device's error (device=cuda) and fallback warning (auto) carry paths in a CUDA
+ * build ($CAPTCHA_CUDA_MODULE, the libraries dlerror names): valid UTF-8 with control
+ * bytes escaped, as the model's. (Without CUDA their text is fixed, and passes.) */
+GST_START_TEST(test_device_text_printable)
+{
+    gchar *module = g_build_filename(tmpdir, "caf\xe9\x1b.so", NULL);
+    gchar *saved = g_strdup(g_getenv("CAPTCHA_CUDA_MODULE"));
+    GstElement *element;
+    GstBus *bus;
+    GstMessage *msg;
+    GError *error = NULL;
+
+    g_setenv("CAPTCHA_CUDA_MODULE", module, TRUE);
+    msg = try_start(model_path, 2, NULL);
+    if (msg) { /* (a CUDA module loaded by an earlier test stays loaded) */
+        gst_message_parse_error(msg, &error, NULL);
+        GST_INFO("device=cuda: %s", error->message);
+        assert_printable(error->message);
+        g_clear_error(&error);
+        gst_message_unref(msg);
+    }
+
+    element = gst_element_factory_make("captchaocr", NULL);
+    bus = gst_bus_new();
+    g_object_set(element, "model", model_path, "device", 0, NULL);
+    gst_element_set_bus(element, bus);
+    fail_unless_equals_int(gst_element_set_state(element, GST_STATE_PAUSED),
+                           GST_STATE_CHANGE_SUCCESS);
+    while ((msg = gst_bus_pop_filtered(bus, GST_MESSAGE_WARNING))) {
+        gst_message_parse_warning(msg, &error, NULL);
+        GST_INFO("device=auto: %s", error->message);
+        assert_printable(error->message);
+        g_clear_error(&error);
+        gst_message_unref(msg);
+    }
+    gst_element_set_state(element, GST_STATE_NULL);
+    gst_element_set_bus(element, NULL);
+    gst_object_unref(bus);
+    gst_object_unref(element);
+    if (saved)
+        g_setenv("CAPTCHA_CUDA_MODULE", saved, TRUE);
+    else
+        g_unsetenv("CAPTCHA_CUDA_MODULE");
+    g_free(saved);
+    g_free(module);
+}
+
+GST_END_TEST;
+
 /* A plain state_dict (no metadata) loads with one INFO message that names
  * the file once and what was assumed. */
 GST_START_TEST(test_model_notice)
@@ -2527,6 +2586,7 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_min_confidence);
     tcase_add_test(tc, test_error_model);
     tcase_add_test(tc, test_error_text_printable);
+    tcase_add_test(tc, test_device_text_printable);
     tcase_add_test(tc, test_model_notice);
     tcase_add_test(tc, test_default_model);
     tcase_add_test(tc, test_device);
