@@ -15,7 +15,14 @@ PRINT=${2:?usage: $0 PATH/TO/captcha-gen PATH/TO/print-results PATH/TO/read-imag
 READ=${3:?usage: $0 PATH/TO/captcha-gen PATH/TO/print-results PATH/TO/read-image}
 SRC=${CAPTCHA_SOURCE_DIR:?CAPTCHA_SOURCE_DIR is not set}
 T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+# A run usually takes 6-15 s; one, once, hung until meson's 300 s limit without a word. If
+# it is still running after 200 s, say which example processes are alive (and for how long),
+# so that a hang leaves a trace.
+( sleep 200 && echo "test_examples: still running after 200 s; example processes:" >&2 &&
+    ps -eo pid,ppid,etime,stat,args | grep -E 'gst-launch|print-results|read-image|recognize-files|screen-capture|bus-watch' |
+    grep -v grep >&2 ) &
+watchdog=$!
+trap 'pkill -P "$watchdog" 2>/dev/null; kill "$watchdog" 2>/dev/null; rm -rf "$T"' EXIT
 # (looked up without this build's plugin, which gst-inspect-1.0 cannot load when it is
 # built with AddressSanitizer)
 for element in filesrc fdsrc decodebin pngdec videoconvert imagefreeze fakesink; do
