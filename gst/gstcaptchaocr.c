@@ -1019,10 +1019,14 @@ gst_captcha_ocr_start (GstBaseTransform * trans)
   path = gst_captcha_ocr_resolve_model (property, &searched, &from_env);
   g_free (property);
   if (!path) {
+    /* (the folders are the build's install and source paths) */
+    gchar *where = gst_captcha_ocr_printable (searched);
+
     GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
         ("No model file: the model property is not set, CAPTCHA_MODEL is "
             "not set and the bundled model was found neither at %s",
-            searched), (NULL));
+            where), (NULL));
+    g_free (where);
     g_free (searched);
     return FALSE;
   }
