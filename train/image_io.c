@@ -95,6 +95,16 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
                             path, size);
     }
     int width, height, channels;
+    /* The header's size is checked before decoding: a 1 KB JPEG can claim 18000x18000 and
+     * stb_image would allocate and fill about 1 GB for it. */
+    if (header_size(data, size, &width, &height) &&
+        (uint64_t)width * (uint64_t)height > CAPTCHA_TOOL_MAX_PIXELS) {
+        free(data);
+        return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                            "%s: too large: %dx%d pixels (the tools decode at most %d pixels, "
+                            "2^26)",
+                            path, width, height, CAPTCHA_TOOL_MAX_PIXELS);
+    }
     /* req_comp 3: stb converts grey to RGB and drops alpha (no compositing). */
     uint8_t *rgb = stbi_load_from_memory(data, (int)size, &width, &height, &channels, 3);
     if (!rgb) {

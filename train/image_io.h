@@ -29,11 +29,16 @@ typedef struct {
     uint8_t *rgb; /* [height][width][3], malloc'ed */
 } captcha_rgb_image;
 
+/* At most this many pixels (width x height, from the file's header, before
+ * decoding): 8192x8192, twice an 8K UHD screen capture. */
+#define CAPTCHA_TOOL_MAX_PIXELS (1 << 26)
+
 /* Reads and decodes path by content. On failure returns CAPTCHA_ERROR_IO (the
  * file cannot be read, or is not a regular file: a FIFO or device is refused
  * without reading from it) or CAPTCHA_ERROR_FORMAT (not an image, or truncated or
- * corrupt: stb_image's reason; or larger than captcha_image_validate takes, 65536
- * pixels a side) with a message naming the file. */
+ * corrupt: stb_image's reason; more than CAPTCHA_TOOL_MAX_PIXELS pixels, refused before decoding; or larger than
+ * captcha_image_validate takes, 65536 pixels a side) with a message naming the
+ * file. */
 captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image,
                                       captcha_error *err);
 void captcha_rgb_image_free(captcha_rgb_image *image);
