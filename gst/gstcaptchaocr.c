@@ -63,7 +63,8 @@
  * `confidence` (double), `x`, `y`, `width`, `height` (int, frame pixels, the
  * region read), `id` and `parent-id` (int, as in the meta) and `changed`
  * (boolean, the text differs from the previous frame read in the same
- * region position).
+ * region position; a result that #GstCaptchaOcr:min-confidence dropped, or
+ * a position that frame did not have, counts as no text there).
  *
  * Frames that downstream's QoS events mark late pass on unread (see
  * #GstBaseTransform:qos, which here never drops a frame, nor marks the
@@ -513,7 +514,12 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    *
    * Post the message only when the text of a region (by position in the
    * frame's region list) differs from the previous frame read. The message
-   * still lists every result; the changed ones have changed=TRUE. GAP
+   * still lists every result; the changed ones have changed=TRUE. A result
+   * dropped by min-confidence counts as no text, so a region whose result
+   * goes away (dropped, or fewer regions than in the previous frame read)
+   * changes too, and posts a message that lists the results that remain,
+   * possibly none with changed=TRUE (a frame left with no result posts
+   * none). GAP
    * buffers are not read, so the frame after a gap is compared with the
    * last frame read before it; so is the first frame after a caps change.
    * After a start or a seek (flushing or not) the first frame read posts.

@@ -1067,14 +1067,21 @@ static void add_upstream_region(GstBuffer *buffer, const gchar *type, gint id, g
 
 /* roi-type: two upstream regions in one frame give two results (one
  * batch), distinct ids, parent_id set; other types are ignored. */
+/* Pictures 1 and 2 (g_free) and their readings on their own. */
+static void make_two_pictures(guint8 **a, guint8 **b, Result *ref_a, Result *ref_b)
+{
+    *a = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    *b = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
+    *ref_a = read_once(*a, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    *ref_b = read_once(*b, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+}
+
 GST_START_TEST(test_roi_meta)
 {
     const gint fw = 640, fh = 360;
-    guint8 *a = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
-    guint8 *b = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
+    guint8 *a, *b;
     guint8 *frame = make_frame(fw, fh, 9);
-    Result ref_a = read_once(a, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
-    Result ref_b = read_once(b, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    Result ref_a, ref_b;
     GstStructure *messages[4];
     GstHarness *h;
     GstBuffer *in, *out;
@@ -1082,6 +1089,7 @@ GST_START_TEST(test_roi_meta)
     Result r[4];
     guint i;
 
+    make_two_pictures(&a, &b, &ref_a, &ref_b);
     fail_if(strcmp(ref_a.text, ref_b.text) == 0,
             "pictures 1 and 2 read alike (\"%s\"): the test cannot tell regions "
             "apart",
@@ -1797,6 +1805,90 @@ GST_START_TEST(test_message_on_change)
         g_free(a);
         g_free(wide);
     }
+}
+
+GST_END_TEST;
+
+/* message-on-change: a region whose result goes away (no longer among the
+ * upstream regions, or dropped by min-confidence, which counts as no text) is
+ * a change: the message lists the results that remain, none of them marked
+ * changed; the result back again is changed. (As documented: the element
+ * comment's `changed`, the message-on-change property and the README.) */
+static guint push_regions(GstHarness *h, GstBus *bus, const guint8 *frame, gint fw, gint fh,
+                          guint regions, GstStructure **messages)
+{
+    GstBuffer *in = make_buffer(frame, fw, fh, GST_VIDEO_FORMAT_BGRx);
+
+    add_upstream_region(in, "plate", 0, 0, 0, PICTURE_WIDTH, PICTURE_HEIGHT);
+    if (regions > 1)
+        add_upstream_region(in, "plate", 0, PICTURE_WIDTH, 0, PICTURE_WIDTH, PICTURE_HEIGHT);
+    gst_buffer_unref(push_pull(h, in));
+    return pop_captcha_messages(bus, messages, 2);
+}
+
+static gboolean result_changed(const GstStructure *message, guint index)
+{
+    gboolean changed = FALSE;
+
+    fail_unless(gst_structure_get_boolean(message_result(message, index), "changed", &changed));
+    return changed;
+}
+
+GST_START_TEST(test_message_on_change_gone)
+{
+    const gint fw = 2 * PICTURE_WIDTH, fh = PICTURE_HEIGHT;
+    guint8 *a, *b;
+    guint8 *frame = make_frame(fw, fh, 3);
+    Result ref_a, ref_b;
+    GstStructure *messages[2];
+    GstHarness *h;
+    GstBus *bus;
+
+    make_two_pictures(&a, &b, &ref_a, &ref_b);
+    fail_if(ref_a.confidence == ref_b.confidence);
+    paste(frame, fw, a, PICTURE_WIDTH, PICTURE_HEIGHT, 0, 0);
+    paste(frame, fw, b, PICTURE_WIDTH, PICTURE_HEIGHT, PICTURE_WIDTH, 0);
+    h = harness_new(&bus, "roi-type", "plate", "message-on-change", TRUE, NULL);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, fw, fh);
+
+    fail_unless_equals_int(push_regions(h, bus, frame, fw, fh, 2, messages), 1);
+    free_structures(messages, 1);
+    fail_unless_equals_int(push_regions(h, bus, frame, fw, fh, 2, messages), 0);
+
+    /* the second region went away: posted, the first unchanged */
+    fail_unless_equals_int(push_regions(h, bus, frame, fw, fh, 1, messages), 1);
+    fail_unless_equals_int(gst_value_list_get_size(gst_structure_get_value(messages[0], "results")),
+                           1);
+    fail_unless_equals_string(gst_structure_get_string(message_result(messages[0], 0), "text"),
+                              ref_a.text);
+    fail_if(result_changed(messages[0], 0));
+    free_structures(messages, 1);
+    /* back: changed */
+    fail_unless_equals_int(push_regions(h, bus, frame, fw, fh, 2, messages), 1);
+    fail_if(result_changed(messages[0], 0));
+    fail_unless(result_changed(messages[0], 1));
+    free_structures(messages, 1);
+
+    /* the less confident result dropped by min-confidence: posted with the other
+     * one only, unchanged; accepted again, the same text is changed */
+    g_object_set(h->element, "min-confidence", sqrt(ref_a.confidence * ref_b.confidence), NULL);
+    fail_unless_equals_int(push_regions(h, bus, frame, fw, fh, 2, messages), 1);
+    fail_unless_equals_int(gst_value_list_get_size(gst_structure_get_value(messages[0], "results")),
+                           1);
+    fail_unless_equals_string(gst_structure_get_string(message_result(messages[0], 0), "text"),
+                              ref_a.confidence > ref_b.confidence ? ref_a.text : ref_b.text);
+    fail_if(result_changed(messages[0], 0));
+    free_structures(messages, 1);
+    g_object_set(h->element, "min-confidence", 0.0, NULL);
+    fail_unless_equals_int(push_regions(h, bus, frame, fw, fh, 2, messages), 1);
+    fail_unless(result_changed(messages[0], 0) != result_changed(messages[0], 1));
+    fail_unless(result_changed(messages[0], ref_a.confidence > ref_b.confidence ? 1 : 0));
+    free_structures(messages, 1);
+
+    harness_teardown_with_bus(h, bus);
+    g_free(a);
+    g_free(b);
+    g_free(frame);
 }
 
 GST_END_TEST;
@@ -2583,6 +2675,7 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_new_segment);
     tcase_add_test(tc, test_message);
     tcase_add_test(tc, test_message_on_change);
+    tcase_add_test(tc, test_message_on_change_gone);
     tcase_add_test(tc, test_min_confidence);
     tcase_add_test(tc, test_error_model);
     tcase_add_test(tc, test_error_text_printable);
