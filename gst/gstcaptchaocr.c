@@ -391,7 +391,8 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
   /**
    * GstCaptchaOcr:gpu-id:
    *
-   * The CUDA device index used by device=cuda or auto.
+   * The CUDA device index used by device=cuda or auto. Takes effect at the
+   * next start, as #GstCaptchaOcr:device.
    */
   g_object_class_install_property (gobject_class, PROP_GPU_ID,
       g_param_spec_int ("gpu-id", "GPU id",
@@ -405,7 +406,8 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    * CPU threads (OpenMP) the CPU backend computes with, 0 = one per core.
    * On a machine busy with other work, 1 (or setting OMP_WAIT_POLICY=passive)
    * keeps the element from competing with the rest of the pipeline.
-   * Unused by the CUDA backend.
+   * Unused by the CUDA backend. Takes effect at the next start, as
+   * #GstCaptchaOcr:device.
    */
   g_object_class_install_property (gobject_class, PROP_THREADS,
       g_param_spec_uint ("threads", "Threads",
