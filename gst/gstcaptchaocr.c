@@ -35,7 +35,9 @@
  * the smallest non-negative ids no region meta on the buffer has (ids are
  * never negative and ascend in the order of the results). `parent_id` is
  * the id of the upstream region that was read (#GstCaptchaOcr:roi-type),
- * else -1.
+ * else -1. On a frame whose results are `reused` that is the upstream id on
+ * the frame that was read: it names a region of this buffer only when the
+ * upstream element keeps its ids from frame to frame (a tracker does).
  *
  * NV12 and I420 frames are converted to BGR with the caps' colorimetry
  * (its matrix, BT.601, BT.709, BT.2020, FCC or SMPTE 240M, and its range,
