@@ -59,8 +59,13 @@ static captcha_status read_whole_file(const char *path, uint8_t **data, size_t *
 static int header_size(const uint8_t *data, size_t size, int *width, int *height)
 {
     int channels;
-    if (stbi_info_from_memory(data, (int)size, width, height, &channels))
-        return 1;
+    if (stbi_info_from_memory(data, (int)size, width, height, &channels)) {
+        /* a top-down BMP stores its height negated, and stb_image's info passes it on as
+         * stored (its decoder takes the magnitude) */
+        if (*height < 0 && *height > INT32_MIN)
+            *height = -*height;
+        return *width > 0 && *height > 0;
+    }
     static const uint8_t png_start[16] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
                                           0,    0,   0,   13,  'I',  'H',  'D',  'R'};
     if (size < 24 || memcmp(data, png_start, sizeof png_start))
