@@ -81,6 +81,21 @@ static int header_size(const uint8_t *data, size_t size, int *width, int *height
     return 1;
 }
 
+/* Why a file stb_image would decode is refused, or NULL. */
+static const char *refused_format(const uint8_t *data, size_t size)
+{
+    /* stb tone-maps HDR to 8 bits (gamma 2.2) where imread scales it linearly, and loops
+     * forever on a truncated file */
+    if (stbi_is_hdr_from_memory(data, (int)size))
+        return "a Radiance HDR image, not read (convert it to PNG)";
+    /* stb_image 2.27 reads a 16-bit sample's two bytes in the host's order (byte-swapped
+     * here), not the file's big-endian one */
+    if (size > 2 && data[0] == 'P' && (data[1] == '5' || data[1] == '6') &&
+        stbi_is_16_bit_from_memory(data, (int)size))
+        return "a 16-bit PGM/PPM (maxval above 255), not read (convert it to PNG)";
+    return NULL;
+}
+
 captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image,
                                       captcha_error *err)
 {
@@ -98,6 +113,11 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
         free(data);
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: %zu bytes, too large for an image",
                             path, size);
+    }
+    const char *refused = refused_format(data, size);
+    if (refused) {
+        free(data);
+        return captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: cannot decode: %s", path, refused);
     }
     int width, height, channels;
     /* The header's size is checked before decoding: a 1 KB JPEG can claim 18000x18000 and

@@ -1,7 +1,7 @@
 /* Image files for the command-line tools: listing a folder, decoding a file by
- * its content (PNG, JPEG, BMP, GIF, TGA, PNM, PSD, HDR: whatever stb_image
- * reads, regardless of the file's extension) and the label a file name
- * carries.
+ * its content (PNG, JPEG, BMP, GIF, TGA, PNM, PSD: what stb_image reads,
+ * regardless of the file's extension, except Radiance HDR and 16-bit PGM/PPM,
+ * which it misreads) and the label a file name carries.
  *
  * Label rule (shared by captcha-gen, captcha-train and captcha-predict): the
  * file's base name without its extension (text from the last '.') and without
@@ -36,7 +36,7 @@ typedef struct {
 /* Reads and decodes path by content. On failure returns CAPTCHA_ERROR_IO (the
  * file cannot be read, or is not a regular file: a FIFO or device is refused
  * without reading from it) or CAPTCHA_ERROR_FORMAT (not an image, or truncated or
- * corrupt: stb_image's reason; more than CAPTCHA_TOOL_MAX_PIXELS pixels, refused before decoding; or larger than
+ * corrupt: stb_image's reason; a Radiance HDR or 16-bit PGM/PPM; more than CAPTCHA_TOOL_MAX_PIXELS pixels, refused before decoding; or larger than
  * captcha_image_validate takes, 65536 pixels a side) with a message naming the
  * file. */
 captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image,

@@ -87,6 +87,32 @@ static void expect_pixels(const char *name, const uint8_t *file, size_t size)
     captcha_rgb_image_free(&image);
 }
 
+static void expect_refused(const char *name, const void *file, size_t size, const char *reason)
+{
+    const char *path = write_file(name, file, size);
+    captcha_rgb_image image;
+    captcha_error err = {0};
+    captcha_status status = captcha_rgb_image_read(path, &image, &err);
+    CHECK(status == CAPTCHA_ERROR_FORMAT && strstr(err.message, reason),
+          "%s: expected refused as \"%s\", got status %d: %s", name, reason, (int)status,
+          err.message);
+    if (status == CAPTCHA_OK)
+        captcha_rgb_image_free(&image);
+}
+
+/* A PPM of pixels with that maxval (two bytes a sample, big-endian, above 255). */
+static size_t make_ppm(uint8_t *file, unsigned maxval)
+{
+    size_t size = (size_t)sprintf((char *)file, "P6\n3 2\n%u\n", maxval);
+    for (int i = 0; i < 18; i++) {
+        unsigned v = ((const uint8_t *)pixels)[i] * 257u;
+        if (maxval > 255)
+            file[size++] = (uint8_t)(v >> 8);
+        file[size++] = (uint8_t)v;
+    }
+    return size;
+}
+
 int main(void)
 {
     if (!mkdtemp(folder)) {
@@ -99,6 +125,19 @@ int main(void)
     /* refused as "too large: 3x-2 pixels" when the header's size was read as stored */
     size = make_bmp(file, 1);
     expect_pixels("top_down.bmp", file, size);
+
+    /* stb_image tone-maps HDR to 8 bits with gamma 2.2 (imread: linear), and loops forever on
+     * a truncated RLE one: refused. 3x2 flat RGBE pixels. */
+    size = (size_t)sprintf((char *)file, "#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 2 +X 3\n");
+    for (int i = 0; i < 6; i++, size += 4)
+        memcpy(file + size, "\x80\x40\x20\x81", 4);
+    expect_refused("image.hdr", file, size, "a Radiance HDR image, not read");
+
+    size = make_ppm(file, 255);
+    expect_pixels("8bit.ppm", file, size);
+    /* stb_image 2.27 reads a 16-bit sample's bytes swapped (on a little-endian host): refused */
+    size = make_ppm(file, 65535);
+    expect_refused("16bit.ppm", file, size, "a 16-bit PGM/PPM (maxval above 255), not read");
 
     char command[300];
     snprintf(command, sizeof command, "rm -rf '%s'", folder);
