@@ -96,6 +96,50 @@ static const char *refused_format(const uint8_t *data, size_t size)
     return NULL;
 }
 
+/* The file's bytes for stb_image, through callbacks, to learn whether its decoder wanted
+ * bytes past the end: for a truncated BMP, PNM, TGA, PSD or GIF stb 2.27 returns an image
+ * anyway, the missing part zeros or (PNM, TGA) uninitialized memory. */
+typedef struct {
+    const uint8_t *data;
+    size_t size, position;
+    const char *buffer; /* stb's read-ahead buffer: the target of its first read */
+    int past_end;
+} byte_reader;
+
+static int reader_read(void *user, char *out, int n)
+{
+    byte_reader *reader = user;
+    if (!reader->buffer)
+        reader->buffer = out;
+    size_t left = reader->size - reader->position, wanted = n > 0 ? (size_t)n : 0;
+    size_t count = wanted < left ? wanted : left;
+    /* stb refills its buffer when a decoder wants the next byte, so a short refill at the
+     * end loses nothing; an empty one, or any other short read, is data the file lacks */
+    if (wanted && (left == 0 || (count < wanted && out != reader->buffer)))
+        reader->past_end = 1;
+    memcpy(out, reader->data + reader->position, count);
+    reader->position += count;
+    return (int)count;
+}
+
+static void reader_skip(void *user, int n)
+{
+    byte_reader *reader = user;
+    if (n <= 0) /* stb never asks to go back ("unget" in its interface) */
+        return;
+    if ((size_t)n > reader->size - reader->position) {
+        reader->past_end = 1;
+        reader->position = reader->size;
+    } else
+        reader->position += (size_t)n;
+}
+
+static int reader_eof(void *user)
+{
+    byte_reader *reader = user;
+    return reader->position >= reader->size;
+}
+
 captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image,
                                       captcha_error *err)
 {
@@ -131,7 +175,16 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
                             path, width, height, CAPTCHA_TOOL_MAX_PIXELS);
     }
     /* req_comp 3: stb converts grey to RGB and drops alpha (no compositing). */
-    uint8_t *rgb = stbi_load_from_memory(data, (int)size, &width, &height, &channels, 3);
+    static const stbi_io_callbacks callbacks = {reader_read, reader_skip, reader_eof};
+    byte_reader reader = {data, size, 0, NULL, 0};
+    uint8_t *rgb = stbi_load_from_callbacks(&callbacks, &reader, &width, &height, &channels, 3);
+    if (rgb && reader.past_end) {
+        stbi_image_free(rgb);
+        free(data);
+        return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                            "%s: cannot decode: truncated (the file ends before its pixels do)",
+                            path);
+    }
     if (!rgb) {
         const char *reason = stbi_failure_reason();
         captcha_status status;

@@ -36,7 +36,8 @@ typedef struct {
 /* Reads and decodes path by content. On failure returns CAPTCHA_ERROR_IO (the
  * file cannot be read, or is not a regular file: a FIFO or device is refused
  * without reading from it) or CAPTCHA_ERROR_FORMAT (not an image, or truncated or
- * corrupt: stb_image's reason; a Radiance HDR or 16-bit PGM/PPM; more than CAPTCHA_TOOL_MAX_PIXELS pixels, refused before decoding; or larger than
+ * corrupt: stb_image's reason, or "truncated" for a file that ends before its
+ * pixels do where stb_image would fill them in; a Radiance HDR or 16-bit PGM/PPM; more than CAPTCHA_TOOL_MAX_PIXELS pixels, refused before decoding; or larger than
  * captcha_image_validate takes, 65536 pixels a side) with a message naming the
  * file. */
 captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image,

@@ -139,6 +139,13 @@ int main(void)
     size = make_ppm(file, 65535);
     expect_refused("16bit.ppm", file, size, "a 16-bit PGM/PPM (maxval above 255), not read");
 
+    /* A file that ends inside its pixels: stb_image 2.27 returns a BMP's missing rows as
+     * zeros and a PPM's as uninitialized memory; refused. */
+    size = make_bmp(file, 0);
+    expect_refused("truncated.bmp", file, size - 13, "truncated");
+    size = make_ppm(file, 255);
+    expect_refused("truncated.ppm", file, size - 1, "truncated");
+
     char command[300];
     snprintf(command, sizeof command, "rm -rf '%s'", folder);
     if (system(command) != 0)
