@@ -7,13 +7,14 @@ packages=(
   meson ninja-build pkg-config gcc libc6-dev
   libdnnl-dev        # oneDNN: the CPU backend's convolution / batch norm / linear
   libjansson-dev     # JSON of the safetensors header
-  libstb-dev         # stb_image: PNG/JPEG decoding by content in the tools
+  libstb-dev         # stb_image: PNG/BMP/GIF/... decoding by content in the tools
+  libjpeg-dev        # libjpeg-turbo: JPEG decoding in the tools, as OpenCV's imread
   libcairo2-dev libpango1.0-dev fonts-dejavu-core fonts-liberation2  # captcha-gen
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev  # the plugin
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   # tests
   libcmocka-dev
-  python3 python3-torch python3-opencv python3-numpy python3-gst-1.0
+  python3 python3-torch python3-opencv python3-numpy python3-pil python3-gst-1.0
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,5 +1,7 @@
 /* read-image: the C library without GStreamer, in one small program. Reads the
- * captcha of one image file (PNG, JPEG, ... decoded with stb_image) and prints
+ * captcha of one image file (PNG, JPEG, ... decoded with stb_image, kept
+ * short: captcha-predict decodes JPEG with libjpeg-turbo instead, as OpenCV
+ * does, and its pixels can differ from these by a few levels) and prints
  *     TEXT<TAB>CONFIDENCE
  * (the confidence: the product of the per-position softmax probabilities).
  *

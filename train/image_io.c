@@ -10,6 +10,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <jerror.h>
+#include <jpeglib.h>
+#include <setjmp.h>
 #include <stb/stb_image.h>
 
 #include "tool_util.h"
@@ -140,6 +143,123 @@ static int reader_eof(void *user)
     return reader->position >= reader->size;
 }
 
+/* stb decodes up to 2^24 pixels a side, the preprocessing takes at most 65536: refused
+ * here, a training run would otherwise stop at the first batch holding the image. Frees
+ * the image on failure. */
+static captcha_status check_image_size(const char *path, captcha_rgb_image *image,
+                                       captcha_error *err)
+{
+    captcha_image view = captcha_rgb_image_view(image);
+    if (captcha_image_validate(&view, err) != CAPTCHA_OK) {
+        captcha_rgb_image_free(image);
+        memset(image, 0, sizeof *image);
+        captcha_error_prefix(err, "%s: ", path);
+        return CAPTCHA_ERROR_FORMAT;
+    }
+    return CAPTCHA_OK;
+}
+
+static int is_jpeg(const uint8_t *data, size_t size)
+{
+    return size >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff;
+}
+
+/* libjpeg's error manager: an error, or a file that ends before its pixels do (libjpeg
+ * warns, then fills the rest grey, as cv2.imread accepts), leaves through the jump. Other
+ * warnings (corrupt data it can step over) are accepted, as imread accepts them. */
+typedef struct {
+    struct jpeg_error_mgr manager;
+    jmp_buf jump;
+    int truncated;
+} jpeg_errors;
+
+static void jpeg_error_exit(j_common_ptr info)
+{
+    longjmp(((jpeg_errors *)info->err)->jump, 1);
+}
+
+static void jpeg_emit_message(j_common_ptr info, int level)
+{
+    jpeg_errors *errors = (jpeg_errors *)info->err;
+    if (level < 0 && info->err->msg_code == JWRN_JPEG_EOF) {
+        errors->truncated = 1;
+        longjmp(errors->jump, 1);
+    }
+}
+
+/* Decodes a JPEG with libjpeg(-turbo) as OpenCV's imread does (its JPEG codec in 4.6):
+ * default decompression (integer slow IDCT, fancy upsampling), output RGB, except a
+ * 4-component (CMYK or YCCK) file, decoded to CMYK and converted as imread converts
+ * Adobe's inverted CMYK: channel = K - (255 - C) * K / 256 (integer, shifted). The same
+ * library and settings give the same pixels, where stb_image differs by a few levels and
+ * by over 100 in the last column of a 4:2:2 file. */
+static captcha_status decode_jpeg(const char *path, const uint8_t *data, size_t size,
+                                  captcha_rgb_image *image, captcha_error *err)
+{
+    struct jpeg_decompress_struct info;
+    jpeg_errors errors;
+    uint8_t *volatile rgb = NULL;
+    uint8_t *volatile cmyk_row = NULL;
+    info.err = jpeg_std_error(&errors.manager);
+    errors.manager.error_exit = jpeg_error_exit;
+    errors.manager.emit_message = jpeg_emit_message;
+    errors.truncated = 0;
+    jpeg_create_decompress(&info);
+    if (setjmp(errors.jump)) {
+        char reason[JMSG_LENGTH_MAX];
+        if (errors.truncated)
+            snprintf(reason, sizeof reason, "truncated (the file ends before its pixels do)");
+        else
+            info.err->format_message((j_common_ptr)&info, reason);
+        jpeg_destroy_decompress(&info);
+        free(rgb);
+        free(cmyk_row);
+        return captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: cannot decode: %s", path, reason);
+    }
+    jpeg_mem_src(&info, data, (unsigned long)size);
+    jpeg_read_header(&info, TRUE);
+    uint64_t pixels = (uint64_t)info.image_width * info.image_height;
+    if (pixels > CAPTCHA_TOOL_MAX_PIXELS) {
+        jpeg_destroy_decompress(&info);
+        return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
+                            "%s: too large: %ux%u pixels (the tools decode at most %d pixels, "
+                            "2^26)",
+                            path, info.image_width, info.image_height, CAPTCHA_TOOL_MAX_PIXELS);
+    }
+    int cmyk = info.num_components == 4;
+    info.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
+    jpeg_start_decompress(&info);
+    size_t width = info.output_width, row_bytes = 3 * width;
+    rgb = malloc(row_bytes * info.output_height);
+    if (cmyk)
+        cmyk_row = malloc(4 * width);
+    if (!rgb || (cmyk && !cmyk_row)) {
+        jpeg_destroy_decompress(&info);
+        free(rgb);
+        free(cmyk_row);
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY, "%s: out of memory decoding it",
+                            path);
+    }
+    while (info.output_scanline < info.output_height) {
+        uint8_t *out = rgb + (size_t)info.output_scanline * row_bytes;
+        JSAMPROW row = cmyk ? cmyk_row : out;
+        jpeg_read_scanlines(&info, &row, 1);
+        for (size_t x = 0; cmyk && x < width; x++) {
+            const uint8_t *p = cmyk_row + 4 * x;
+            int k = p[3];
+            for (int c = 0; c < 3; c++)
+                out[3 * x + c] = (uint8_t)(k - (((255 - p[c]) * k) >> 8));
+        }
+    }
+    jpeg_finish_decompress(&info);
+    image->width = (int)info.output_width;
+    image->height = (int)info.output_height;
+    jpeg_destroy_decompress(&info);
+    free(cmyk_row);
+    image->rgb = rgb;
+    return CAPTCHA_OK;
+}
+
 captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image,
                                       captcha_error *err)
 {
@@ -174,6 +294,13 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
                             "2^26)",
                             path, width, height, CAPTCHA_TOOL_MAX_PIXELS);
     }
+    if (is_jpeg(data, size)) {
+        status = decode_jpeg(path, data, size, image, err);
+        free(data);
+        if (status != CAPTCHA_OK)
+            return status;
+        return check_image_size(path, image, err);
+    }
     /* req_comp 3: stb converts grey to RGB and drops alpha (no compositing). */
     static const stbi_io_callbacks callbacks = {reader_read, reader_skip, reader_eof};
     byte_reader reader = {data, size, 0, NULL, 0};
@@ -204,23 +331,15 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
     image->width = width;
     image->height = height;
     image->rgb = rgb;
-    /* stb decodes up to 2^24 pixels a side, the preprocessing takes at most 65536: refused
-     * here, a training run would otherwise stop at the first batch holding the image */
-    captcha_image view = captcha_rgb_image_view(image);
-    if (captcha_image_validate(&view, err) != CAPTCHA_OK) {
-        captcha_rgb_image_free(image);
-        memset(image, 0, sizeof *image);
-        captcha_error_prefix(err, "%s: ", path);
-        return CAPTCHA_ERROR_FORMAT;
-    }
-    return CAPTCHA_OK;
+    return check_image_size(path, image, err);
 }
 
 void captcha_rgb_image_free(captcha_rgb_image *image)
 {
     if (!image)
         return;
-    stbi_image_free(image->rgb);
+    /* malloc'ed by decode_jpeg, or by stb_image (STBI_MALLOC, malloc in Debian's libstb) */
+    free(image->rgb);
     image->rgb = NULL;
 }
 

@@ -1,7 +1,8 @@
 /* Image files for the command-line tools: listing a folder, decoding a file by
- * its content (PNG, JPEG, BMP, GIF, TGA, PNM, PSD: what stb_image reads,
- * regardless of the file's extension, except Radiance HDR and 16-bit PGM/PPM,
- * which it misreads) and the label a file name carries.
+ * its content, regardless of the file's extension (JPEG with libjpeg-turbo, as
+ * cv2.imread; PNG, BMP, GIF, TGA, PNM, PSD: what stb_image reads, except
+ * Radiance HDR and 16-bit PGM/PPM, which it misreads) and the label a file name
+ * carries.
  *
  * Label rule (shared by captcha-gen, captcha-train and captcha-predict): the
  * file's base name without its extension (text from the last '.') and without
@@ -24,9 +25,8 @@ extern "C" {
 /* A decoded image: 8-bit RGB, interleaved, rows packed (stride = 3 * width).
  * Alpha is dropped (as cv2.imread with IMREAD_COLOR does), grey is replicated
  * into the three channels. Against cv2.imread (README, "Training on your own
- * images"): PNG and 8-bit BMP/PNM match exactly; JPEG is within 3 levels but
- * for stb_image's wrong right-edge chroma column in 4:2:2 files; 16-bit BMP
- * within 7; EXIF orientation is not applied; a GIF gives its first frame. */
+ * images"): JPEG, PNG and 8-bit BMP/PNM match exactly; 16-bit BMP within 7;
+ * EXIF orientation is not applied; a GIF gives its first frame. */
 typedef struct {
     int width, height;
     uint8_t *rgb; /* [height][width][3], malloc'ed */
@@ -39,10 +39,11 @@ typedef struct {
 /* Reads and decodes path by content. On failure returns CAPTCHA_ERROR_IO (the
  * file cannot be read, or is not a regular file: a FIFO or device is refused
  * without reading from it) or CAPTCHA_ERROR_FORMAT (not an image, or truncated or
- * corrupt: stb_image's reason, or "truncated" for a file that ends before its
- * pixels do where stb_image would fill them in; a Radiance HDR or 16-bit PGM/PPM; more than CAPTCHA_TOOL_MAX_PIXELS pixels, refused before decoding; or larger than
- * captcha_image_validate takes, 65536 pixels a side) with a message naming the
- * file. */
+ * corrupt: libjpeg's or stb_image's reason, or "truncated" for a file that
+ * ends before its pixels do, where the decoder would fill them in; a Radiance
+ * HDR or 16-bit PGM/PPM; more than CAPTCHA_TOOL_MAX_PIXELS pixels, refused
+ * before decoding; or larger than captcha_image_validate takes, 65536 pixels
+ * a side) with a message naming the file. */
 captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image,
                                       captcha_error *err);
 void captcha_rgb_image_free(captcha_rgb_image *image);
