@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include <jerror.h>
+#include <libexif/exif-data.h>
 #include <jpeglib.h>
 #include <setjmp.h>
 #include <stb/stb_image.h>
@@ -260,6 +261,108 @@ static captcha_status decode_jpeg(const char *path, const uint8_t *data, size_t 
     return CAPTCHA_OK;
 }
 
+/* The EXIF orientation (1..8, TIFF tag 0x0112 of IFD0) of a JPEG (its APP1 segment) or a
+ * PNG (its eXIf chunk), read with libexif; 1 (as stored) when there is none or it cannot
+ * be read. These are the formats whose orientation OpenCV 4.6's imread applies. */
+static int exif_orientation(const uint8_t *data, size_t size)
+{
+    static const uint8_t png_start[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    static const uint8_t exif_header[6] = {'E', 'x', 'i', 'f', 0, 0};
+    uint8_t *copy = NULL;
+    const uint8_t *exif_bytes = NULL;
+    size_t exif_size = 0;
+    if (is_jpeg(data, size)) { /* libexif finds the APP1 segment among the markers */
+        exif_bytes = data;
+        exif_size = size;
+    } else if (size >= 8 && !memcmp(data, png_start, 8)) {
+        for (size_t at = 8; at + 12 <= size;) {
+            uint32_t length = (uint32_t)data[at] << 24 | (uint32_t)data[at + 1] << 16 |
+                              (uint32_t)data[at + 2] << 8 | data[at + 3];
+            if (length > size - at - 12)
+                break;
+            if (!memcmp(data + at + 4, "eXIf", 4)) { /* TIFF data, without libexif's header */
+                copy = malloc(sizeof exif_header + length);
+                if (copy) {
+                    memcpy(copy, exif_header, sizeof exif_header);
+                    memcpy(copy + sizeof exif_header, data + at + 8, length);
+                    exif_bytes = copy;
+                    exif_size = sizeof exif_header + length;
+                }
+                break;
+            }
+            if (!memcmp(data + at + 4, "IEND", 4))
+                break;
+            at += 12 + (size_t)length;
+        }
+    }
+    int orientation = 1;
+    ExifData *exif = exif_bytes && exif_size <= UINT32_MAX ? exif_data_new() : NULL;
+    if (exif) {
+        /* as found: no entries added or fixed to follow the specification */
+        exif_data_unset_option(exif, EXIF_DATA_OPTION_FOLLOW_SPECIFICATION);
+        exif_data_load_data(exif, exif_bytes, (unsigned int)exif_size);
+        ExifEntry *entry = exif_content_get_entry(exif->ifd[EXIF_IFD_0], EXIF_TAG_ORIENTATION);
+        if (entry && entry->format == EXIF_FORMAT_SHORT && entry->components >= 1 && entry->data &&
+            entry->size >= 2) {
+            int value = exif_get_short(entry->data, exif_data_get_byte_order(exif));
+            if (value >= 1 && value <= 8)
+                orientation = value;
+        }
+        exif_data_unref(exif);
+    }
+    free(copy);
+    return orientation;
+}
+
+/* Turns image upright by its EXIF orientation, as imread does (2: mirrored left-right;
+ * 3: turned 180 degrees; 4: mirrored top-bottom; 5: transposed; 6: turned 90 degrees
+ * clockwise; 7: transposed and turned 180 degrees; 8: turned 90 degrees anticlockwise).
+ * Out of memory leaves it as stored and returns nonzero. */
+static int apply_orientation(captcha_rgb_image *image, int orientation)
+{
+    if (orientation <= 1)
+        return 0;
+    size_t w = (size_t)image->width, h = (size_t)image->height;
+    uint8_t *out = malloc(3 * w * h);
+    if (!out)
+        return -1;
+    int transposed = orientation >= 5;
+    size_t out_w = transposed ? h : w, out_h = transposed ? w : h;
+    for (size_t y = 0; y < out_h; y++)
+        for (size_t x = 0; x < out_w; x++) {
+            size_t sx, sy; /* the stored pixel shown at x, y */
+            switch (orientation) {
+            case 2: sx = w - 1 - x, sy = y; break;
+            case 3: sx = w - 1 - x, sy = h - 1 - y; break;
+            case 4: sx = x, sy = h - 1 - y; break;
+            case 5: sx = y, sy = x; break;
+            case 6: sx = y, sy = h - 1 - x; break;
+            case 7: sx = w - 1 - y, sy = h - 1 - x; break;
+            default: sx = w - 1 - y, sy = x; break; /* 8 */
+            }
+            memcpy(out + 3 * (y * out_w + x), image->rgb + 3 * (sy * w + sx), 3);
+        }
+    free(image->rgb);
+    image->rgb = out;
+    image->width = (int)out_w;
+    image->height = (int)out_h;
+    return 0;
+}
+
+/* Turns image upright, then checks its size (check_image_size). Frees it on failure. */
+static captcha_status finish_image(const char *path, captcha_rgb_image *image, int orientation,
+                                   captcha_error *err)
+{
+    if (apply_orientation(image, orientation)) {
+        captcha_rgb_image_free(image);
+        memset(image, 0, sizeof *image);
+        return captcha_fail(err, CAPTCHA_ERROR_OUT_OF_MEMORY,
+                            "%s: out of memory turning it upright (EXIF orientation %d)", path,
+                            orientation);
+    }
+    return check_image_size(path, image, err);
+}
+
 captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image,
                                       captcha_error *err)
 {
@@ -294,12 +397,13 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
                             "2^26)",
                             path, width, height, CAPTCHA_TOOL_MAX_PIXELS);
     }
+    int orientation = exif_orientation(data, size);
     if (is_jpeg(data, size)) {
         status = decode_jpeg(path, data, size, image, err);
         free(data);
         if (status != CAPTCHA_OK)
             return status;
-        return check_image_size(path, image, err);
+        return finish_image(path, image, orientation, err);
     }
     /* req_comp 3: stb converts grey to RGB and drops alpha (no compositing). */
     static const stbi_io_callbacks callbacks = {reader_read, reader_skip, reader_eof};
@@ -331,7 +435,7 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
     image->width = width;
     image->height = height;
     image->rgb = rgb;
-    return check_image_size(path, image, err);
+    return finish_image(path, image, orientation, err);
 }
 
 void captcha_rgb_image_free(captcha_rgb_image *image)

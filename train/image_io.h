@@ -26,7 +26,8 @@ extern "C" {
  * Alpha is dropped (as cv2.imread with IMREAD_COLOR does), grey is replicated
  * into the three channels. Against cv2.imread (README, "Training on your own
  * images"): JPEG, PNG and 8-bit BMP/PNM match exactly; 16-bit BMP within 7;
- * EXIF orientation is not applied; a GIF gives its first frame. */
+ * a JPEG's or PNG's EXIF orientation is applied, as imread applies it (width
+ * and height are those of the upright image); a GIF gives its first frame. */
 typedef struct {
     int width, height;
     uint8_t *rgb; /* [height][width][3], malloc'ed */

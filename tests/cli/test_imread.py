@@ -1,12 +1,13 @@
 #!/usr/bin/python3
-"""The tools' JPEG pixels against cv2.imread(IMREAD_COLOR), the reference pipeline's reader.
+"""The tools' pixels against cv2.imread(IMREAD_COLOR), the reference pipeline's reader.
 
-    test_jpeg_imread.py IMAGE_DUMP
+    test_imread.py IMAGE_DUMP
 
 JPEGs of a synthetic image (gradients, sharp edges, noise; odd sizes so the last chroma
 column and row are partial) are written in the encodings users feed: OpenCV's (4:2:0,
 progressive, restart intervals, grey) and Pillow's (4:4:4, 4:2:2, 4:2:0, grey, CMYK).
-Each must decode to exactly imread's pixels (max difference 0). A file cut short must be
+Each must decode to exactly imread's pixels (max difference 0). So must a JPEG and a PNG
+with each EXIF orientation (1 to 8), which imread turns upright. A file cut short must be
 refused as truncated, where imread fills it in. Needs /usr/bin/python3 with cv2, numpy
 and PIL (python3-opencv, python3-numpy, python3-pil); exit 77 without them.
 """
@@ -76,6 +77,17 @@ with tempfile.TemporaryDirectory() as tmp:
         # a .png name over JPEG content: decoded by content
         os.rename(f"{base}-pil-444.jpg", f"{base}-pil-444.png")
         cases[cases.index(f"{base}-pil-444.jpg")] = f"{base}-pil-444.png"
+
+    # EXIF orientation, in a JPEG's APP1 segment and a PNG's eXIf chunk
+    rgb = scene(13, 6, 1)
+    pil = Image.fromarray(rgb)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        base = os.path.join(tmp, f"orientation{orientation}")
+        pil.save(base + ".jpg", quality=90, subsampling=0, exif=exif.tobytes())
+        pil.save(base + ".png", exif=exif.tobytes())
+        cases += [base + ".jpg", base + ".png"]
 
     for path in cases:
         reference = cv2.imread(path, cv2.IMREAD_COLOR)
