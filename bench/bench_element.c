@@ -45,7 +45,10 @@ int main(int argc, char **argv)
         return 1;
     }
     gst_util_set_object_arg(G_OBJECT(element), "device", device);
-    g_object_set(element, "roi-x", 540, "roi-y", 335, "roi-width", 200, "roi-height", 50, NULL);
+    /* every frame is the same picture: without skip-unchanged off, only the first would run
+     * the network */
+    g_object_set(element, "roi-x", 540, "roi-y", 335, "roi-width", 200, "roi-height", 50,
+                 "skip-unchanged", FALSE, NULL);
     if (model)
         g_object_set(element, "model", model, NULL);
     GstHarness *h = gst_harness_new_with_element(element, "sink", "src");

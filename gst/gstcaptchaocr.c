@@ -174,6 +174,7 @@ gst_captcha_ocr_device_get_type (void)
 #define DEFAULT_MIN_CONFIDENCE 0.0
 #define DEFAULT_LATENCY 0.0
 #define DEFAULT_FRAMES_PROCESSED 0
+#define DEFAULT_SKIP_UNCHANGED TRUE
 
 enum
 {
@@ -194,6 +195,8 @@ enum
   PROP_LATENCY,
   PROP_FRAMES_PROCESSED,
   PROP_QOS,
+  PROP_SKIP_UNCHANGED,
+  PROP_FRAMES_UNCHANGED,
 };
 
 /* One region to read in the current frame. */
@@ -241,6 +244,7 @@ struct _GstCaptchaOcr
   gboolean message;
   gboolean message_on_change;
   gdouble min_confidence;
+  gboolean skip_unchanged;
   /* streaming thread: the base class's QoS found the queued buffer late
    * (submit_input_buffer), for the transform of that buffer (frame_late) */
   gboolean late;
@@ -256,6 +260,7 @@ struct _GstCaptchaOcr
   guint latency_count;
   guint latency_next;
   guint64 frames_processed;
+  guint64 frames_unchanged;
 
   /* warnings given once, under the object lock */
   gboolean region_warned;
@@ -276,6 +281,11 @@ struct _GstCaptchaOcr
   float *device_input;
   float *device_logits;
   guint device_capacity;
+  /* skip-unchanged: the network input and logits of the last frame read in one
+   * batch, host copies; last_count images (0: none) */
+  float *last_input;
+  float *last_logits;
+  guint last_count;
 
   /* streaming state */
   captcha_pixel_format pixel_format;
@@ -564,14 +574,49 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
   /**
    * GstCaptchaOcr:frames-processed:
    *
-   * Number of frames the network has read since the element was created
-   * (frames skipped by interval are not counted).
+   * Number of frames read since the element was created (frames skipped by
+   * interval are not counted; frames-unchanged, read without running the
+   * network again, are).
    */
   g_object_class_install_property (gobject_class, PROP_FRAMES_PROCESSED,
       g_param_spec_uint64 ("frames-processed", "Frames processed",
-          "Frames the network has read (frames skipped by interval not "
-          "counted)", 0, G_MAXUINT64, DEFAULT_FRAMES_PROCESSED,
+          "Frames read (frames skipped by interval not counted; those in "
+          "frames-unchanged are)", 0, G_MAXUINT64, DEFAULT_FRAMES_PROCESSED,
           G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
+
+  /**
+   * GstCaptchaOcr:skip-unchanged:
+   *
+   * When a frame's network input (every region preprocessed: the float NCHW
+   * batch, compared bit for bit) equals that of the previous frame read, the
+   * network is not run again and that frame's logits are decoded instead.
+   * The results are the ones the network would give (the backends compute
+   * the same batch the same way each time), with this frame's regions and
+   * reused=FALSE; they count in frames-processed and latency, and in
+   * frames-unchanged. A static screen region then costs its preprocessing
+   * only. Applies to frames of up to 64 regions (one batch). FALSE runs the
+   * network on every frame read (e.g. to measure it).
+   */
+  g_object_class_install_property (gobject_class, PROP_SKIP_UNCHANGED,
+      g_param_spec_boolean ("skip-unchanged", "Skip unchanged",
+          "Do not run the network again on a frame whose regions' network "
+          "input equals the previous frame read's; its results are decoded "
+          "again (the same as running it)", DEFAULT_SKIP_UNCHANGED,
+          G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS |
+          GST_PARAM_MUTABLE_PLAYING));
+
+  /**
+   * GstCaptchaOcr:frames-unchanged:
+   *
+   * Number of frames read since the element was created whose network
+   * input equalled the previous frame read's, so the network was not run
+   * (see skip-unchanged); they are counted in frames-processed too.
+   */
+  g_object_class_install_property (gobject_class, PROP_FRAMES_UNCHANGED,
+      g_param_spec_uint64 ("frames-unchanged", "Frames unchanged",
+          "Frames read without running the network, their input equal to the "
+          "previous frame read's (skip-unchanged)", 0, G_MAXUINT64,
+          DEFAULT_FRAMES_PROCESSED, G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
 
   /**
    * GstCaptchaOcr:qos:
@@ -639,6 +684,7 @@ gst_captcha_ocr_init (GstCaptchaOcr * self)
   self->message = DEFAULT_MESSAGE;
   self->message_on_change = DEFAULT_MESSAGE_ON_CHANGE;
   self->min_confidence = DEFAULT_MIN_CONFIDENCE;
+  self->skip_unchanged = DEFAULT_SKIP_UNCHANGED;
 
   self->regions = g_array_new (FALSE, TRUE, sizeof (GstCaptchaOcrRegion));
   self->results = g_array_new (FALSE, TRUE, sizeof (GstCaptchaOcrResult));
@@ -737,6 +783,9 @@ gst_captcha_ocr_set_property (GObject * object, guint prop_id,
     case PROP_MIN_CONFIDENCE:
       self->min_confidence = g_value_get_double (value);
       break;
+    case PROP_SKIP_UNCHANGED:
+      self->skip_unchanged = g_value_get_boolean (value);
+      break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
       break;
@@ -808,6 +857,12 @@ gst_captcha_ocr_get_property (GObject * object, guint prop_id,
     }
     case PROP_FRAMES_PROCESSED:
       g_value_set_uint64 (value, self->frames_processed);
+      break;
+    case PROP_SKIP_UNCHANGED:
+      g_value_set_boolean (value, self->skip_unchanged);
+      break;
+    case PROP_FRAMES_UNCHANGED:
+      g_value_set_uint64 (value, self->frames_unchanged);
       break;
     default:
       G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec);
@@ -941,6 +996,9 @@ gst_captcha_ocr_release_model (GstCaptchaOcr * self)
   g_clear_pointer (&self->input, g_free);
   g_clear_pointer (&self->logits, g_free);
   self->capacity = 0;
+  g_clear_pointer (&self->last_input, g_free);
+  g_clear_pointer (&self->last_logits, g_free);
+  self->last_count = 0;
 }
 
 /* Forgets the stream: interval counts from the next frame, and no result of
@@ -1705,9 +1763,12 @@ gst_captcha_ocr_post (GstCaptchaOcr * self, GstBuffer * buffer)
 }
 
 static void
-gst_captcha_ocr_add_latency (GstCaptchaOcr * self, gint64 microseconds)
+gst_captcha_ocr_add_latency (GstCaptchaOcr * self, gint64 microseconds,
+    gboolean unchanged)
 {
   GST_OBJECT_LOCK (self);
+  if (unchanged)
+    self->frames_unchanged++;
   self->latency_us[self->latency_next] = microseconds;
   self->latency_next = (self->latency_next + 1) % LATENCY_WINDOW;
   if (self->latency_count < LATENCY_WINDOW)
@@ -1718,13 +1779,16 @@ gst_captcha_ocr_add_latency (GstCaptchaOcr * self, gint64 microseconds)
 
 /* Reads the regions [first, first + count) of self->regions (count at most
  * MAX_BATCH_REGIONS) in image as one batch into the same entries of
- * self->results. The backend's preprocessing (CUDA: only each region's bytes
+ * self->results. With skip (skip-unchanged, the frame's only batch), an input
+ * equal to the last one kept decodes the kept logits and sets *unchanged;
+ * else the input and logits are kept for the next frame. The backend's preprocessing (CUDA: only each region's bytes
  * are uploaded, the conversion and resize run on the device; CPU: the same on
  * the host), the batch through forward_device (CUDA: one captured graph) and
  * one download; else preprocessing on the host. */
 static gboolean
 gst_captcha_ocr_read_batch (GstCaptchaOcr * self, const captcha_image * image,
-    gint crop_x, gint crop_y, guint first, guint count, captcha_error * err)
+    gint crop_x, gint crop_y, guint first, guint count, gboolean skip,
+    gboolean * unchanged, captcha_error * err)
 {
   const captcha_backend_ops *ops = self->backend->ops;
   gboolean on_device = ops->preprocess != NULL;
@@ -1754,6 +1818,24 @@ gst_captcha_ocr_read_batch (GstCaptchaOcr * self, const captcha_image * image,
             err) != CAPTCHA_OK)
       return FALSE;
   }
+  *unchanged = FALSE;
+  if (skip) {
+    gsize input_bytes = count * self->image_floats * sizeof (float);
+    gsize logits_bytes = count * self->classes * sizeof (float);
+
+    /* the device's input on the host (CPU backend: a copy; CUDA: one
+     * download, far cheaper than the network) */
+    if (on_device && ops->download (self->backend, self->input,
+            self->device_input, input_bytes, err) != CAPTCHA_OK)
+      return FALSE;
+    if (count == self->last_count
+        && memcmp (self->input, self->last_input, input_bytes) == 0) {
+      memcpy (self->logits, self->last_logits, logits_bytes);
+      *unchanged = TRUE;
+    }
+  }
+  if (*unchanged)
+    goto decode;
   if (on_device) {
     if (captcha_network_forward_device (self->network, self->device_input,
             (int) padded, self->device_logits, err) != CAPTCHA_OK
@@ -1763,6 +1845,18 @@ gst_captcha_ocr_read_batch (GstCaptchaOcr * self, const captcha_image * image,
   } else if (captcha_network_forward (self->network, self->input, (int) count,
           CAPTCHA_MODE_EVAL, self->logits, err) != CAPTCHA_OK)
     return FALSE;
+  if (skip) {
+    self->last_input = g_renew (float, self->last_input,
+        count * self->image_floats);
+    self->last_logits = g_renew (float, self->last_logits,
+        count * self->classes);
+    memcpy (self->last_input, self->input,
+        count * self->image_floats * sizeof (float));
+    memcpy (self->last_logits, self->logits,
+        count * self->classes * sizeof (float));
+    self->last_count = count;
+  }
+decode:
   for (i = 0; i < count; i++) {
     const GstCaptchaOcrRegion *region =
         &g_array_index (self->regions, GstCaptchaOcrRegion, first + i);
@@ -1803,6 +1897,7 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   guint interval, n, i, accepted;
   gboolean run, message, message_on_change, any_changed = FALSE;
   gdouble min_confidence;
+  gboolean skip_unchanged;
   captcha_error err = { 0 };
   gint64 start_time;
 
@@ -1846,6 +1941,7 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   message = self->message;
   message_on_change = self->message_on_change;
   min_confidence = self->min_confidence;
+  skip_unchanged = self->skip_unchanged;
   GST_OBJECT_UNLOCK (self);
 
   memset (&image, 0, sizeof image);
@@ -1896,15 +1992,18 @@ gst_captcha_ocr_transform_frame_ip (GstVideoFilter * filter,
   g_array_set_size (self->results, n);
   if (n > 0) {
     guint first, count;
+    gboolean unchanged = FALSE;
 
     start_time = g_get_monotonic_time ();
     for (first = 0; first < n; first += count) {
       count = MIN (n - first, MAX_BATCH_REGIONS);
       if (!gst_captcha_ocr_read_batch (self, &image, crop_x, crop_y, first,
-              count, &err))
+              count, skip_unchanged && n <= MAX_BATCH_REGIONS, &unchanged,
+              &err))
         goto failed;
     }
-    gst_captcha_ocr_add_latency (self, g_get_monotonic_time () - start_time);
+    gst_captcha_ocr_add_latency (self, g_get_monotonic_time () - start_time,
+        unchanged);
   }
 
   /* Keep the accepted results; note which region positions changed. */

@@ -1611,6 +1611,90 @@ GST_START_TEST(test_interval)
 
 GST_END_TEST;
 
+/* skip-unchanged (default on): a frame whose network input equals the previous
+ * frame read's is not run through the network; its results are decoded from
+ * the kept logits, so they equal a fresh read bit for bit, are not marked
+ * reused, carry this frame's region, and are posted. frames-unchanged counts
+ * those frames; off, every frame runs the network. */
+GST_START_TEST(test_skip_unchanged)
+{
+    const gint w = PICTURE_WIDTH, hgt = PICTURE_HEIGHT;
+    guint8 *a = make_picture(w, hgt, 1, FALSE);
+    guint8 *b = make_picture(w, hgt, 2, FALSE);
+    guint8 *wide = g_malloc0((gsize)2 * w * hgt * 4); /* a in its right half */
+    Result ref_a = read_once(a, w, hgt, GST_VIDEO_FORMAT_BGRx);
+    Result ref_b = read_once(b, w, hgt, GST_VIDEO_FORMAT_BGRx);
+    const guint8 *shown[6] = {a, a, a, b, b, a};
+    const guint64 unchanged_after[6] = {0, 1, 2, 2, 3, 3};
+    GstStructure *messages[8];
+    GstHarness *h;
+    GstBus *bus;
+    guint64 processed, unchanged;
+    gboolean skip;
+    Result r[2];
+    GstBuffer *out;
+    gint y;
+    guint i;
+
+    fail_if(strcmp(ref_a.text, ref_b.text) == 0);
+    h = harness_new(&bus, NULL);
+    g_object_get(h->element, "skip-unchanged", &skip, NULL);
+    fail_unless(skip, "skip-unchanged is not on by default");
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, w, hgt);
+    for (i = 0; i < 6; i++) {
+        const Result *expected = shown[i] == a ? &ref_a : &ref_b;
+
+        out = push_pull(h, make_buffer(shown[i], w, hgt, GST_VIDEO_FORMAT_BGRx));
+        fail_unless_equals_int(results_of(out, r, 2), 1);
+        fail_unless_equals_string(r[0].text, expected->text);
+        fail_unless(r[0].confidence == expected->confidence, "frame %u: confidence %.17g, read %.17g",
+                    i, r[0].confidence, expected->confidence);
+        fail_unless(!r[0].reused, "frame %u marked reused", i);
+        gst_buffer_unref(out);
+        g_object_get(h->element, "frames-unchanged", &unchanged, NULL);
+        fail_unless_equals_uint64(unchanged, unchanged_after[i]);
+    }
+    g_object_get(h->element, "frames-processed", &processed, NULL);
+    fail_unless_equals_uint64(processed, 6);
+    fail_unless_equals_int(pop_captcha_messages(bus, messages, 8), 6);
+    free_structures(messages, 6);
+
+    /* the same pixels at another place in another frame: unchanged, with the
+     * region of this frame */
+    for (y = 0; y < hgt; y++)
+        memcpy(wide + ((gsize)y * 2 * w + w) * 4, a + (gsize)y * w * 4, (gsize)w * 4);
+    g_object_set(h->element, "roi-x", w, NULL);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, 2 * w, hgt);
+    out = push_pull(h, make_buffer(wide, 2 * w, hgt, GST_VIDEO_FORMAT_BGRx));
+    fail_unless_equals_int(results_of(out, r, 2), 1);
+    fail_unless_equals_string(r[0].text, ref_a.text);
+    fail_unless(r[0].confidence == ref_a.confidence);
+    fail_unless_equals_int(r[0].x, w);
+    gst_buffer_unref(out);
+    g_object_get(h->element, "frames-unchanged", &unchanged, NULL);
+    fail_unless_equals_uint64(unchanged, 4);
+
+    /* off: the network runs on every frame */
+    g_object_set(h->element, "skip-unchanged", FALSE, NULL);
+    for (i = 0; i < 2; i++) {
+        out = push_pull(h, make_buffer(wide, 2 * w, hgt, GST_VIDEO_FORMAT_BGRx));
+        fail_unless_equals_int(results_of(out, r, 2), 1);
+        fail_unless(r[0].confidence == ref_a.confidence);
+        gst_buffer_unref(out);
+    }
+    g_object_get(h->element, "frames-unchanged", &unchanged, "frames-processed", &processed, NULL);
+    fail_unless_equals_uint64(unchanged, 4);
+    fail_unless_equals_uint64(processed, 9);
+    pop_captcha_messages(bus, messages, 8);
+    free_structures(messages, 3);
+    harness_teardown_with_bus(h, bus);
+    g_free(a);
+    g_free(b);
+    g_free(wide);
+}
+
+GST_END_TEST;
+
 /* A non-flushing seek (or a segment seek looping back) starts a new segment
  * without a flush: the frames after it are new content as after a flushing
  * seek, so the first is read (no result crosses the seek), counting restarts
@@ -2687,6 +2771,7 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_region_outside);
     tcase_add_test(tc, test_renegotiation);
     tcase_add_test(tc, test_statistics);
+    tcase_add_test(tc, test_skip_unchanged);
     tcase_add_test(tc, test_restart_while_streaming);
     tcase_add_test(tc, test_state_cycles);
     return s;
