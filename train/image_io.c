@@ -261,33 +261,62 @@ static captcha_status decode_jpeg(const char *path, const uint8_t *data, size_t 
     return CAPTCHA_OK;
 }
 
-/* The EXIF orientation (1..8, TIFF tag 0x0112 of IFD0) of a JPEG (its APP1 segment) or a
- * PNG (its eXIf chunk), read with libexif; 1 (as stored) when there is none or it cannot
- * be read. These are the formats whose orientation OpenCV 4.6's imread applies. */
+/* Where imread finds a JPEG's EXIF data: the first APP1 segment before the first scan (as
+ * libjpeg's marker reader saves it), whatever it holds, its TIFF data 6 bytes in (after
+ * "Exif\0\0"). Not libexif's own search, which gives up at the first marker other than
+ * APPn (a COM or DQT before the APP1) and passes over an APP1 of XMP to a later one.
+ * *tiff NULL when there is none. */
+static void jpeg_exif_segment(const uint8_t *data, size_t size, const uint8_t **tiff,
+                              size_t *tiff_size)
+{
+    *tiff = NULL;
+    for (size_t at = 2; at + 4 <= size;) {
+        /* data libjpeg skips (FF 00 included), fill bytes */
+        if (data[at] != 0xff || data[at + 1] == 0xff || data[at + 1] == 0) {
+            at++;
+            continue;
+        }
+        uint8_t marker = data[at + 1];
+        if (marker == 0xda || marker == 0xd9) /* SOS, EOI */
+            return;
+        if (marker == 0x01 || (marker >= 0xd0 && marker <= 0xd7)) { /* TEM, RSTn: no length */
+            at += 2;
+            continue;
+        }
+        size_t length = (size_t)data[at + 2] << 8 | data[at + 3];
+        if (length < 2 || length > size - at - 2)
+            return;
+        if (marker == 0xe1) {
+            if (length - 2 > 6) {
+                *tiff = data + at + 4 + 6;
+                *tiff_size = length - 2 - 6;
+            }
+            return;
+        }
+        at += 2 + length;
+    }
+}
+
+/* The EXIF orientation (1..8, TIFF tag 0x0112 of IFD0) of a JPEG (its first APP1 segment)
+ * or a PNG (its eXIf chunk), read with libexif; 1 (as stored) when there is none or it
+ * cannot be read. These are the formats whose orientation OpenCV 4.6's imread applies. */
 static int exif_orientation(const uint8_t *data, size_t size)
 {
     static const uint8_t png_start[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     static const uint8_t exif_header[6] = {'E', 'x', 'i', 'f', 0, 0};
-    uint8_t *copy = NULL;
-    const uint8_t *exif_bytes = NULL;
-    size_t exif_size = 0;
-    if (is_jpeg(data, size)) { /* libexif finds the APP1 segment among the markers */
-        exif_bytes = data;
-        exif_size = size;
-    } else if (size >= 8 && !memcmp(data, png_start, 8)) {
+    const uint8_t *tiff = NULL; /* TIFF data, to load after libexif's header */
+    size_t tiff_size = 0;
+    if (is_jpeg(data, size))
+        jpeg_exif_segment(data, size, &tiff, &tiff_size);
+    else if (size >= 8 && !memcmp(data, png_start, 8)) {
         for (size_t at = 8; at + 12 <= size;) {
             uint32_t length = (uint32_t)data[at] << 24 | (uint32_t)data[at + 1] << 16 |
                               (uint32_t)data[at + 2] << 8 | data[at + 3];
             if (length > size - at - 12)
                 break;
-            if (!memcmp(data + at + 4, "eXIf", 4)) { /* TIFF data, without libexif's header */
-                copy = malloc(sizeof exif_header + length);
-                if (copy) {
-                    memcpy(copy, exif_header, sizeof exif_header);
-                    memcpy(copy + sizeof exif_header, data + at + 8, length);
-                    exif_bytes = copy;
-                    exif_size = sizeof exif_header + length;
-                }
+            if (!memcmp(data + at + 4, "eXIf", 4)) {
+                tiff = data + at + 8;
+                tiff_size = length;
                 break;
             }
             if (!memcmp(data + at + 4, "IEND", 4))
@@ -295,12 +324,18 @@ static int exif_orientation(const uint8_t *data, size_t size)
             at += 12 + (size_t)length;
         }
     }
+    uint8_t *copy = tiff ? malloc(sizeof exif_header + tiff_size) : NULL;
+    size_t exif_size = sizeof exif_header + tiff_size;
+    if (copy) {
+        memcpy(copy, exif_header, sizeof exif_header);
+        memcpy(copy + sizeof exif_header, tiff, tiff_size);
+    }
     int orientation = 1;
-    ExifData *exif = exif_bytes && exif_size <= UINT32_MAX ? exif_data_new() : NULL;
+    ExifData *exif = copy && exif_size <= UINT32_MAX ? exif_data_new() : NULL;
     if (exif) {
         /* as found: no entries added or fixed to follow the specification */
         exif_data_unset_option(exif, EXIF_DATA_OPTION_FOLLOW_SPECIFICATION);
-        exif_data_load_data(exif, exif_bytes, (unsigned int)exif_size);
+        exif_data_load_data(exif, copy, (unsigned int)exif_size);
         ExifEntry *entry = exif_content_get_entry(exif->ifd[EXIF_IFD_0], EXIF_TAG_ORIENTATION);
         if (entry && entry->format == EXIF_FORMAT_SHORT && entry->components >= 1 && entry->data &&
             entry->size >= 2) {

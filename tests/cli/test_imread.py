@@ -11,6 +11,7 @@ with each EXIF orientation (1 to 8), which imread turns upright. A file cut shor
 refused as truncated, where imread fills it in. Needs /usr/bin/python3 with cv2, numpy
 and PIL (python3-opencv, python3-numpy, python3-pil); exit 77 without them.
 """
+import io
 import os
 import subprocess
 import sys
@@ -89,6 +90,33 @@ with tempfile.TemporaryDirectory() as tmp:
         pil.save(base + ".png", exif=exif.tobytes())
         cases += [base + ".jpg", base + ".png"]
 
+    # imread takes a JPEG's EXIF from its first APP1 segment before the scan, wherever it
+    # is among the markers: after a COM or the DQT (where libexif's own search gave up, and
+    # the orientation was lost), and not from an APP1 after an XMP one (libexif went on to it)
+    imread_height = {}  # upright height imread gives these 13x6 files, to check the premise
+
+    def segment(marker, payload):
+        return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    app1 = segment(0xE1, exif.tobytes())  # "Exif\0\0" and the TIFF data
+    xmp = segment(0xE1, b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta/>")
+    buffer = io.BytesIO()
+    pil.save(buffer, "JPEG", quality=90, subsampling=0)
+    plain = buffer.getvalue()
+    dqt = plain.index(b"\xff\xdb")
+    dqt_end = dqt + 2 + int.from_bytes(plain[dqt + 2 : dqt + 4], "big")
+    for name, data, height in [
+        ("com-then-exif", plain[:2] + segment(0xFE, b"a comment") + app1 + plain[2:], 13),
+        ("dqt-then-exif", plain[:dqt_end] + app1 + plain[dqt_end:], 13),
+        ("xmp-then-exif", plain[:2] + xmp + app1 + plain[2:], 6),
+    ]:
+        path = os.path.join(tmp, f"orientation6-{name}.jpg")
+        open(path, "wb").write(data)
+        cases.append(path)
+        imread_height[path] = height
+
     for path in cases:
         reference = cv2.imread(path, cv2.IMREAD_COLOR)
         got, error = ours(path)
@@ -97,6 +125,9 @@ with tempfile.TemporaryDirectory() as tmp:
             failures.append(f"{name}: cv2.imread could not read it")
         elif got is None:
             failures.append(f"{name}: refused: {error}")
+        elif path in imread_height and reference.shape[0] != imread_height[path]:
+            failures.append(f"{name}: imread's height is {reference.shape[0]}, "
+                            f"expected {imread_height[path]}")
         elif got.shape != reference.shape:
             failures.append(f"{name}: shape {got.shape}, imread {reference.shape}")
         else:
