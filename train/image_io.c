@@ -483,9 +483,10 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
                                   "at most 16777216 pixels a side and about 2^30 bytes of pixels)",
                                   path, width, height);
         else
-            /* "" for a PNG chunk of unknown type whose first byte is 0 (stb names the type) */
+            /* stb names an unknown PNG chunk's type in its reason ("XXXX PNG chunk not
+             * known"), cut short at a 0 byte in the type: "" to "XXX", no reason */
             status = captcha_fail(err, CAPTCHA_ERROR_FORMAT, "%s: cannot decode: %s", path,
-                                  reason && reason[0] ? reason : "unknown reason");
+                                  reason && strlen(reason) >= 4 ? reason : "unknown reason");
         free(data);
         return status;
     }

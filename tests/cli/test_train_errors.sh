@@ -91,6 +91,8 @@ grep -q "^captcha-train: 8 training images" "$T/err.txt" || fail "too wide image
 "$MAKE" --gray 8 8 "$T/chunk.png" || fail "make_images --gray"
 printf '\000' | dd of="$T/chunk.png" bs=1 seek=37 conv=notrunc 2>/dev/null # IDAT -> \0DAT
 expect 1 "warning: skipping $T/chunk.png: cannot decode: unknown reason" "$PREDICT" --model "$T/mixed.safetensors" "$T/chunk.png"
+printf 'I\000' | dd of="$T/chunk.png" bs=1 seek=37 conv=notrunc 2>/dev/null # -> I\0AT: reason "I"
+expect 1 "warning: skipping $T/chunk.png: cannot decode: unknown reason" "$PREDICT" --model "$T/mixed.safetensors" "$T/chunk.png"
 
 # --- a label character outside the charset: names the file and the character ---
 mkdir "$T/badchar"
