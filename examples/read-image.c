@@ -1,7 +1,9 @@
 /* read-image: the C library without GStreamer, in one small program. Reads the
  * captcha of one image file (PNG, JPEG, ... decoded with stb_image, kept
  * short: captcha-predict decodes JPEG with libjpeg-turbo instead, as OpenCV
- * does, and its pixels can differ from these by a few levels) and prints
+ * does, and its pixels can differ from these by a few levels; nor is an EXIF
+ * orientation applied: a phone photo is read as stored, possibly on its side,
+ * where captcha-predict turns it upright) and prints
  *     TEXT<TAB>CONFIDENCE
  * (the confidence: the product of the per-position softmax probabilities).
  *
@@ -31,7 +33,8 @@
 
 static const char usage[] =
     "Usage: %s MODEL.safetensors IMAGE\n"
-    "Reads the captcha of IMAGE (PNG, JPEG, ... decoded with stb_image; the whole image)\n"
+    "Reads the captcha of IMAGE (PNG, JPEG, ... decoded with stb_image; the whole image,\n"
+    "as stored: no EXIF orientation is applied, unlike captcha-predict)\n"
     "with the model and prints TEXT<TAB>CONFIDENCE (the product of the per-character\n"
     "probabilities). Exit status: 0 read, 1 an error (printed), 2 usage.\n";
 
