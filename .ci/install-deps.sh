@@ -10,7 +10,7 @@ packages=(
   libstb-dev         # stb_image: PNG/BMP/GIF/... decoding by content in the tools
   libjpeg-dev        # libjpeg-turbo: JPEG decoding in the tools, as OpenCV's imread
   libexif-dev        # EXIF orientation in the tools, applied as OpenCV's imread applies it
-  libcairo2-dev libpango1.0-dev fonts-dejavu-core fonts-liberation2  # captcha-gen
+  libcairo2-dev libpango1.0-dev libfontconfig-dev fonts-dejavu-core fonts-liberation2  # captcha-gen
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev  # the plugin
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   # tests
