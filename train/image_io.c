@@ -97,6 +97,11 @@ static const char *refused_format(const uint8_t *data, size_t size)
     if (size > 2 && data[0] == 'P' && (data[1] == '5' || data[1] == '6') &&
         stbi_is_16_bit_from_memory(data, (int)size))
         return "a 16-bit PGM/PPM (maxval above 255), not read (convert it to PNG)";
+    /* formats stb_image does not read ("unknown image type"), named */
+    if (size >= 4 && (!memcmp(data, "II*\0", 4) || !memcmp(data, "MM\0*", 4)))
+        return "a TIFF image, not read (convert it to PNG)";
+    if (size >= 12 && !memcmp(data, "RIFF", 4) && !memcmp(data + 8, "WEBP", 4))
+        return "a WebP image, not read (convert it to PNG)";
     return NULL;
 }
 
@@ -227,7 +232,10 @@ static captcha_status decode_jpeg(const char *path, const uint8_t *data, size_t 
     if (setjmp(errors.jump)) {
         char reason[JMSG_LENGTH_MAX];
         if (errors.truncated)
-            snprintf(reason, sizeof reason, "truncated (the file ends before its pixels do)");
+            /* also a file whose last scan is whole and only its end marker missing: libjpeg
+             * cannot tell it from a cut inside a scan (both end in a fake EOI) */
+            snprintf(reason, sizeof reason,
+                     "truncated (the file ends before its end-of-image marker)");
         else if (errors.too_many_scans)
             snprintf(reason, sizeof reason,
                      "more than %d scans (each goes over the whole image; an encoder writes "
@@ -447,8 +455,8 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
     int width, height, channels;
     /* The header's size is checked before decoding: a 1 KB JPEG can claim 18000x18000 and
      * stb_image would allocate and fill about 1 GB for it. */
-    if (header_size(data, size, &width, &height) &&
-        (uint64_t)width * (uint64_t)height > CAPTCHA_TOOL_MAX_PIXELS) {
+    int header_read = header_size(data, size, &width, &height);
+    if (header_read && (uint64_t)width * (uint64_t)height > CAPTCHA_TOOL_MAX_PIXELS) {
         free(data);
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT,
                             "%s: too large: %dx%d pixels (the tools decode at most %d pixels, "
@@ -467,7 +475,9 @@ captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image
     static const stbi_io_callbacks callbacks = {reader_read, reader_skip, reader_eof};
     byte_reader reader = {data, size, 0, NULL, 0};
     uint8_t *rgb = stbi_load_from_callbacks(&callbacks, &reader, &width, &height, &channels, 3);
-    if (rgb && reader.past_end) {
+    /* an image stb_image returned from bytes the file lacks, or one whose header was read and
+     * whose decoder then ran out of bytes (stb_image's reason for a cut PNG: "outofdata") */
+    if (reader.past_end && (rgb || header_read)) {
         stbi_image_free(rgb);
         free(data);
         return captcha_fail(err, CAPTCHA_ERROR_FORMAT,

@@ -146,6 +146,19 @@ int main(void)
     size = make_ppm(file, 255);
     expect_refused("truncated.ppm", file, size - 1, "truncated");
 
+    /* a PNG cut inside its data: stb_image fails ("outofdata"); named truncated too */
+    static const uint8_t png_1x1[] = {
+        0x89, 'P',  'N',  'G',  '\r', '\n', 0x1a, '\n', 0,    0,    0,    13,   'I',  'H',
+        'D',  'R',  0,    0,    0,    1,    0,    0,    0,    1,    8,    0,    0,    0,
+        0,    0x3a, 0x7e, 0x9b, 0x55, 0,    0,    0,    10,   'I',  'D',  'A',  'T',  0x78,
+        0x9c, 0x63, 0x60, 0,    0,    0,    2,    0,    1,    0x48, 0xaf, 0xa4, 0x71};
+    expect_refused("cut.png", png_1x1, sizeof png_1x1 - 6, "truncated");
+    /* formats stb_image does not read: named, not "unknown image type" */
+    expect_refused("image.tif", "II*\0\x08\0\0\0", 8, "a TIFF image, not read");
+    expect_refused("image.webp", "RIFF\x1a\0\0\0WEBPVP8L", 16, "a WebP image, not read");
+    /* not an image, shorter than the format probes read: not called truncated */
+    expect_refused("short.txt", "hi\n", 3, "unknown image type");
+
     char command[300];
     snprintf(command, sizeof command, "rm -rf '%s'", folder);
     if (system(command) != 0)
