@@ -1369,7 +1369,10 @@ int main(int argc, char **argv)
             goto done;
         }
     }
-    if (captcha_dataset_check_labels(&train, &config, &err) != CAPTCHA_OK) {
+    /* a new model's charset can follow the labels; a model's (--init, --resume) cannot */
+    const char *charset_hint =
+        opt.init_path || opt.resume_path ? NULL : "--charset auto takes the labels' own characters";
+    if (captcha_dataset_check_labels(&train, &config, charset_hint, &err) != CAPTCHA_OK) {
         message("%s", err.message);
         goto done;
     }
@@ -1407,7 +1410,7 @@ int main(int argc, char **argv)
             message("warning: %zu of the %zu --val images are also in --train (the same pixels, "
                     "e.g. %s and %s): the validation accuracy partly measures training images",
                     overlap, val.count, val.paths[in_val], train.paths[in_train]);
-        if (captcha_dataset_check_labels(&val, &config, &err) != CAPTCHA_OK) {
+        if (captcha_dataset_check_labels(&val, &config, NULL, &err) != CAPTCHA_OK) {
             message("--val: %s", err.message);
             goto done;
         }
@@ -1739,10 +1742,10 @@ int main(int argc, char **argv)
                 state.best_char_accuracy = acc.chars;
                 state.best_epoch = state.epoch + 1;
             }
-            message("epoch %d/%d validation: full %.4f char %.4f (%zu images; best full %.4f at "
-                    "epoch %d)",
+            message("epoch %d/%d validation: full %.4f char %.4f (%zu image%s; best full %.4f "
+                    "at epoch %d)",
                     state.epoch + 1, state.training.epochs, acc.full, acc.chars, val.count,
-                    state.best_accuracy, state.best_epoch);
+                    val.count == 1 ? "" : "s", state.best_accuracy, state.best_epoch);
         }
         if (save) {
             if (save_model(network, &opt, &state, train.count, state.epoch + 1,

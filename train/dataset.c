@@ -152,7 +152,8 @@ captcha_status captcha_dataset_charset(const captcha_dataset *dataset, char *cha
 }
 
 captcha_status captcha_dataset_check_labels(const captcha_dataset *dataset,
-                                            const captcha_config *config, captcha_error *err)
+                                            const captcha_config *config, const char *charset_hint,
+                                            captcha_error *err)
 {
     for (size_t i = 0; i < dataset->count; i++) {
         const char *label = dataset->labels[i];
@@ -169,8 +170,10 @@ captcha_status captcha_dataset_check_labels(const captcha_dataset *dataset,
                 show_char((unsigned char)label[p], shown, sizeof shown);
                 return captcha_fail(err, CAPTCHA_ERROR_INVALID_ARGUMENT,
                                     "%s: label \"%s\": character %s (position %d) is not in the "
-                                    "charset \"%s\"",
-                                    dataset->paths[i], label, shown, p + 1, config->charset);
+                                    "charset \"%s\"%s%s%s",
+                                    dataset->paths[i], label, shown, p + 1, config->charset,
+                                    charset_hint ? " (" : "", charset_hint ? charset_hint : "",
+                                    charset_hint ? ")" : "");
             }
         }
     }

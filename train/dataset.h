@@ -58,9 +58,11 @@ size_t captcha_dataset_overlap(const captcha_dataset *a, const captcha_dataset *
                                size_t *example_a, size_t *example_b);
 
 /* Checks that every label has config->length characters, all in the charset.
- * The message names the file, and the character or the lengths. */
+ * The message names the file, and the character or the lengths; charset_hint
+ * (when not NULL) is appended to a character's, in parentheses. */
 captcha_status captcha_dataset_check_labels(const captcha_dataset *dataset,
-                                            const captcha_config *config, captcha_error *err);
+                                            const captcha_config *config, const char *charset_hint,
+                                            captcha_error *err);
 
 /* 64-bit mixing function (splitmix64's finalizer of x + golden ratio): a
  * stateless generator, random(key) for any key. */
