@@ -1781,10 +1781,11 @@ gst_captcha_ocr_add_latency (GstCaptchaOcr * self, gint64 microseconds,
  * MAX_BATCH_REGIONS) in image as one batch into the same entries of
  * self->results. With skip (skip-unchanged, the frame's only batch), an input
  * equal to the last one kept decodes the kept logits and sets *unchanged;
- * else the input and logits are kept for the next frame. The backend's preprocessing (CUDA: only each region's bytes
- * are uploaded, the conversion and resize run on the device; CPU: the same on
- * the host), the batch through forward_device (CUDA: one captured graph) and
- * one download; else preprocessing on the host. */
+ * else the input and logits are kept for the next frame. Without skip, the
+ * kept ones are forgotten. The backend's preprocessing (CUDA: only each
+ * region's bytes are uploaded, the conversion and resize run on the device;
+ * CPU: the same on the host), the batch through forward_device (CUDA: one
+ * captured graph) and one download; else preprocessing on the host. */
 static gboolean
 gst_captcha_ocr_read_batch (GstCaptchaOcr * self, const captcha_image * image,
     gint crop_x, gint crop_y, guint first, guint count, gboolean skip,
@@ -1819,6 +1820,11 @@ gst_captcha_ocr_read_batch (GstCaptchaOcr * self, const captcha_image * image,
       return FALSE;
   }
   *unchanged = FALSE;
+  /* a frame read without the comparison (skip-unchanged off, several
+   * batches) is the previous frame read for the next one: forget the kept
+   * input, which is no longer the previous frame's */
+  if (!skip)
+    self->last_count = 0;
   if (skip) {
     gsize input_bytes = count * self->image_floats * sizeof (float);
     gsize logits_bytes = count * self->classes * sizeof (float);

@@ -1695,6 +1695,78 @@ GST_START_TEST(test_skip_unchanged)
 
 GST_END_TEST;
 
+/* The upstream regions "plate" at (x[i], y[i]) of a 640x360 frame, as they
+ * are added to its buffer. */
+static GstBuffer *frame_with_regions(const guint8 *frame, guint n, const guint *x, const guint *y)
+{
+    GstBuffer *in = make_buffer(frame, 640, 360, GST_VIDEO_FORMAT_BGRx);
+    guint i;
+
+    for (i = 0; i < n; i++)
+        add_upstream_region(in, "plate", (gint)i, x[i], y[i], PICTURE_WIDTH, PICTURE_HEIGHT);
+    return in;
+}
+
+/* skip-unchanged compares with the previous frame read, also when that frame
+ * was read without the comparison (more than 64 regions, or skip-unchanged
+ * off then): a frame equal to an earlier one, with another between them, is
+ * not unchanged (the kept input was that of the earlier frame, so the count
+ * took it as unchanged); nor is one after a frame read with skip-unchanged
+ * off, whose input and logits were not kept. */
+GST_START_TEST(test_skip_unchanged_previous)
+{
+    guint8 *a = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 1, FALSE);
+    guint8 *b = make_picture(PICTURE_WIDTH, PICTURE_HEIGHT, 2, FALSE);
+    guint8 *frame = make_frame(640, 360, 9);
+    Result ref_a = read_once(a, PICTURE_WIDTH, PICTURE_HEIGHT, GST_VIDEO_FORMAT_BGRx);
+    guint x[65], y[65], i;
+    const guint bx = 300, by = 200;
+    GstHarness *h;
+    guint64 unchanged;
+    Result r[2];
+    GstBuffer *out;
+    /* per step: regions (1: a, or b with b; 65: a and b in turn), skip-unchanged, and
+     * frames-unchanged after it */
+    const struct {
+        guint regions;
+        gboolean skip, b;
+        guint64 unchanged;
+    } steps[] = {
+        {1, TRUE, FALSE, 0}, {65, TRUE, FALSE, 0}, {1, TRUE, FALSE, 0},
+        {1, TRUE, FALSE, 1}, {1, FALSE, TRUE, 1},  {1, TRUE, FALSE, 1},
+        {1, TRUE, FALSE, 2}, {1, FALSE, FALSE, 2}, {1, TRUE, FALSE, 2},
+    };
+
+    paste(frame, 640, a, PICTURE_WIDTH, PICTURE_HEIGHT, 20, 30);
+    paste(frame, 640, b, PICTURE_WIDTH, PICTURE_HEIGHT, bx, by);
+    for (i = 0; i < 65; i++) {
+        x[i] = i % 2 ? bx : 20;
+        y[i] = i % 2 ? by : 30;
+    }
+    h = harness_new(NULL, "roi-type", "plate", NULL);
+    harness_set_caps(h, GST_VIDEO_FORMAT_BGRx, 640, 360);
+    for (i = 0; i < G_N_ELEMENTS(steps); i++) {
+        g_object_set(h->element, "skip-unchanged", steps[i].skip, NULL);
+        out = push_pull(h, steps[i].b ? frame_with_regions(frame, 1, &bx, &by)
+                                      : frame_with_regions(frame, steps[i].regions, x, y));
+        if (steps[i].regions == 1 && !steps[i].b) {
+            fail_unless_equals_int(results_of(out, r, 2), 1);
+            fail_unless_equals_string(r[0].text, ref_a.text);
+        }
+        gst_buffer_unref(out);
+        g_object_get(h->element, "frames-unchanged", &unchanged, NULL);
+        fail_unless(unchanged == steps[i].unchanged,
+                    "step %u: frames-unchanged %" G_GUINT64_FORMAT ", expected %" G_GUINT64_FORMAT,
+                    i, unchanged, steps[i].unchanged);
+    }
+    gst_harness_teardown(h);
+    g_free(a);
+    g_free(b);
+    g_free(frame);
+}
+
+GST_END_TEST;
+
 /* A non-flushing seek (or a segment seek looping back) starts a new segment
  * without a flush: the frames after it are new content as after a flushing
  * seek, so the first is read (no result crosses the seek), counting restarts
@@ -2772,6 +2844,7 @@ static Suite *captchaocr_suite(void)
     tcase_add_test(tc, test_renegotiation);
     tcase_add_test(tc, test_statistics);
     tcase_add_test(tc, test_skip_unchanged);
+    tcase_add_test(tc, test_skip_unchanged_previous);
     tcase_add_test(tc, test_restart_while_streaming);
     tcase_add_test(tc, test_state_cycles);
     return s;
