@@ -95,7 +95,7 @@ if [ -f "$repo/.carry/carry.tar.xz" ]; then
         note "no libgomp on the machine: using the carried one"
     fi
 else
-    note "no .carry/carry.tar.xz: relying on the machine's oneDNN/jansson/cmocka/stb"
+    note "no .carry/carry.tar.xz: relying on the machine's oneDNN/jansson/cmocka/stb/libjpeg/libexif"
 fi
 
 # ---- 2. CUDA toolkit, cuDNN, cuBLAS ----

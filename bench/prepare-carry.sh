@@ -2,15 +2,16 @@
 # Packs a build's dependencies so that they can be copied to a machine with an
 # NVIDIA GPU that lacks them, where bench/device-check.sh runs the GPU checks:
 # the Debian 12 libraries and headers that such a machine usually lacks
-# (oneDNN, jansson, cmocka, stb, their runtime dependency libOpenCL, a
-# pkg-config, and libgomp as a fallback) go into .carry/carry.tar.xz at the
+# (oneDNN, jansson, cmocka, stb, libjpeg-turbo and libexif (the tools' image
+# reader), oneDNN's runtime dependency libOpenCL, a pkg-config, and libgomp as a
+# fallback) go into .carry/carry.tar.xz at the
 # repository root (.carry/ is git-ignored), which device-check.sh unpacks.
 #
 # Run on the development machine (Debian 12 with libdnnl-dev, libjansson-dev,
-# libcmocka-dev, libstb-dev, pkgconf installed), then copy the checkout with
+# libcmocka-dev, libstb-dev, libjpeg-dev, libexif-dev, pkgconf installed), then copy the checkout with
 # its .carry/ folder to the GPU machine (see bench/device-check.sh for the
 # steps there). The archive unpacks into one prefix:
-#   include/  (oneapi/dnnl, dnnl*.h, jansson*.h, cmocka*.h, stb/)
+#   include/  (oneapi/dnnl, dnnl*.h, jansson*.h, cmocka*.h, stb/, j*.h, libexif/)
 #   lib/      (.so files and symlinks; lib/pkgconfig/*.pc relocated with ${pcfiledir})
 #   bin/      (pkgconf, used only when the machine has no pkg-config)
 #   fallback/gomp (libgomp, used only when the machine has none),
@@ -57,7 +58,7 @@ mkdir -p "$stage/include" "$stage/lib/pkgconfig" "$stage/bin" "$stage/fallback/g
 need() {
     for f in "$@"; do
         if [ ! -e "$f" ]; then
-            echo "prepare-carry: $f is missing (install libdnnl-dev libjansson-dev libcmocka-dev libstb-dev pkgconf)" >&2
+            echo "prepare-carry: $f is missing (install libdnnl-dev libjansson-dev libcmocka-dev libstb-dev libjpeg-dev libexif-dev pkgconf)" >&2
             exit 1
         fi
     done
@@ -77,14 +78,19 @@ copy_lib() {
 }
 
 need /usr/include/oneapi/dnnl/dnnl.h /usr/include/jansson.h /usr/include/cmocka.h \
-     /usr/include/stb/stb_image.h
+     /usr/include/stb/stb_image.h /usr/include/jpeglib.h /usr/include/$multiarch/jconfig.h \
+     /usr/include/libexif/exif-data.h
 cp -a /usr/include/oneapi "$stage/include/"
 cp -a /usr/include/dnnl*.h* "$stage/include/"
 cp -a /usr/include/jansson.h /usr/include/jansson_config.h /usr/include/cmocka.h \
       /usr/include/cmocka_pbc.h "$stage/include/"
 cp -a /usr/include/stb "$stage/include/"
+# libjpeg-turbo's jconfig.h is in the multiarch folder, which the compiler searches only on
+# a machine with libjpeg-dev: next to jpeglib.h instead
+cp -a /usr/include/jpeglib.h /usr/include/jmorecfg.h /usr/include/jerror.h \
+      /usr/include/$multiarch/jconfig.h /usr/include/libexif "$stage/include/"
 
-copy_lib libdnnl.so libjansson.so libcmocka.so libstb.so
+copy_lib libdnnl.so libjansson.so libcmocka.so libstb.so libjpeg.so libexif.so
 # libdnnl.so.2 needs libOpenCL.so.1 (ocl-icd); libstdc++/libgcc_s are on every machine
 need "$libdir/libOpenCL.so.1"
 cp "$(readlink -f "$libdir/libOpenCL.so.1")" "$stage/lib/libOpenCL.so.1"
@@ -93,7 +99,7 @@ cp "$(readlink -f "$libdir/libgomp.so.1")" "$stage/fallback/gomp/libgomp.so.1"
 ln -s libgomp.so.1 "$stage/fallback/gomp/libgomp.so"
 
 # pkg-config files, relocated: prefix = the folder above lib/pkgconfig
-for pc in jansson cmocka stb; do
+for pc in jansson cmocka stb libjpeg libexif; do
     need "$libdir/pkgconfig/$pc.pc"
     sed -e 's|^prefix=.*|prefix=${pcfiledir}/../..|' \
         -e 's|^libdir=.*|libdir=${prefix}/lib|' \
@@ -113,7 +119,7 @@ mkdir -p "$out"
 rm -f "$out/carry.tar.xz"
 tar -C "$stage" -cf - . | xz -T0 -3 >"$out/carry.tar.xz"
 echo "prepare-carry: wrote $out/carry.tar.xz ($(du -h "$out/carry.tar.xz" | cut -f1)):"
-tar -tJf "$out/carry.tar.xz" | grep -v '/$' | sed 's|^\./|  |' | grep -v '^  include/oneapi\|^  include/stb/' 
+tar -tJf "$out/carry.tar.xz" | grep -v '/$' | sed 's|^\./|  |' | grep -v '^  include/oneapi\|^  include/stb/\|^  include/libexif/' 
 
 if [ -n "$gst_build" ]; then
     plugin=$gst_build/gst/libgstcaptcha.so
