@@ -563,11 +563,14 @@ gst_captcha_ocr_class_init (GstCaptchaOcrClass * klass)
    * decoding of all regions of a frame) since the element last started
    * (READY to PAUSED: a new model or device starts afresh), in
    * microseconds; 0 before the first. frames-processed, by contrast, counts
-   * over the element's life.
+   * over the element's life. The frames of #GstCaptchaOcr:frames-unchanged,
+   * which do not run the network, are in the mean too: to time the network
+   * on a static input, set #GstCaptchaOcr:skip-unchanged to %FALSE.
    */
   g_object_class_install_property (gobject_class, PROP_LATENCY,
       g_param_spec_double ("latency", "Latency",
-          "Mean inference time of the last 32 frames read, microseconds",
+          "Mean inference time of the last 32 frames read, microseconds "
+          "(frames-unchanged included)",
           0.0, G_MAXDOUBLE, DEFAULT_LATENCY,
           G_PARAM_READABLE | G_PARAM_STATIC_STRINGS));
 
