@@ -42,9 +42,10 @@ typedef struct {
  * without reading from it) or CAPTCHA_ERROR_FORMAT (not an image, or truncated or
  * corrupt: libjpeg's or stb_image's reason, or "truncated" for a file that
  * ends before its pixels do, where the decoder would fill them in; a Radiance
- * HDR or 16-bit PGM/PPM; a JPEG of more than 100 scans; more than CAPTCHA_TOOL_MAX_PIXELS pixels, refused
- * before decoding; or larger than captcha_image_validate takes, 65536 pixels
- * a side) with a message naming the file. */
+ * HDR or 16-bit PGM/PPM; a TIFF or WebP file, named; a JPEG of more than 100
+ * scans; more than CAPTCHA_TOOL_MAX_PIXELS pixels, refused before decoding;
+ * or larger than captcha_image_validate takes, 65536 pixels a side) with a
+ * message naming the file. */
 captcha_status captcha_rgb_image_read(const char *path, captcha_rgb_image *image,
                                       captcha_error *err);
 void captcha_rgb_image_free(captcha_rgb_image *image);
